@@ -1,0 +1,92 @@
+// pybind11 module lingalign._core: the Hook class and the facts Python needs to install it.
+#include "hook.h"
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <optional>
+
+namespace py = pybind11;
+using lingalign::Hook;
+
+#ifndef LINGALIGN_LLAMA_CPP_VERSION
+#  error "LINGALIGN_LLAMA_CPP_VERSION must be defined by the build (the llama-cpp-python version compiled against)"
+#endif
+
+template <typename T>
+using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+static py::array_t<double> to_array(std::vector<double> && v, std::vector<py::ssize_t> shape) {
+    auto * holder = new std::vector<double>(std::move(v));
+    py::capsule owner(holder, [](void * p) { delete static_cast<std::vector<double> *>(p); });
+    return py::array_t<double>(shape, holder->data(), owner);
+}
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "lingalign's C++ hook for llama.cpp's graph-evaluation callback (private; use the lingalign package)";
+    m.attr("LLAMA_CPP_VERSION") = LINGALIGN_LLAMA_CPP_VERSION;
+    m.attr("ROW_OUTPUT") = (int) lingalign::ROW_OUTPUT;
+    m.attr("ROW_APPLY") = (int) lingalign::ROW_APPLY;
+    m.attr("ROW_POOL") = (int) lingalign::ROW_POOL;
+    m.attr("ROW_LAST") = (int) lingalign::ROW_LAST;
+    m.attr("CALLBACK_ADDRESS") = (uintptr_t) &Hook::eval_callback;
+
+    py::class_<Hook>(m, "Hook")
+        .def(py::init<int, int>(), py::arg("n_embd"), py::arg("n_layer"))
+        .def_property_readonly("n_embd", &Hook::n_embd)
+        .def_property_readonly("n_layer", &Hook::n_layer)
+        .def_property_readonly("address", [](Hook & h) { return (uintptr_t) &h; },
+                               "Address to pass as cb_eval_user_data.")
+        .def("set_affine",
+             [](Hook & h, int layer, CArray<float> matrix, std::optional<CArray<float>> bias) {
+                 if (matrix.ndim() != 2) {
+                     throw py::value_error("layer " + std::to_string(layer) + ": map must be 2-D");
+                 }
+                 const float * b = bias ? bias->data() : nullptr;
+                 const size_t bn = bias ? (size_t) bias->size() : 0;
+                 h.set_affine(layer, matrix.data(), (size_t) matrix.size(), b, bn);
+             },
+             py::arg("layer"), py::arg("matrix"), py::arg("bias") = py::none())
+        .def("set_additive",
+             [](Hook & h, int layer, CArray<float> vector) {
+                 h.set_additive(layer, vector.data(), (size_t) vector.size());
+             },
+             py::arg("layer"), py::arg("vector"))
+        .def("clear_layer", &Hook::clear_layer, py::arg("layer"))
+        .def("clear_transforms", &Hook::clear_transforms)
+        .def_property("alpha", &Hook::alpha, &Hook::set_alpha)
+        .def("active_layers", &Hook::active_layers)
+        .def("set_batch",
+             [](Hook & h, int n_ubatch, CArray<uint8_t> flags, std::optional<CArray<int32_t>> slots) {
+                 if (slots && slots->size() != flags.size()) {
+                     throw py::value_error("slots and flags differ in length");
+                 }
+                 h.set_batch(n_ubatch, flags.data(), slots ? slots->data() : nullptr, (size_t) flags.size());
+             },
+             py::arg("n_ubatch"), py::arg("flags"), py::arg("slots") = py::none())
+        .def("end_batch", &Hook::end_batch)
+        .def("start_capture", &Hook::start_capture, py::arg("layers"), py::arg("n_slots"),
+             py::arg("stop_after_last") = false)
+        .def("stop_capture", &Hook::stop_capture)
+        .def("capture_results",
+             [](const Hook & h) {
+                 std::vector<double> sums;
+                 std::vector<int64_t> counts;
+                 std::vector<float> last;
+                 h.capture_results(sums, counts, last);
+                 const py::ssize_t n_cap = (py::ssize_t) h.capture_layers().size();
+                 const py::ssize_t d = h.n_embd();
+                 const py::ssize_t n_slots = n_cap ? (py::ssize_t) counts.size() / n_cap : 0;
+                 py::array_t<int64_t> c({n_slots, n_cap});
+                 std::copy(counts.begin(), counts.end(), c.mutable_data());
+                 py::array_t<float> l({n_slots, n_cap, d});
+                 std::copy(last.begin(), last.end(), l.mutable_data());
+                 return py::make_tuple(to_array(std::move(sums), {n_slots, n_cap, d}), c, l);
+             },
+             "(sums float64 [slots, layers, d], counts int64 [slots, layers], last float32 [slots, layers, d])")
+        .def("capture_layers", &Hook::capture_layers)
+        .def("take_error", &Hook::take_error)
+        .def("take_rows_transformed", &Hook::take_rows_transformed);
+}

@@ -1,0 +1,415 @@
+#include "hook.h"
+
+#include "kernels.h"
+
+#include "ggml-backend.h"
+#include "ggml.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+
+namespace lingalign {
+
+namespace {
+
+constexpr char kResidualPrefix[] = "l_out-";
+constexpr size_t kResidualPrefixLen = sizeof(kResidualPrefix) - 1;
+
+std::string format(const char * fmt, long long a, long long b = 0, long long c = 0, long long d = 0) {
+    char buf[256];
+    std::snprintf(buf, sizeof(buf), fmt, a, b, c, d);
+    return buf;
+}
+
+} // namespace
+
+Hook::Hook(int n_embd, int n_layer) : n_embd_(n_embd), n_layer_(n_layer) {
+    if (n_embd <= 0 || n_layer <= 0) {
+        throw std::invalid_argument("n_embd and n_layer must be positive");
+    }
+    layers_.resize(n_layer);
+    capture_layer_index_.assign(n_layer, -1);
+    kernel_tmp_.resize((size_t) kRowBlock * n_embd);
+}
+
+static void check_finite(const float * v, size_t n, int layer, const char * what) {
+    for (size_t i = 0; i < n; ++i) {
+        if (!std::isfinite(v[i])) {
+            throw std::invalid_argument("layer " + std::to_string(layer) + ": " + what + " contains NaN or Inf");
+        }
+    }
+}
+
+static void check_layer(int layer, int n_layer) {
+    if (layer < 0 || layer >= n_layer) {
+        throw std::out_of_range("unknown layer " + std::to_string(layer) + ": the model has layers 0.." +
+                                std::to_string(n_layer - 1));
+    }
+}
+
+void Hook::set_affine(int layer, const float * matrix, size_t matrix_len, const float * bias, size_t bias_len) {
+    check_layer(layer, n_layer_);
+    const size_t d = (size_t) n_embd_;
+    if (matrix_len != d * d) {
+        throw std::invalid_argument("layer " + std::to_string(layer) + ": map has " + std::to_string(matrix_len) +
+                                    " values, the model needs " + std::to_string(d) + "x" + std::to_string(d));
+    }
+    if (bias != nullptr && bias_len != d) {
+        throw std::invalid_argument("layer " + std::to_string(layer) + ": bias has " + std::to_string(bias_len) +
+                                    " values, the model needs " + std::to_string(d));
+    }
+    check_finite(matrix, matrix_len, layer, "map");
+    if (bias != nullptr) {
+        check_finite(bias, bias_len, layer, "bias");
+    }
+    LayerTransform lt;
+    lt.kind = LayerTransform::AFFINE;
+    lt.matrix.assign(matrix, matrix + matrix_len);
+    if (bias != nullptr) {
+        lt.bias.assign(bias, bias + bias_len);
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    layers_[layer] = std::move(lt);
+}
+
+void Hook::set_additive(int layer, const float * vector, size_t len) {
+    check_layer(layer, n_layer_);
+    if (len != (size_t) n_embd_) {
+        throw std::invalid_argument("layer " + std::to_string(layer) + ": vector has " + std::to_string(len) +
+                                    " values, the model needs " + std::to_string(n_embd_));
+    }
+    check_finite(vector, len, layer, "vector");
+    LayerTransform lt;
+    lt.kind = LayerTransform::ADDITIVE;
+    lt.vector.assign(vector, vector + len);
+    std::lock_guard<std::mutex> lock(mutex_);
+    layers_[layer] = std::move(lt);
+}
+
+void Hook::clear_layer(int layer) {
+    check_layer(layer, n_layer_);
+    std::lock_guard<std::mutex> lock(mutex_);
+    layers_[layer] = LayerTransform();
+}
+
+void Hook::clear_transforms() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto & lt : layers_) {
+        lt = LayerTransform();
+    }
+}
+
+void Hook::set_alpha(float alpha) {
+    if (!std::isfinite(alpha)) {
+        throw std::invalid_argument("alpha must be a finite number");
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    alpha_ = alpha;
+}
+
+float Hook::alpha() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return alpha_;
+}
+
+std::vector<int> Hook::active_layers() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<int> out;
+    for (int il = 0; il < n_layer_; ++il) {
+        if (layers_[il].kind != LayerTransform::NONE) {
+            out.push_back(il);
+        }
+    }
+    return out;
+}
+
+void Hook::set_batch(int n_ubatch, const uint8_t * flags, const int32_t * slots, size_t n_tokens) {
+    if (n_ubatch <= 0) {
+        throw std::invalid_argument("n_ubatch must be positive");
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (slots != nullptr) {
+        for (size_t i = 0; i < n_tokens; ++i) {
+            if (slots[i] >= n_slots_) {
+                throw std::out_of_range("capture slot " + std::to_string(slots[i]) + " out of range (" +
+                                        std::to_string(n_slots_) + " slots)");
+            }
+        }
+    }
+    n_ubatch_ = n_ubatch;
+    flags_.assign(flags, flags + n_tokens);
+    if (slots != nullptr) {
+        slots_.assign(slots, slots + n_tokens);
+    } else {
+        slots_.assign(n_tokens, -1);
+    }
+    output_prefix_.assign(n_tokens + 1, 0);
+    batch_applies_ = false;
+    for (size_t i = 0; i < n_tokens; ++i) {
+        output_prefix_[i + 1] = output_prefix_[i] + ((flags_[i] & ROW_OUTPUT) ? 1 : 0);
+        batch_applies_ = batch_applies_ || (flags_[i] & ROW_APPLY);
+    }
+    ubatch_index_ = -1;
+    last_layer_seen_ = 0;
+    batch_active_ = true;
+}
+
+void Hook::end_batch() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    batch_active_ = false;
+}
+
+void Hook::start_capture(const std::vector<int> & layers, int n_slots, bool stop_after_last) {
+    if (n_slots < 0) {
+        throw std::invalid_argument("n_slots must be >= 0");
+    }
+    std::vector<int> sorted = layers;
+    std::sort(sorted.begin(), sorted.end());
+    sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+    for (int il : sorted) {
+        check_layer(il, n_layer_);
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    capture_layers_ = sorted;
+    capture_layer_index_.assign(n_layer_, -1);
+    for (size_t k = 0; k < sorted.size(); ++k) {
+        capture_layer_index_[sorted[k]] = (int) k;
+    }
+    n_slots_ = n_slots;
+    const size_t cells = (size_t) n_slots * sorted.size();
+    sums_.assign(cells * n_embd_, 0.0);
+    counts_.assign(cells, 0);
+    last_.assign(cells * n_embd_, 0.0f);
+    stop_after_last_ = stop_after_last;
+    capturing_ = !sorted.empty();
+}
+
+void Hook::stop_capture() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    capturing_ = false;
+    capture_layer_index_.assign(n_layer_, -1);
+    capture_layers_.clear();
+    n_slots_ = 0;
+    sums_.clear();
+    sums_.shrink_to_fit();
+    counts_.clear();
+    last_.clear();
+    last_.shrink_to_fit();
+}
+
+void Hook::capture_results(std::vector<double> & sums, std::vector<int64_t> & counts, std::vector<float> & last) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    sums = sums_;
+    counts = counts_;
+    last = last_;
+}
+
+std::vector<int> Hook::capture_layers() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return capture_layers_;
+}
+
+std::string Hook::take_error() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::string e;
+    e.swap(error_);
+    return e;
+}
+
+int64_t Hook::take_rows_transformed() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const int64_t n = rows_transformed_;
+    rows_transformed_ = 0;
+    return n;
+}
+
+void Hook::fail(const std::string & message) {
+    if (error_.empty()) {
+        error_ = message;
+    }
+}
+
+void Hook::fail_locked(const std::string & message) noexcept {
+    try {
+        std::lock_guard<std::mutex> lock(mutex_);
+        fail(message);
+    } catch (...) {
+    }
+}
+
+int Hook::parse_layer(const char * name) const {
+    if (std::strncmp(name, kResidualPrefix, kResidualPrefixLen) != 0) {
+        return -1;
+    }
+    const char * p = name + kResidualPrefixLen;
+    if (*p == '\0') {
+        return -1;
+    }
+    int il = 0;
+    for (; *p; ++p) {
+        if (*p < '0' || *p > '9' || il > n_layer_) {
+            return -1;
+        }
+        il = il * 10 + (*p - '0');
+    }
+    return il < n_layer_ ? il : -1;
+}
+
+bool Hook::on_ask(const ggml_tensor * t) {
+    if (!batch_active_) {
+        return false;
+    }
+    const int il = parse_layer(t->name);
+    if (il < 0) {
+        return false;
+    }
+    const bool transform = batch_applies_ && alpha_ != 0.0f && layers_[il].kind != LayerTransform::NONE;
+    const bool capture = capturing_ && capture_layer_index_[il] >= 0;
+    return transform || capture;
+}
+
+bool Hook::on_data(ggml_tensor * t) {
+    const int il = parse_layer(t->name);
+    if (il < 0 || !batch_active_) {
+        return true;
+    }
+    // Each ubatch visits the requested layers in increasing order.
+    if (ubatch_index_ < 0 || il <= last_layer_seen_) {
+        ++ubatch_index_;
+    }
+    last_layer_seen_ = il;
+
+    const long long n_tokens = (long long) flags_.size();
+    const long long ub_start = (long long) ubatch_index_ * n_ubatch_;
+    if (ub_start >= n_tokens) {
+        fail(format("l_out-%lld seen in ubatch %lld, but the announced batch has only %lld tokens "
+                    "(n_ubatch %lld): llama.cpp split the batch in an unexpected way",
+                    il, ubatch_index_, n_tokens, n_ubatch_));
+        return true;
+    }
+    const long long ub_n = std::min<long long>(n_ubatch_, n_tokens - ub_start);
+    const long long n_out = output_prefix_[ub_start + ub_n] - output_prefix_[ub_start];
+
+    if (t->type != GGML_TYPE_F32 || t->ne[0] != n_embd_ || t->ne[2] != 1 || t->ne[3] != 1 ||
+        t->nb[0] != sizeof(float) || t->nb[1] != (size_t) n_embd_ * sizeof(float)) {
+        fail(format("l_out-%lld is not a contiguous F32 [n_embd=%lld, tokens] tensor (type %lld, ne0 %lld)", il,
+                    n_embd_, (long long) t->type, (long long) t->ne[0]));
+        return true;
+    }
+    const long long n_rows = t->ne[1];
+    const bool all_rows = n_rows == ub_n;
+    if (!all_rows && n_rows != n_out) {
+        fail(format("l_out-%lld has %lld rows; expected %lld (ubatch tokens) or %lld (outputs)", il, n_rows, ub_n,
+                    n_out));
+        return true;
+    }
+    const bool keep_going = !(capturing_ && stop_after_last_ && il == capture_layers_.back());
+    if (n_rows == 0) {
+        return keep_going;
+    }
+
+    // Token index of every row.
+    row_tokens_.resize(n_rows);
+    if (all_rows) {
+        for (long long r = 0; r < n_rows; ++r) {
+            row_tokens_[r] = (int32_t) (ub_start + r);
+        }
+    } else {
+        long long r = 0;
+        for (long long i = ub_start; i < ub_start + ub_n; ++i) {
+            if (flags_[i] & ROW_OUTPUT) {
+                row_tokens_[r++] = (int32_t) i;
+            }
+        }
+    }
+
+    const size_t n_floats = (size_t) n_rows * n_embd_;
+    const bool host = t->buffer == nullptr || ggml_backend_buffer_is_host(t->buffer);
+    float * data = nullptr;
+    if (host) {
+        data = (float *) t->data;
+    } else {
+        row_buffer_.resize(n_floats);
+        ggml_backend_tensor_get(t, row_buffer_.data(), 0, n_floats * sizeof(float));
+        data = row_buffer_.data();
+    }
+    if (data == nullptr) {
+        fail(format("l_out-%lld has no data", il));
+        return true;
+    }
+
+    const LayerTransform & lt = layers_[il];
+    bool modified = false;
+    if (lt.kind != LayerTransform::NONE && alpha_ != 0.0f) {
+        row_ptrs_.clear();
+        for (long long r = 0; r < n_rows; ++r) {
+            if (flags_[row_tokens_[r]] & ROW_APPLY) {
+                row_ptrs_.push_back(data + (size_t) r * n_embd_);
+            }
+        }
+        const int n_apply = (int) row_ptrs_.size();
+        if (n_apply > 0) {
+            if (lt.kind == LayerTransform::AFFINE) {
+                apply_affine_rows(row_ptrs_.data(), n_apply, lt.matrix.data(), lt.bias.empty() ? nullptr : lt.bias.data(),
+                                  alpha_, n_embd_, kernel_tmp_.data());
+            } else {
+                apply_additive_rows(row_ptrs_.data(), n_apply, lt.vector.data(), alpha_, n_embd_);
+            }
+            rows_transformed_ += n_apply;
+            modified = true;
+        }
+    }
+
+    if (capturing_ && capture_layer_index_[il] >= 0) {
+        const size_t n_cap = capture_layers_.size();
+        const size_t ci = (size_t) capture_layer_index_[il];
+        for (long long r = 0; r < n_rows; ++r) {
+            const int32_t tok = row_tokens_[r];
+            const int32_t slot = slots_[tok];
+            if (slot < 0) {
+                continue;
+            }
+            const float * row = data + (size_t) r * n_embd_;
+            const size_t cell = (size_t) slot * n_cap + ci;
+            if (flags_[tok] & ROW_POOL) {
+                double * acc = sums_.data() + cell * n_embd_;
+                for (int i = 0; i < n_embd_; ++i) {
+                    acc[i] += row[i];
+                }
+                counts_[cell] += 1;
+            }
+            if (flags_[tok] & ROW_LAST) {
+                std::memcpy(last_.data() + cell * n_embd_, row, n_embd_ * sizeof(float));
+            }
+        }
+    }
+
+    if (modified && !host) {
+        ggml_backend_tensor_set(t, data, 0, n_floats * sizeof(float));
+    }
+    // Nothing after the last captured layer is read in a capture-only context: returning false
+    // skips the rest of the graph (the later layers and the output head).
+    return keep_going;
+}
+
+bool Hook::eval_callback(ggml_tensor * t, bool ask, void * user_data) {
+    Hook * self = static_cast<Hook *>(user_data);
+    if (self == nullptr || t == nullptr) {
+        return ask ? false : true;
+    }
+    try {
+        std::lock_guard<std::mutex> lock(self->mutex_);
+        return ask ? self->on_ask(t) : self->on_data(t);
+    } catch (const std::exception & e) {
+        self->fail_locked(std::string("lingalign hook: ") + e.what());
+    } catch (...) {
+        self->fail_locked("lingalign hook: unknown error");
+    }
+    // Asked: do not request the node. Data: keep computing, the error is raised after decode.
+    return ask ? false : true;
+}
+
+} // namespace lingalign

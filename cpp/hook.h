@@ -1,0 +1,123 @@
+// The per-context intervention object handed to llama.cpp as cb_eval_user_data.
+//
+// llama.cpp calls eval_callback(t, ask=true) for every graph node to learn which nodes we want
+// to see, then eval_callback(t, ask=false) once such a node is computed. We ask only for the
+// residual-stream tensors `l_out-<il>` of layers that have a transform or are being captured,
+// and nothing at all while idle, so an idle hook leaves the graph unsplit (vanilla speed).
+//
+// The callback is not told which tokens a node's rows belong to. The Python side announces
+// each decode with set_batch() (one flag byte per token of the llama_batch); with one KV
+// stream llama.cpp splits the batch into n_ubatch-sized ubatches in batch order
+// (split_simple), and the last layer keeps only the rows of tokens that have an output.
+// From that, row r of a node maps to a known token, and every mismatch is reported as an
+// error instead of guessing.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+struct ggml_tensor;
+
+namespace lingalign {
+
+// One flag byte per token of the announced batch.
+enum RowFlag : uint8_t {
+    ROW_OUTPUT = 1,  // token has an output (logits): its row survives into the last layer
+    ROW_APPLY = 2,   // the position policy selects this token for the transforms
+    ROW_POOL = 4,    // capture: include this token in the mean (BOS is left out)
+    ROW_LAST = 8,    // capture: last token of its sentence
+};
+
+struct LayerTransform {
+    enum Kind { NONE, AFFINE, ADDITIVE } kind = NONE;
+    std::vector<float> matrix;  // AFFINE: [d*d], y = h @ M
+    std::vector<float> bias;    // AFFINE: [d] or empty
+    std::vector<float> vector;  // ADDITIVE: [d]
+};
+
+class Hook {
+public:
+    Hook(int n_embd, int n_layer);
+
+    int n_embd() const { return n_embd_; }
+    int n_layer() const { return n_layer_; }
+
+    // Transforms. Shapes are checked; a bad shape throws std::invalid_argument.
+    void set_affine(int layer, const float * matrix, size_t matrix_len, const float * bias, size_t bias_len);
+    void set_additive(int layer, const float * vector, size_t len);
+    void clear_layer(int layer);
+    void clear_transforms();
+    void set_alpha(float alpha);
+    float alpha() const;
+    std::vector<int> active_layers() const;
+
+    // Batch announcement, one call per llama_decode. slots (may be null) maps each token to
+    // a capture slot (sentence index) or -1.
+    void set_batch(int n_ubatch, const uint8_t * flags, const int32_t * slots, size_t n_tokens);
+    void end_batch();
+
+    // Capture: accumulate the chosen layers' rows per slot. stop_after_last lets the callback
+    // skip the rest of the graph (the output head) once the last captured layer is read; only
+    // for contexts whose logits nobody reads.
+    void start_capture(const std::vector<int> & layers, int n_slots, bool stop_after_last);
+    void stop_capture();
+    // Results, [n_slots][n_capture_layers][d] and [n_slots][n_capture_layers].
+    void capture_results(std::vector<double> & sums, std::vector<int64_t> & counts, std::vector<float> & last) const;
+    std::vector<int> capture_layers() const;
+
+    // First error seen by the callback since the last call, or "" (clears it).
+    std::string take_error();
+    // Number of rows the transforms changed since the last call (clears it); for tests.
+    int64_t take_rows_transformed();
+
+    // The function llama.cpp calls. Never throws: errors are stored for take_error().
+    static bool eval_callback(ggml_tensor * t, bool ask, void * user_data);
+
+private:
+    bool on_ask(const ggml_tensor * t);
+    bool on_data(ggml_tensor * t);
+    int parse_layer(const char * name) const;  // il of "l_out-<il>", or -1
+    void fail(const std::string & message);           // mutex_ held
+    void fail_locked(const std::string & message) noexcept;  // takes mutex_
+
+    const int n_embd_;
+    const int n_layer_;
+
+    mutable std::mutex mutex_;  // Python may change transforms from another thread
+
+    std::vector<LayerTransform> layers_;
+    float alpha_ = 1.0f;
+
+    // announced batch
+    bool batch_active_ = false;
+    bool batch_applies_ = false;  // some token has ROW_APPLY
+    int n_ubatch_ = 0;
+    std::vector<uint8_t> flags_;
+    std::vector<int32_t> slots_;
+    std::vector<int32_t> output_prefix_;  // number of ROW_OUTPUT tokens before token i
+    int ubatch_index_ = -1;
+    int last_layer_seen_ = 0;
+
+    // capture
+    bool capturing_ = false;
+    bool stop_after_last_ = false;
+    int n_slots_ = 0;
+    std::vector<int> capture_layer_index_;  // layer -> index into captured layers, or -1
+    std::vector<int> capture_layers_;
+    std::vector<double> sums_;
+    std::vector<int64_t> counts_;
+    std::vector<float> last_;
+
+    // scratch, reused across calls
+    std::vector<float> row_buffer_;  // device tensors are copied here
+    std::vector<float *> row_ptrs_;
+    std::vector<int32_t> row_tokens_;
+    std::vector<float> kernel_tmp_;
+
+    std::string error_;
+    int64_t rows_transformed_ = 0;
+};
+
+} // namespace lingalign

@@ -1,0 +1,221 @@
+"""Read the residual stream of every layer, pooled per sentence, through the same C++ hook.
+
+Capture runs in a context of its own, created on the Llama's model: several sentences per
+llama_decode (one sequence each, in a unified KV cache so that llama.cpp keeps batch order),
+pooled inside the hook, and the rest of the graph after the last captured layer (the output
+head) skipped. A transform can be active while capturing, to see how it moves the states.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ._abi import _core
+from .errors import LingalignError
+from .hook import _hooked_params
+from .transform import POSITIONS, Transform
+
+import llama_cpp
+from llama_cpp import _internals as llama_internals
+
+POOLS = ("mean", "last")
+MAX_SENTENCE_TOKENS = 512
+
+
+def _parse_layers(layers: Sequence[int] | None, n_layer: int) -> list[int]:
+    if layers is None:
+        return list(range(n_layer))
+    out = sorted({int(il) for il in layers})
+    bad = [il for il in out if not 0 <= il < n_layer]
+    if bad:
+        raise LingalignError(f"unknown layer(s) {bad}: the model has layers 0..{n_layer - 1}")
+    if not out:
+        raise LingalignError("no layers to capture")
+    return out
+
+
+def parse_layer_spec(spec: str | None, n_layer: int) -> list[int] | None:
+    """'all', '3', '0,4,8', '2-5', '-1' (last) -> sorted layer list (None for all)."""
+    if spec is None or spec.strip() in ("", "all"):
+        return None
+    layers: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
+                lo, hi = int(a), int(b)
+                layers.update(range(lo, hi + 1))
+            else:
+                il = int(part)
+                layers.add(il + n_layer if il < 0 else il)
+        except ValueError:
+            raise LingalignError(f"bad layer spec {spec!r} (use e.g. all, 5, 0,4,8, 2-6, -1)") from None
+    return _parse_layers(sorted(layers), n_layer)
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool | None, desc: str) -> None:
+        if enabled is None:
+            enabled = total >= 200 and sys.stderr.isatty()
+        self.bar: Any = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="sent", leave=False)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def tokenize_sentences(llm: llama_cpp.Llama, sentences: Sequence[str]) -> list[list[int]]:
+    """Tokens of each sentence with the model's BOS, truncated to MAX_SENTENCE_TOKENS."""
+    out = []
+    for i, s in enumerate(sentences):
+        if not isinstance(s, str) or not s.strip():
+            raise LingalignError(f"sentence {i + 1} is empty")
+        toks = llm.tokenize(s.strip().encode("utf-8"), add_bos=True, special=False)
+        out.append(toks[:MAX_SENTENCE_TOKENS])
+    return out
+
+
+def capture(
+    llm: llama_cpp.Llama,
+    sentences: Sequence[str],
+    *,
+    layers: Sequence[int] | None = None,
+    pool: str = "mean",
+    transform: Transform | None = None,
+    alpha: float | None = None,
+    positions: str | None = None,
+    batch_tokens: int = 512,
+    max_sequences: int = 32,
+    progress: bool | None = None,
+    force: bool = False,
+) -> np.ndarray:
+    """Pooled residual stream per sentence: float32 [len(sentences), len(layers), n_embd].
+
+    pool='mean' averages a sentence's tokens (leaving out BOS, whose state is the same for every
+    sentence and large); pool='last' takes its last token. `layers` default to all layers. With
+    `transform`, the hidden states are read with the intervention active (alpha and positions
+    default to the transform's; positions='last' changes only each sentence's last token).
+    """
+    if pool not in POOLS:
+        raise LingalignError(f"unknown pooling {pool!r} (one of {', '.join(POOLS)})")
+    n_embd = int(llama_cpp.llama_model_n_embd(llm.model))
+    n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
+    cap_layers = _parse_layers(layers, n_layer)
+    tokens = tokenize_sentences(llm, sentences)
+    n = len(tokens)
+    result = np.zeros((n, len(cap_layers), n_embd), dtype=np.float32)
+    if n == 0:
+        return result
+
+    hook = _core.Hook(n_embd, n_layer)
+    policy = "all"
+    if transform is not None:
+        from .model import fingerprint
+
+        transform.validate()
+        transform.model.check(fingerprint(llm.model_path), force=force)
+        policy = transform.positions if positions is None else positions
+        if policy not in POSITIONS:
+            raise LingalignError(f"unknown position policy {policy!r} (one of {', '.join(POSITIONS)})")
+        for il, lm in transform.layers.items():
+            if lm.matrix is not None:
+                hook.set_affine(il, lm.matrix, lm.bias)
+            else:
+                hook.set_additive(il, lm.vector)
+        hook.alpha = transform.alpha if alpha is None else float(alpha)
+
+    n_batch = max(batch_tokens, max(len(t) for t in tokens))
+    n_seq = max(1, min(max_sequences, int(llama_cpp.llama_max_parallel_sequences())))
+    base = llama_cpp.llama_context_default_params()
+    base.n_ctx = n_batch
+    base.n_batch = n_batch
+    base.n_ubatch = min(n_batch, 512)
+    base.n_seq_max = n_seq
+    base.kv_unified = True  # one KV stream: llama.cpp keeps batch order (split_simple)
+    base.n_threads = llm.context_params.n_threads
+    base.n_threads_batch = llm.context_params.n_threads_batch
+    base.embeddings = True  # outputs are n_embd wide: no n_vocab-wide logits buffer per token
+    params, callback = _hooked_params(base, hook)
+    ctx = llama_internals.LlamaContext(model=llm._model, params=params, verbose=False)
+    n_ubatch = int(llama_cpp.llama_n_ubatch(ctx.ctx))
+    batch = llama_internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
+    need_all_outputs = cap_layers[-1] == n_layer - 1
+    bos = llm.token_bos()
+    bar = _Progress(n, progress, "capture")
+    try:
+        start = 0
+        while start < n:
+            group: list[int] = []
+            used = 0
+            while start + len(group) < n and len(group) < n_seq:
+                k = start + len(group)
+                if group and used + len(tokens[k]) > n_batch:
+                    break
+                group.append(k)
+                used += len(tokens[k])
+            flags = np.zeros(used, dtype=np.uint8)
+            slots = np.zeros(used, dtype=np.int32)
+            b = batch.batch
+            row = 0
+            for slot, k in enumerate(group):
+                toks = tokens[k]
+                for pos, tok in enumerate(toks):
+                    b.token[row] = tok
+                    b.pos[row] = pos
+                    b.n_seq_id[row] = 1
+                    b.seq_id[row][0] = slot
+                    is_last = pos == len(toks) - 1
+                    b.logits[row] = 1 if (need_all_outputs or is_last) else 0
+                    f = _core.ROW_OUTPUT if b.logits[row] else 0
+                    if not (pos == 0 and tok == bos):
+                        f |= _core.ROW_POOL
+                    if is_last:
+                        f |= _core.ROW_LAST
+                    if policy in ("all", "prompt") or (policy == "last" and is_last):
+                        f |= _core.ROW_APPLY
+                    flags[row] = f
+                    slots[row] = slot
+                    row += 1
+            b.n_tokens = used
+            hook.start_capture(cap_layers, len(group), stop_after_last=True)
+            hook.set_batch(n_ubatch, flags, slots)
+            try:
+                rc = llama_cpp.llama_decode(ctx.ctx, b)
+            finally:
+                hook.end_batch()
+            error = hook.take_error()
+            if error:
+                raise LingalignError(f"capture failed: {error}")
+            if rc != 0:
+                raise LingalignError(f"llama_decode failed with code {rc} while capturing")
+            sums, counts, last = hook.capture_results()
+            if pool == "mean":
+                if (counts == 0).any():
+                    raise LingalignError("capture saw no rows for some sentence (unexpected graph)")
+                result[start : start + len(group)] = (sums / counts[:, :, None]).astype(np.float32)
+            else:
+                result[start : start + len(group)] = last
+            ctx.kv_cache_clear()
+            bar.update(len(group))
+            start += len(group)
+    finally:
+        bar.close()
+        hook.stop_capture()
+        batch.close()
+        ctx.close()
+        del callback
+    return result

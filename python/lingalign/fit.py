@@ -1,0 +1,173 @@
+"""Fitting alignment transforms from pooled hidden states, with numpy only.
+
+Inputs are paired arrays [N, n_layers, d] (source sentences, their English translations) as
+`capture` returns them; nothing here touches the model. Per layer:
+
+- incline: INCLINE's reference fit, W = argmin ||X W - Y|| by least squares (minimum norm when
+  N < d), no bias. Interpolates the training pairs; overfits when N < d.
+- ridge: the same map shrunk toward the identity, W = I + D with D minimizing
+  ||Xc (I + D) - Yc||^2 + lam * s * ||D||^2 on centred data (s = mean squared singular value of
+  Xc, so lam is scale-free), plus a bias. lam is picked on a held-out fifth of the pairs unless
+  given. Shrinking toward I rather than 0 means a weak fit leaves hidden states almost unchanged.
+- meanshift: additive vector v = mean(Y) - mean(X) (difference of means).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import LingalignError
+from .model import ModelFingerprint
+from .transform import LayerMap, Transform
+
+METHODS = ("ridge", "incline", "meanshift")
+DEFAULT_METHOD = "ridge"
+RIDGE_LAMBDAS = (1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
+
+
+def _check_pair(X: np.ndarray, Y: np.ndarray) -> None:
+    if X.ndim != 2 or Y.ndim != 2 or X.shape != Y.shape:
+        raise LingalignError(f"paired arrays must both be [N, d]; got {X.shape} and {Y.shape}")
+    if X.shape[0] < 2:
+        raise LingalignError(f"need at least 2 sentence pairs to fit, got {X.shape[0]}")
+    if not (np.isfinite(X).all() and np.isfinite(Y).all()):
+        raise LingalignError("activations contain NaN or Inf")
+
+
+def fit_incline(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Minimum-norm least-squares map W ([d, d]) with X @ W ~ Y."""
+    _check_pair(X, Y)
+    W, *_ = np.linalg.lstsq(X.astype(np.float64), Y.astype(np.float64), rcond=None)
+    return W
+
+
+def _ridge_from_svd(
+    U: np.ndarray, S: np.ndarray, Vt: np.ndarray, R: np.ndarray, lam: float, scale: float
+) -> np.ndarray:
+    shrink = S / (S**2 + lam * scale)
+    return (Vt.T * shrink) @ (U.T @ R)  # D = V diag(S / (S^2 + lam s)) U^T R
+
+
+def fit_ridge(
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    lam: float | None = None,
+    lambdas: Sequence[float] = RIDGE_LAMBDAS,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Ridge map toward the identity with bias: returns (W [d, d], b [d], lam)."""
+    _check_pair(X, Y)
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    if lam is None:
+        n = X64.shape[0]
+        n_val = max(1, int(round(n * val_fraction)))
+        if n - n_val < 2:
+            raise LingalignError(f"too few pairs ({n}) to choose lambda; pass lam explicitly")
+        order = np.random.default_rng(seed).permutation(n)
+        tr, va = order[n_val:], order[:n_val]
+        errors = [_ridge_val_error(X64[tr], Y64[tr], X64[va], Y64[va], lam_k) for lam_k in lambdas]
+        lam = float(lambdas[int(np.argmin(errors))])
+    W, b = _ridge(X64, Y64, lam)
+    return W, b, float(lam)
+
+
+def _ridge(X: np.ndarray, Y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    mx, my = X.mean(axis=0), Y.mean(axis=0)
+    Xc, Yc = X - mx, Y - my
+    U, S, Vt = np.linalg.svd(Xc, full_matrices=False)
+    scale = float((S**2).sum() / X.shape[1]) or 1.0
+    D = _ridge_from_svd(U, S, Vt, Yc - Xc, lam, scale)
+    W = np.eye(X.shape[1]) + D
+    b = my - mx @ W
+    return W, b
+
+
+def _ridge_val_error(Xt: np.ndarray, Yt: np.ndarray, Xv: np.ndarray, Yv: np.ndarray, lam: float) -> float:
+    W, b = _ridge(Xt, Yt, lam)
+    return float(((Xv @ W + b - Yv) ** 2).mean())
+
+
+def fit_meanshift(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Difference of means, mean(Y) - mean(X)."""
+    _check_pair(X, Y)
+    return Y.astype(np.float64).mean(axis=0) - X.astype(np.float64).mean(axis=0)
+
+
+def squared_error(X: np.ndarray, Y: np.ndarray, layer_map: LayerMap, alpha: float = 1.0) -> float:
+    """Mean squared distance between transformed X and Y (the error the maps minimize at alpha 1)."""
+    X64 = X.astype(np.float64)
+    if layer_map.matrix is not None:
+        target = X64 @ layer_map.matrix.astype(np.float64)
+        if layer_map.bias is not None:
+            target = target + layer_map.bias
+        moved = X64 + alpha * (target - X64)
+    else:
+        assert layer_map.vector is not None
+        moved = X64 + alpha * layer_map.vector
+    return float(((moved - Y.astype(np.float64)) ** 2).sum(axis=1).mean())
+
+
+def fit_transform(
+    src: np.ndarray,
+    tgt: np.ndarray,
+    *,
+    model: ModelFingerprint,
+    layers: Sequence[int],
+    method: str = DEFAULT_METHOD,
+    fit_layers: Sequence[int] | None = None,
+    lam: float | None = None,
+    source_lang: str = "",
+    target_lang: str = "eng",
+    alpha: float = 1.0,
+    positions: str = "all",
+    fit_info: dict[str, Any] | None = None,
+) -> Transform:
+    """Fit a Transform from paired captures src/tgt [N, len(layers), d].
+
+    `layers` names the model layer of each captured slice; `fit_layers` (default: all of them)
+    chooses which get a transform.
+    """
+    if method not in METHODS:
+        raise LingalignError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
+    if src.shape != tgt.shape or src.ndim != 3 or src.shape[1] != len(layers):
+        raise LingalignError(f"captures must both be [N, {len(layers)}, d]; got {src.shape} and {tgt.shape}")
+    if src.shape[2] != model.n_embd:
+        raise LingalignError(f"captures have width {src.shape[2]}, the model has n_embd={model.n_embd}")
+    chosen = list(layers) if fit_layers is None else sorted(set(fit_layers))
+    missing = [il for il in chosen if il not in layers]
+    if missing:
+        raise LingalignError(f"layer(s) {missing} were not captured")
+    info: dict[str, Any] = dict(fit_info or {})
+    info.setdefault("pairs", int(src.shape[0]))
+    out: dict[int, LayerMap] = {}
+    lambdas: dict[str, float] = {}
+    for il in chosen:
+        k = list(layers).index(il)
+        X, Y = src[:, k, :], tgt[:, k, :]
+        if method == "incline":
+            out[il] = LayerMap(matrix=fit_incline(X, Y).astype(np.float32))
+        elif method == "ridge":
+            W, b, used = fit_ridge(X, Y, lam=lam)
+            out[il] = LayerMap(matrix=W.astype(np.float32), bias=b.astype(np.float32))
+            lambdas[str(il)] = used
+        else:
+            out[il] = LayerMap(vector=fit_meanshift(X, Y).astype(np.float32))
+    if lambdas:
+        info["ridge_lambda"] = lambdas
+    transform = Transform(
+        layers=out,
+        model=model,
+        method=method,
+        source_lang=source_lang,
+        target_lang=target_lang,
+        alpha=alpha,
+        positions=positions,
+        fit_info=info,
+    )
+    transform.validate()
+    return transform

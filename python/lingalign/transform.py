@@ -1,0 +1,237 @@
+"""The Transform data object and its GGUF file format.
+
+A transform holds, per layer, either an affine map (h' = h + alpha * (h @ M + b - h)) or an
+additive vector (h' = h + alpha * v), plus the metadata that says where it comes from and what
+it may be applied to. Files are GGUF (written and read with the `gguf` package): data only, no
+code. Loading validates everything and refuses a bad file with a one-line TransformFileError.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import TransformFileError
+from .model import ModelFingerprint
+
+ARCH = "lingalign"
+FORMAT_VERSION = 1
+POSITIONS = ("all", "last", "prompt", "generated")
+
+_K = "lingalign."  # metadata key prefix
+_TENSOR_PARTS = ("map", "bias", "vector")
+
+
+@dataclass
+class LayerMap:
+    """The transform of one layer: an affine map (`matrix`, optional `bias`) or a `vector`."""
+
+    matrix: np.ndarray | None = None  # [d, d] float32, y = h @ matrix
+    bias: np.ndarray | None = None  # [d] float32
+    vector: np.ndarray | None = None  # [d] float32, additive
+
+    @property
+    def kind(self) -> str:
+        return "affine" if self.matrix is not None else "additive"
+
+    def validate(self, layer: int, n_embd: int) -> None:
+        """Raise TransformFileError unless shapes, dtypes and values are usable."""
+        if (self.matrix is None) == (self.vector is None):
+            raise TransformFileError(f"layer {layer}: needs exactly one of a map or a vector")
+        if self.vector is not None and self.bias is not None:
+            raise TransformFileError(f"layer {layer}: a bias belongs to a map, not to a vector")
+        expected = {"map": (n_embd, n_embd), "bias": (n_embd,), "vector": (n_embd,)}
+        for part, array in zip(_TENSOR_PARTS, (self.matrix, self.bias, self.vector)):
+            if array is None:
+                continue
+            if array.shape != expected[part]:
+                raise TransformFileError(
+                    f"layer {layer}: {part} has shape {array.shape}, the model needs {expected[part]}"
+                )
+            if array.dtype != np.float32:
+                raise TransformFileError(f"layer {layer}: {part} is {array.dtype}, expected float32")
+            if not np.isfinite(array).all():
+                raise TransformFileError(f"layer {layer}: {part} contains NaN or Inf")
+
+
+@dataclass
+class Transform:
+    """Per-layer alignment transforms for one model, with their provenance.
+
+    `alpha` and `positions` are the defaults used when the caller gives none.
+    """
+
+    layers: dict[int, LayerMap]
+    model: ModelFingerprint
+    method: str
+    source_lang: str = ""
+    target_lang: str = "eng"
+    alpha: float = 1.0
+    positions: str = "all"
+    fit_info: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise TransformFileError if the transform is inconsistent."""
+        if not self.layers:
+            raise TransformFileError("transform has no layers")
+        for il, lm in self.layers.items():
+            if not 0 <= il < self.model.n_layer:
+                raise TransformFileError(f"unknown layer {il}: the model has layers 0..{self.model.n_layer - 1}")
+            lm.validate(il, self.model.n_embd)
+        if self.positions not in POSITIONS:
+            raise TransformFileError(f"unknown position policy {self.positions!r} (one of {', '.join(POSITIONS)})")
+        if not np.isfinite(self.alpha):
+            raise TransformFileError("alpha is NaN or Inf")
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the transform as a GGUF file (float32, bit-exact round trip)."""
+        import gguf
+
+        self.validate()
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        writer = gguf.GGUFWriter(str(tmp), ARCH)
+        try:
+            writer.add_uint32(_K + "format_version", FORMAT_VERSION)
+            writer.add_string(_K + "method", self.method)
+            writer.add_string(_K + "source_lang", self.source_lang)
+            writer.add_string(_K + "target_lang", self.target_lang)
+            writer.add_float64(_K + "alpha", float(self.alpha))
+            writer.add_string(_K + "positions", self.positions)
+            writer.add_array(_K + "layers", sorted(self.layers))
+            m = self.model
+            writer.add_string(_K + "model.architecture", m.architecture)
+            writer.add_uint32(_K + "model.n_embd", m.n_embd)
+            writer.add_uint32(_K + "model.n_layer", m.n_layer)
+            writer.add_string(_K + "model.vocab_sha256", m.vocab_sha256)
+            writer.add_string(_K + "model.weights_sha256", m.weights_sha256)
+            writer.add_string(_K + "model.name", m.name)
+            writer.add_string(_K + "fit_info", json.dumps(self.fit_info, sort_keys=True))
+            for il in sorted(self.layers):
+                lm = self.layers[il]
+                for part, array in zip(_TENSOR_PARTS, (lm.matrix, lm.bias, lm.vector)):
+                    if array is not None:
+                        writer.add_tensor(f"blk.{il}.{part}", np.ascontiguousarray(array, dtype=np.float32))
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Transform:
+        """Read and validate a transform file; raise TransformFileError naming the problem."""
+        return _read(Path(path))
+
+    def summary(self) -> dict[str, Any]:
+        """Metadata as a JSON-ready dict (what `lingalign info` prints)."""
+        return {
+            "method": self.method,
+            "source_lang": self.source_lang,
+            "target_lang": self.target_lang,
+            "alpha": self.alpha,
+            "positions": self.positions,
+            "layers": sorted(self.layers),
+            "kinds": sorted({lm.kind for lm in self.layers.values()}),
+            "model": self.model.to_dict(),
+            "fit_info": self.fit_info,
+        }
+
+
+def _field(fields: dict[str, Any], key: str, path: Path, kind: type) -> Any:
+    f = fields.get(_K + key)
+    if f is None:
+        raise TransformFileError(f"{path}: missing metadata {_K + key}")
+    try:
+        value = f.contents()
+    except Exception as e:  # the gguf reader raises various errors on corrupt fields
+        raise TransformFileError(f"{path}: unreadable metadata {_K + key} ({e})") from None
+    if kind is int and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    if kind is float and isinstance(value, (int, float, np.floating, np.integer)):
+        return float(value)
+    if kind is list and isinstance(value, list):
+        return value
+    if isinstance(value, kind):
+        return value
+    raise TransformFileError(f"{path}: metadata {_K + key} has the wrong type ({type(value).__name__})")
+
+
+def _read(path: Path) -> Transform:
+    if not path.is_file():
+        raise TransformFileError(f"transform file not found: {path}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise TransformFileError(f"{path}: not a GGUF file")
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+        fields = dict(reader.fields)
+        tensors = list(reader.tensors)
+    except Exception as e:
+        raise TransformFileError(f"{path}: truncated or corrupt GGUF file ({type(e).__name__}: {e})") from None
+
+    arch_field = fields.get("general.architecture")
+    arch = arch_field.contents() if arch_field is not None else None
+    if arch != ARCH:
+        raise TransformFileError(f"{path}: not a lingalign transform (general.architecture is {arch!r})")
+    version = _field(fields, "format_version", path, int)
+    if version > FORMAT_VERSION or version < 1:
+        raise TransformFileError(
+            f"{path}: format version {version} is not supported (this lingalign reads up to {FORMAT_VERSION})"
+        )
+    model = ModelFingerprint(
+        architecture=_field(fields, "model.architecture", path, str),
+        n_embd=_field(fields, "model.n_embd", path, int),
+        n_layer=_field(fields, "model.n_layer", path, int),
+        vocab_sha256=_field(fields, "model.vocab_sha256", path, str),
+        weights_sha256=_field(fields, "model.weights_sha256", path, str),
+        name=_field(fields, "model.name", path, str),
+    )
+    try:
+        fit_info = json.loads(_field(fields, "fit_info", path, str))
+    except json.JSONDecodeError:
+        raise TransformFileError(f"{path}: metadata {_K}fit_info is not valid JSON") from None
+    declared = [int(x) for x in _field(fields, "layers", path, list)]
+
+    layers: dict[int, LayerMap] = {}
+    for t in tensors:
+        parts = t.name.split(".")
+        if len(parts) != 3 or parts[0] != "blk" or not parts[1].isdigit() or parts[2] not in _TENSOR_PARTS:
+            raise TransformFileError(f"{path}: unexpected tensor {t.name!r}")
+        if t.tensor_type != gguf.GGMLQuantizationType.F32:
+            raise TransformFileError(f"{path}: tensor {t.name} is {t.tensor_type.name}, expected F32")
+        expected_bytes = int(np.prod([int(n) for n in t.shape])) * 4
+        if t.n_bytes != expected_bytes or t.data.nbytes != expected_bytes:
+            raise TransformFileError(f"{path}: tensor {t.name} is truncated")
+        il = int(parts[1])
+        lm = layers.setdefault(il, LayerMap())
+        array = np.array(t.data, dtype=np.float32, copy=True)
+        setattr(lm, "matrix" if parts[2] == "map" else parts[2], array)
+    if sorted(layers) != sorted(declared):
+        raise TransformFileError(
+            f"{path}: tensors cover layers {sorted(layers)} but the metadata declares {sorted(declared)}"
+        )
+    transform = Transform(
+        layers=layers,
+        model=model,
+        method=_field(fields, "method", path, str),
+        source_lang=_field(fields, "source_lang", path, str),
+        target_lang=_field(fields, "target_lang", path, str),
+        alpha=_field(fields, "alpha", path, float),
+        positions=_field(fields, "positions", path, str),
+        fit_info=fit_info,
+    )
+    try:
+        transform.validate()
+    except TransformFileError as e:
+        raise TransformFileError(f"{path}: {e}") from None
+    return transform
