@@ -126,8 +126,8 @@ def capture(
     if transform is not None:
         from .model import fingerprint
 
-        transform.validate()
         transform.model.check(fingerprint(llm.model_path), force=force)
+        transform.validate()
         policy = transform.positions if positions is None else positions
         if policy not in POSITIONS:
             raise LingalignError(f"unknown position policy {policy!r} (one of {', '.join(POSITIONS)})")
@@ -138,7 +138,8 @@ def capture(
                 hook.set_additive(il, lm.vector)
         hook.alpha = transform.alpha if alpha is None else float(alpha)
 
-    n_batch = max(batch_tokens, max(len(t) for t in tokens))
+    n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(llm.model)) or batch_tokens
+    n_batch = max(min(batch_tokens, n_ctx_train), max(len(t) for t in tokens))
     n_seq = max(1, min(max_sequences, int(llama_cpp.llama_max_parallel_sequences())))
     base = llama_cpp.llama_context_default_params()
     base.n_ctx = n_batch

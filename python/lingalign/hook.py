@@ -153,8 +153,8 @@ class Steering:
         if transform is None:
             self.clear()
             return []
-        transform.validate()
         warnings = transform.model.check(self.model, force=force)
+        transform.validate()
         use_layers = sorted(transform.layers) if layers is None else sorted(set(layers))
         unknown = [il for il in use_layers if il not in transform.layers]
         if unknown:

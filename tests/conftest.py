@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tinymodel import write_tiny_llama  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_llama(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def other_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Same shapes, other weights and seed: a different model of the same family."""
+    return write_tiny_llama(tmp_path_factory.mktemp("models2") / "tiny2.gguf", seed=1)
+
+
+def tiny_llm(path: Path, **kwargs):
+    import llama_cpp
+
+    kwargs.setdefault("n_ctx", 128)
+    kwargs.setdefault("n_threads", 1)
+    kwargs.setdefault("verbose", False)
+    return llama_cpp.Llama(model_path=str(path), **kwargs)

@@ -1,0 +1,94 @@
+"""Fitted maps reduce the error they minimize on held-out pairs (synthetic data, no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lingalign import LayerMap, LingalignError, ModelFingerprint
+from lingalign.evaluate import retrieval_top1
+from lingalign.fit import fit_incline, fit_meanshift, fit_ridge, fit_transform, squared_error
+
+D = 32
+FP = ModelFingerprint("llama", D, 3, "v" * 64, "w" * 64)
+
+
+def _pairs(n, seed=0, noise=0.1):
+    rng = np.random.default_rng(seed)
+    A = np.eye(D) + 0.3 * rng.standard_normal((D, D)) / np.sqrt(D)
+    shift = rng.standard_normal(D)
+    X = rng.standard_normal((n, D)) + 2.0
+    Y = X @ A + shift + noise * rng.standard_normal((n, D))
+    return X.astype(np.float32), Y.astype(np.float32)
+
+
+def _split(n_train=200, n_test=200):
+    X, Y = _pairs(n_train + n_test)
+    return X[:n_train], Y[:n_train], X[n_train:], Y[n_train:]
+
+
+def test_ridge_reduces_held_out_error():
+    Xtr, Ytr, Xte, Yte = _split()
+    W, b, lam = fit_ridge(Xtr, Ytr)
+    before = squared_error(Xte, Yte, LayerMap(matrix=np.eye(D, dtype=np.float32)))
+    after = squared_error(Xte, Yte, LayerMap(matrix=W.astype(np.float32), bias=b.astype(np.float32)))
+    assert after < 0.1 * before
+    assert lam > 0
+
+
+def test_incline_is_least_squares():
+    Xtr, Ytr, Xte, Yte = _split()
+    W = fit_incline(Xtr, Ytr)
+    # normal equations hold at the minimum
+    grad = Xtr.astype(np.float64).T @ (Xtr @ W - Ytr)
+    assert np.abs(grad).max() < 1e-6 * np.abs(Xtr.T @ Ytr).max()
+    before = squared_error(Xte, Yte, LayerMap(matrix=np.eye(D, dtype=np.float32)))
+    assert squared_error(Xte, Yte, LayerMap(matrix=W.astype(np.float32))) < before
+
+
+def test_incline_interpolates_when_fewer_pairs_than_dimensions():
+    X, Y = _pairs(10)
+    W = fit_incline(X, Y)
+    np.testing.assert_allclose(X @ W, Y, atol=1e-4)
+
+
+def test_ridge_shrinks_to_identity_and_beats_incline_with_few_pairs():
+    Xtr, Ytr, Xte, Yte = _split(n_train=20)
+    W_big, b_big, _ = fit_ridge(Xtr, Ytr, lam=1e9)
+    np.testing.assert_allclose(W_big, np.eye(D), atol=1e-5)
+    W, b, _ = fit_ridge(Xtr, Ytr)
+    ridge = squared_error(Xte, Yte, LayerMap(matrix=W.astype(np.float32), bias=b.astype(np.float32)))
+    incline = squared_error(Xte, Yte, LayerMap(matrix=fit_incline(Xtr, Ytr).astype(np.float32)))
+    assert ridge < incline
+
+
+def test_meanshift_is_difference_of_means_and_reduces_error():
+    Xtr, Ytr, Xte, Yte = _split()
+    v = fit_meanshift(Xtr, Ytr)
+    np.testing.assert_allclose(v, Ytr.mean(0) - Xtr.mean(0), rtol=1e-5, atol=1e-5)
+    assert squared_error(Xte, Yte, LayerMap(vector=v.astype(np.float32))) < squared_error(Xte, Yte, LayerMap(vector=np.zeros(D, np.float32)))
+
+
+def test_fit_transform_builds_valid_transform_per_layer():
+    X, Y = _pairs(100)
+    src = np.stack([X, X * 2, X], axis=1)
+    tgt = np.stack([Y, Y * 2, Y], axis=1)
+    for method in ("ridge", "incline", "meanshift"):
+        t = fit_transform(src, tgt, model=FP, layers=[0, 1, 2], method=method, fit_layers=[1, 2], source_lang="xxx")
+        assert sorted(t.layers) == [1, 2]
+        assert t.method == method and t.fit_info["pairs"] == 100
+    with pytest.raises(LingalignError, match="unknown method"):
+        fit_transform(src, tgt, model=FP, layers=[0, 1, 2], method="magic")
+    with pytest.raises(LingalignError, match="not captured"):
+        fit_transform(src, tgt, model=FP, layers=[0, 1, 2], fit_layers=[5])
+    bad = src.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(LingalignError, match="NaN"):
+        fit_transform(bad, tgt, model=FP, layers=[0, 1, 2])
+
+
+def test_retrieval_top1():
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((50, D))
+    assert retrieval_top1(A, A + 0.01 * rng.standard_normal((50, D))) == (1.0, 1.0)
+    assert retrieval_top1(A, rng.standard_normal((50, D)))[0] < 0.3

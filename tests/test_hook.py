@@ -1,0 +1,211 @@
+"""The intervention changes what it should and nothing else (tiny random models)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tiny_llm
+
+import lingalign
+from lingalign import LayerMap, Transform
+from lingalign.capture import capture
+
+PROMPT = "the quick brown fox jumps over the lazy dog"
+
+
+def _transform(model_path, layers, kind="affine", seed=0, scale=0.3, positions="all", alpha=1.0) -> Transform:
+    fp = lingalign.fingerprint(model_path)
+    rng = np.random.default_rng(seed)
+    d = fp.n_embd
+    out = {}
+    for il in layers:
+        if kind == "identity":
+            out[il] = LayerMap(matrix=np.eye(d, dtype=np.float32))
+        elif kind == "affine":
+            m = (np.eye(d) + scale * rng.standard_normal((d, d)) / np.sqrt(d)).astype(np.float32)
+            out[il] = LayerMap(matrix=m, bias=(scale * rng.standard_normal(d)).astype(np.float32))
+        else:
+            out[il] = LayerMap(vector=(scale * rng.standard_normal(d)).astype(np.float32))
+    return Transform(layers=out, model=fp, method="test", alpha=alpha, positions=positions)
+
+
+def _logits(llm, prompt=PROMPT) -> np.ndarray:
+    """Logits for every prompt token (llm made with logits_all=True), from a fresh evaluation."""
+    tokens = llm.tokenize(prompt.encode())
+    llm.reset()
+    llm.eval(tokens)
+    return np.array(llm.scores[: len(tokens)], copy=True)
+
+
+@pytest.fixture
+def plain_logits(tiny_model):
+    llm = tiny_llm(tiny_model, logits_all=True, n_batch=8, n_ubatch=4)
+    return _logits(llm)
+
+
+def test_identity_transform_is_bit_identical(tiny_model, plain_logits):
+    llm = tiny_llm(tiny_model, logits_all=True, n_batch=8, n_ubatch=4)
+    steering = lingalign.attach(llm, _transform(tiny_model, range(4), kind="identity"))
+    out = _logits(llm)
+    assert steering.take_rows_transformed() > 0  # the hook really ran on every layer
+    assert np.array_equal(out, plain_logits)
+
+
+def test_alpha_zero_is_off(tiny_model, plain_logits):
+    llm = tiny_llm(tiny_model, logits_all=True, n_batch=8, n_ubatch=4)
+    steering = lingalign.attach(llm, _transform(tiny_model, range(4)), alpha=0.0)
+    assert np.array_equal(_logits(llm), plain_logits)
+    assert steering.take_rows_transformed() == 0
+
+
+def test_transform_changes_output_and_clear_restores_it(tiny_model, plain_logits):
+    llm = tiny_llm(tiny_model, logits_all=True, n_batch=8, n_ubatch=4)
+    steering = lingalign.attach(llm, _transform(tiny_model, [1]))
+    changed = _logits(llm)
+    assert not np.allclose(changed, plain_logits, atol=1e-4)
+    steering.clear()
+    assert np.array_equal(_logits(llm), plain_logits)
+    steering.set(_transform(tiny_model, [2], kind="additive"))
+    assert not np.allclose(_logits(llm), plain_logits, atol=1e-4)
+    steering.detach()
+    assert lingalign.steering_of(llm) is None
+    assert np.array_equal(_logits(llm), plain_logits)
+
+
+@pytest.mark.parametrize("kind", ["affine", "additive"])
+@pytest.mark.parametrize("layer", [0, 2, 3])
+def test_capture_follows_formula_at_layer_and_nothing_before(tiny_model, kind, layer):
+    llm = tiny_llm(tiny_model)
+    sentences = ["hello there", "a b c d e f g h i j k l", "the dog"]
+    plain = capture(llm, sentences)
+    t = _transform(tiny_model, [layer], kind=kind)
+    alpha = 0.7
+    moved = capture(llm, sentences, transform=t, alpha=alpha)
+    lm = t.layers[layer]
+    h = plain[:, layer].astype(np.float64)
+    if kind == "affine":
+        expected = h + alpha * (h @ lm.matrix + lm.bias - h)  # the map is affine: mean of maps = map of mean
+    else:
+        expected = h + alpha * lm.vector
+    np.testing.assert_allclose(moved[:, layer], expected, rtol=1e-4, atol=1e-4)
+    assert np.array_equal(moved[:, :layer], plain[:, :layer])
+    if layer + 1 < plain.shape[1]:
+        assert not np.allclose(moved[:, layer + 1 :], plain[:, layer + 1 :], atol=1e-4)
+
+
+def test_batched_capture_matches_one_at_a_time(tiny_model):
+    llm = tiny_llm(tiny_model)
+    sentences = [f"sentence number {w} with words" for w in "abcdefghij"]
+    together = capture(llm, sentences, max_sequences=4)
+    alone = np.stack([capture(llm, [s])[0] for s in sentences])
+    # Batched attention runs over more (masked) KV cells in F16, so values differ by rounding
+    # (~1e-3); a row given to the wrong sentence would differ by the spread between sentences.
+    rounding = np.abs(together - alone).max()
+    spread = np.abs(alone[1:] - alone[:-1]).max(axis=(1, 2)).min()
+    assert rounding < 5e-3 < spread / 10
+    last = capture(llm, sentences, pool="last", layers=[3])
+    assert last.shape == (10, 1, 64)
+
+
+@pytest.mark.parametrize("n_batch,n_ubatch", [(64, 64), (8, 4), (8, 8)])
+def test_last_token_policy_changes_only_the_last_prompt_row(tiny_model, plain_logits, n_batch, n_ubatch):
+    llm = tiny_llm(tiny_model, logits_all=True, n_batch=n_batch, n_ubatch=n_ubatch)
+    steering = lingalign.attach(llm, _transform(tiny_model, [0, 3], positions="last"))
+    out = _logits(llm)
+    n = out.shape[0]
+    assert n > n_batch or n_batch == 64  # the prompt spans several batches/ubatches
+    assert steering.take_rows_transformed() == 2  # one row, at each of the two layers
+    assert np.array_equal(out[: n - 1], plain_logits[: n - 1])
+    assert not np.allclose(out[n - 1], plain_logits[n - 1], atol=1e-4)
+
+
+def test_last_token_policy_with_output_rows_only(tiny_model):
+    """Default Llama: the last layer keeps only the output row."""
+    llm = tiny_llm(tiny_model, n_batch=8, n_ubatch=4)
+    steering = lingalign.attach(llm, _transform(tiny_model, [3], positions="last"))
+    llm.create_completion(PROMPT, max_tokens=4, temperature=0)
+    assert steering.take_rows_transformed() == 1
+
+
+def test_prompt_and_generated_policies(tiny_model):
+    n_prompt = len(tiny_llm(tiny_model).tokenize(PROMPT.encode()))
+    max_tokens = 6
+    counts = {}
+    texts = {}
+    for policy in ("all", "prompt", "generated", "last"):
+        llm = tiny_llm(tiny_model, n_batch=8, n_ubatch=4)
+        steering = lingalign.attach(llm, _transform(tiny_model, [1], positions=policy))
+        texts[policy] = llm(PROMPT, max_tokens=max_tokens, temperature=0)["choices"][0]["text"]
+        counts[policy] = steering.take_rows_transformed()
+    generated_evals = max_tokens - 1  # the last sampled token is never evaluated
+    assert counts["prompt"] == n_prompt
+    assert counts["generated"] == generated_evals
+    assert counts["all"] == n_prompt + generated_evals
+    assert counts["last"] == 1
+
+
+def test_generation_unchanged_when_cleared(tiny_model):
+    plain = tiny_llm(tiny_model)
+    ref = plain(PROMPT, max_tokens=8, temperature=0)["choices"][0]["text"]
+    llm = lingalign.load(tiny_model, _transform(tiny_model, range(4), scale=2.0), n_ctx=128, n_threads=1)
+    steered = llm(PROMPT, max_tokens=8, temperature=0)["choices"][0]["text"]
+    lingalign.steering_of(llm).clear()
+    assert llm(PROMPT, max_tokens=8, temperature=0)["choices"][0]["text"] == ref
+    assert steered != ref or True  # generation may coincide on a random model; logits tests cover change
+    chat = llm.create_chat_completion(
+        messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0
+    )
+    assert "choices" in chat
+
+
+def test_contexts_are_independent(tiny_model):
+    t1, t2 = _transform(tiny_model, [1], seed=1), _transform(tiny_model, [2], seed=2)
+    a = tiny_llm(tiny_model, logits_all=True)
+    b = tiny_llm(tiny_model, logits_all=True)
+    lingalign.attach(a, t1)
+    lingalign.attach(b, t2)
+    out_a, out_b = _logits(a), _logits(b)
+    solo = tiny_llm(tiny_model, logits_all=True)
+    steering = lingalign.attach(solo, t1)
+    assert np.array_equal(_logits(solo), out_a)
+    steering.set(t2)
+    assert np.array_equal(_logits(solo), out_b)
+
+
+def test_bad_transforms_are_refused(tiny_model, other_tiny_model):
+    llm = tiny_llm(tiny_model)
+    steering = lingalign.attach(llm)
+    t = _transform(tiny_model, [1])
+    t.layers[1].matrix = np.zeros((3, 3), np.float32)
+    with pytest.raises(lingalign.TransformFileError, match="shape"):
+        steering.set(t)
+    t = _transform(tiny_model, [1])
+    t.layers[1].matrix[0, 0] = np.nan
+    with pytest.raises(lingalign.TransformFileError, match="NaN"):
+        steering.set(t)
+    t = _transform(tiny_model, [1])
+    t.layers[7] = t.layers.pop(1)
+    with pytest.raises(lingalign.TransformFileError, match="unknown layer 7"):
+        steering.set(t)
+    with pytest.raises(lingalign.LingalignError, match="position policy"):
+        steering.set(_transform(tiny_model, [1]), positions="middle")
+    # the C++ side checks too, whatever Python lets through
+    hook = lingalign._core.Hook(64, 4)
+    with pytest.raises(ValueError, match="map has 9 values"):
+        hook.set_affine(1, np.zeros((3, 3), np.float32))
+    with pytest.raises(IndexError, match="unknown layer 9"):
+        hook.set_additive(9, np.zeros(64, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        hook.set_additive(1, np.full(64, np.inf, np.float32))
+    # a transform for another vocabulary is refused unless forced; same family only warns
+    other = _transform(other_tiny_model, [1])
+    assert steering.set(other)  # same vocabulary, other weights: a warning
+    foreign = _transform(tiny_model, [1])
+    foreign.model = lingalign.ModelFingerprint("llama", 64, 4, "0" * 64, "1" * 64, "another")
+    with pytest.raises(lingalign.ModelMismatchError, match="another model"):
+        steering.set(foreign)
+    assert steering.set(foreign, force=True)
+    wrong_width = _transform(tiny_model, [1])
+    wrong_width.model = lingalign.ModelFingerprint("llama", 32, 4, "0" * 64, "1" * 64)
+    with pytest.raises(lingalign.ModelMismatchError, match="n_embd=32"):
+        steering.set(wrong_width, force=True)
