@@ -17,7 +17,7 @@ import numpy as np
 
 from ._abi import _core
 from .errors import LingalignError
-from .hook import _hooked_params
+from .hook import _hooked_params, quiet_llama_log
 from .transform import POSITIONS, Transform
 
 import llama_cpp
@@ -151,7 +151,8 @@ def capture(
     base.n_threads_batch = llm.context_params.n_threads_batch
     base.embeddings = True  # outputs are n_embd wide: no n_vocab-wide logits buffer per token
     params, callback = _hooked_params(base, hook)
-    ctx = llama_internals.LlamaContext(model=llm._model, params=params, verbose=False)
+    with quiet_llama_log(llm.verbose):
+        ctx = llama_internals.LlamaContext(model=llm._model, params=params, verbose=False)
     n_ubatch = int(llama_cpp.llama_n_ubatch(ctx.ctx))
     batch = llama_internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
     need_all_outputs = cap_layers[-1] == n_layer - 1

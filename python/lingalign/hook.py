@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ._abi import _core
-from .errors import InterventionError, LingalignError, ModelMismatchError
+from .errors import InterventionError, LingalignError, ModelFileError, ModelMismatchError
 from .model import ModelFingerprint, fingerprint, resolve_model
 from .transform import POSITIONS, Transform
 
@@ -32,6 +33,22 @@ import llama_cpp
 from llama_cpp import _internals as llama_internals
 
 _ATTR = "_lingalign_steering"
+
+
+@contextlib.contextmanager
+def quiet_llama_log(verbose: bool) -> Iterator[None]:
+    """Silence llama.cpp's log while lingalign creates a context for a non-verbose Llama.
+
+    llama-cpp-python prints llama.cpp warnings at its ERROR level; a failure still raises.
+    """
+    logger = logging.getLogger("llama-cpp-python")
+    old = logger.level
+    if not verbose:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
 
 
 def _hooked_params(base: llama_cpp.llama_context_params, hook: Any) -> tuple[Any, Any]:
@@ -222,14 +239,15 @@ class Steering:
     def _install_context(self, *, hooked: bool) -> None:
         llm = self._llm
         old = llm._ctx
-        if hooked:
-            params, callback = _hooked_params(llm.context_params, self._hook)
-            ctx: llama_internals.LlamaContext = _HookedContext(
-                model=llm._model, params=params, verbose=llm.verbose, hook=self._hook, state=self._state,
-                callback=callback,
-            )
-        else:
-            ctx = llama_internals.LlamaContext(model=llm._model, params=llm.context_params, verbose=llm.verbose)
+        with quiet_llama_log(llm.verbose):
+            if hooked:
+                params, callback = _hooked_params(llm.context_params, self._hook)
+                ctx: llama_internals.LlamaContext = _HookedContext(
+                    model=llm._model, params=params, verbose=llm.verbose, hook=self._hook, state=self._state,
+                    callback=callback,
+                )
+            else:
+                ctx = llama_internals.LlamaContext(model=llm._model, params=llm.context_params, verbose=llm.verbose)
         if getattr(llm, "_lora_adapter", None) is not None:
             adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(llm._lora_adapter)
             scales = (ctypes.c_float * 1)(llm.lora_scale)
@@ -304,6 +322,22 @@ def steering_of(llm: llama_cpp.Llama) -> Steering | None:
     return getattr(llm, _ATTR, None)
 
 
+def open_model(model_path: str | os.PathLike[str] | None = None, **llama_kwargs: Any) -> llama_cpp.Llama:
+    """A plain `llama_cpp.Llama` for `model_path` (default model if None), with clear errors.
+
+    The GGUF header is checked first, so a wrong file gets a message naming the problem rather
+    than llama.cpp's generic failure.
+    """
+    path = resolve_model(model_path)
+    fingerprint(path)  # raises ModelFileError for a file that is not a GGUF language model
+    llama_kwargs.setdefault("verbose", False)
+    try:
+        with quiet_llama_log(bool(llama_kwargs["verbose"])):
+            return llama_cpp.Llama(model_path=str(path), **llama_kwargs)
+    except ValueError as e:
+        raise ModelFileError(f"{path}: llama.cpp could not load this model ({e})") from None
+
+
 def load(
     model_path: str | os.PathLike[str] | None = None,
     transform: Transform | str | os.PathLike[str] | None = None,
@@ -318,9 +352,7 @@ def load(
     `transform` may be a Transform or a path to a transform file. Extra keyword arguments go to
     `llama_cpp.Llama` (n_ctx, n_threads, ...). The Steering is `lingalign.steering_of(llm)`.
     """
-    path = resolve_model(model_path)
-    llama_kwargs.setdefault("verbose", False)
-    llm = llama_cpp.Llama(model_path=str(path), **llama_kwargs)
+    llm = open_model(model_path, **llama_kwargs)
     if transform is not None and not isinstance(transform, Transform):
         transform = Transform.load(transform)
     attach(llm, transform, alpha=alpha, positions=positions, force=force)

@@ -159,7 +159,7 @@ def _fingerprint_cached(path: str, size: int, mtime_ns: int) -> ModelFingerprint
     p = Path(path)
     with open(p, "rb") as f:
         if size < 24:
-            raise ModelFileError(f"{p}: not a GGUF model (file too small)")
+            raise ModelFileError(f"{p}: not a GGUF model file (too small)")
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         try:
             return _parse_fingerprint(buf, p, size)
@@ -170,7 +170,7 @@ def _fingerprint_cached(path: str, size: int, mtime_ns: int) -> ModelFingerprint
 def _parse_fingerprint(buf: mmap.mmap, p: Path, size: int) -> ModelFingerprint:
     cur = _Cursor(buf, p)
     if bytes(buf[0:4]) != b"GGUF":
-        raise ModelFileError(f"{p}: not a GGUF file")
+        raise ModelFileError(f"{p}: not a GGUF model file")
     cur.take(4)
     cur.scalar("<I")  # version
     n_tensors, n_kv = int(cur.scalar("<Q")), int(cur.scalar("<Q"))

@@ -96,22 +96,27 @@ class Transform:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         writer = gguf.GGUFWriter(str(tmp), ARCH)
+
+        def add_str(key: str, value: str) -> None:
+            # GGUFWriter.add_string drops empty strings; an empty value must still be present.
+            writer.add_key_value(key, value, gguf.GGUFValueType.STRING)
+
         try:
             writer.add_uint32(_K + "format_version", FORMAT_VERSION)
-            writer.add_string(_K + "method", self.method)
-            writer.add_string(_K + "source_lang", self.source_lang)
-            writer.add_string(_K + "target_lang", self.target_lang)
+            add_str(_K + "method", self.method)
+            add_str(_K + "source_lang", self.source_lang)
+            add_str(_K + "target_lang", self.target_lang)
             writer.add_float64(_K + "alpha", float(self.alpha))
-            writer.add_string(_K + "positions", self.positions)
+            add_str(_K + "positions", self.positions)
             writer.add_array(_K + "layers", sorted(self.layers))
             m = self.model
-            writer.add_string(_K + "model.architecture", m.architecture)
+            add_str(_K + "model.architecture", m.architecture)
             writer.add_uint32(_K + "model.n_embd", m.n_embd)
             writer.add_uint32(_K + "model.n_layer", m.n_layer)
-            writer.add_string(_K + "model.vocab_sha256", m.vocab_sha256)
-            writer.add_string(_K + "model.weights_sha256", m.weights_sha256)
-            writer.add_string(_K + "model.name", m.name)
-            writer.add_string(_K + "fit_info", json.dumps(self.fit_info, sort_keys=True))
+            add_str(_K + "model.vocab_sha256", m.vocab_sha256)
+            add_str(_K + "model.weights_sha256", m.weights_sha256)
+            add_str(_K + "model.name", m.name)
+            add_str(_K + "fit_info", json.dumps(self.fit_info, sort_keys=True))
             for il in sorted(self.layers):
                 lm = self.layers[il]
                 for part, array in zip(_TENSOR_PARTS, (lm.matrix, lm.bias, lm.vector)):

@@ -1,0 +1,261 @@
+"""The `lingalign` command: capture, fit, run, info, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import LingalignError
+from .transform import POSITIONS
+
+
+_GGML_LOG_ERROR, _GGML_LOG_CONT = 4, 5  # ggml.h enum ggml_log_level
+_log_state = {"last": 0}
+_log_callback: Any = None
+
+
+def _install_error_only_log() -> None:
+    """Let llama.cpp print only its errors in the CLI process.
+
+    llama-cpp-python 0.3.36 maps ggml's log levels from an older enum: it prints llama.cpp's
+    warnings and info lines and hides its errors. The CLI owns its process, so it replaces that
+    callback; the library leaves the host application's logging alone.
+    """
+    global _log_callback
+    import ctypes
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        if level != _GGML_LOG_CONT:
+            _log_state["last"] = level
+        if _log_state["last"] == _GGML_LOG_ERROR:
+            sys.stderr.write(text.decode("utf-8", errors="replace"))
+
+    _log_callback = callback  # must stay referenced while llama.cpp may call it
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+def _load_llm(model: str | None, *, n_ctx: int = 1024, threads: int | None = None) -> Any:
+    from .hook import open_model
+
+    return open_model(model, n_ctx=n_ctx, n_threads=threads)
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .capture import capture, parse_layer_spec
+    from .data import lines_sha256, read_lines
+    from .model import fingerprint
+
+    import llama_cpp
+
+    lines = read_lines(args.text, skip=args.skip, limit=args.limit)
+    llm = _load_llm(args.model, threads=args.threads)
+    n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
+    layers = parse_layer_spec(args.layers, n_layer) or list(range(n_layer))
+    acts = capture(llm, lines, layers=layers, pool=args.pool, progress=None)
+    fp = fingerprint(llm.model_path)
+    np.savez(
+        args.out,
+        activations=acts,
+        layers=np.array(layers, dtype=np.int32),
+        pool=args.pool,
+        model=json.dumps(fp.to_dict()),
+        text_sha256=lines_sha256(lines),
+    )
+    print(f"captured {acts.shape[0]} sentences x {acts.shape[1]} layers x {acts.shape[2]} -> {args.out}")
+    return 0
+
+
+def _resolve_fit_files(args: argparse.Namespace) -> tuple[str, str]:
+    from .data import embedded_path
+
+    if args.src and args.tgt:
+        return args.src, args.tgt
+    if args.src or args.tgt:
+        raise LingalignError("give both --src and --tgt, or neither (then --src-lang picks the embedded corpus)")
+    if not args.src_lang:
+        raise LingalignError("give --src and --tgt files, or --src-lang to fit on the embedded corpus")
+    return str(embedded_path(args.src_lang)), str(embedded_path(args.tgt_lang))
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    import llama_cpp
+
+    from .capture import capture, parse_layer_spec
+    from .data import lines_sha256, read_pairs
+    from .fit import fit_transform
+    from .model import fingerprint
+
+    src_file, tgt_file = _resolve_fit_files(args)
+    src, tgt = read_pairs(src_file, tgt_file, skip=args.skip, limit=args.limit)
+    llm = _load_llm(args.model, threads=args.threads)
+    n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
+    fit_layers = parse_layer_spec(args.layers, n_layer) or list(range(n_layer))
+    fp = fingerprint(llm.model_path)
+    print(f"capturing {len(src)} sentence pairs at layers {_span(fit_layers)} ...", file=sys.stderr)
+    X = capture(llm, src, layers=fit_layers)
+    Y = capture(llm, tgt, layers=fit_layers)
+    info = {
+        "pairs": len(src),
+        "skip": args.skip,
+        "limit": args.limit,
+        "src_file": os.path.basename(src_file),
+        "tgt_file": os.path.basename(tgt_file),
+        "src_sha256": lines_sha256(src),
+        "tgt_sha256": lines_sha256(tgt),
+        "pool": "mean",
+    }
+    transform = fit_transform(
+        X,
+        Y,
+        model=fp,
+        layers=fit_layers,
+        method=args.method,
+        lam=args.lam,
+        source_lang=args.src_lang or "",
+        target_lang=args.tgt_lang,
+        alpha=args.alpha,
+        positions=args.positions,
+        fit_info=info,
+    )
+    transform.save(args.out)
+    print(f"wrote {args.out}: {args.method} at layers {_span(sorted(transform.layers))}, {len(src)} pairs")
+    return 0
+
+
+def _span(layers: Sequence[int]) -> str:
+    layers = list(layers)
+    if len(layers) > 2 and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}-{layers[-1]}"
+    return ",".join(str(il) for il in layers)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .hook import attach
+    from .transform import Transform
+
+    transform = Transform.load(args.transform) if args.transform else None
+    llm = _load_llm(args.model, n_ctx=args.ctx, threads=args.threads)
+    steering = attach(llm)
+    if transform is not None:
+        for w in steering.set(transform, alpha=args.alpha, positions=args.positions, force=args.force):
+            print(f"lingalign: warning: {w}", file=sys.stderr)
+    out = llm(args.prompt, max_tokens=args.n_predict, temperature=args.temperature, seed=args.seed)
+    print(out["choices"][0]["text"])
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .transform import Transform
+
+    t = Transform.load(args.transform)
+    summary = t.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+        return 0
+    m = t.model
+    print(f"file:        {args.transform}")
+    print(f"method:      {t.method} ({', '.join(summary['kinds'])})")
+    print(f"languages:   {t.source_lang or '?'} -> {t.target_lang}")
+    print(f"layers:      {_span(sorted(t.layers))}")
+    print(f"defaults:    alpha {t.alpha:g}, positions {t.positions}")
+    print(f"model:       {m.name or m.architecture} ({m.architecture}, n_embd {m.n_embd}, n_layer {m.n_layer})")
+    print(f"vocab hash:  {m.vocab_sha256}")
+    print(f"weights:     {m.weights_sha256}")
+    for k, v in sorted(t.fit_info.items()):
+        print(f"fit.{k}: {v}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(model=args.model, threads=args.threads)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lingalign",
+        description="Cross-lingual alignment interventions for GGUF models in llama.cpp.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--model", help="GGUF model file (default: Gemma 3 270M Q4_K_M, from its PyPI package)")
+        sp.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
+
+    sp = sub.add_parser("capture", help="pooled residual stream of every layer for a text file -> .npz")
+    sp.add_argument("--text", required=True, help="UTF-8 text, one sentence per line")
+    sp.add_argument("--out", required=True, help="output .npz (activations [N, layers, n_embd])")
+    sp.add_argument("--pool", choices=("mean", "last"), default="mean")
+    sp.add_argument("--layers", default="all", help="all | 5 | 0,4,8 | 2-6 | -1 (default: all)")
+    sp.add_argument("--skip", type=int, default=0)
+    sp.add_argument("--limit", type=int, default=None)
+    common(sp)
+    sp.set_defaults(func=_cmd_capture)
+
+    sp = sub.add_parser("fit", help="fit a transform from line-aligned source/English text")
+    sp.add_argument("--src", help="source-language sentences, one per line")
+    sp.add_argument("--tgt", help="their English translations, line-aligned")
+    sp.add_argument("--out", required=True, help="output transform .gguf")
+    sp.add_argument("--method", choices=("ridge", "incline", "meanshift"), default="ridge")
+    sp.add_argument("--src-lang", default="", help="source language code (with no --src: the embedded corpus)")
+    sp.add_argument("--tgt-lang", default="eng")
+    sp.add_argument("--layers", default="-1", help="layers to fit: -1 (last, default) | all | 0,4,8 | 2-6")
+    sp.add_argument("--lambda", dest="lam", type=float, default=None, help="ridge strength (default: chosen on held-out pairs)")
+    sp.add_argument("--alpha", type=float, default=1.0, help="default strength stored in the file")
+    sp.add_argument("--positions", choices=POSITIONS, default="all", help="default position policy stored in the file")
+    sp.add_argument("--skip", type=int, default=0, help="skip the first N line pairs")
+    sp.add_argument("--limit", type=int, default=None, help="use at most N line pairs")
+    common(sp)
+    sp.set_defaults(func=_cmd_fit)
+
+    sp = sub.add_parser("run", help="generate a completion, with a transform if given")
+    sp.add_argument("-p", "--prompt", required=True)
+    sp.add_argument("--transform", help="transform .gguf")
+    sp.add_argument("--alpha", type=float, default=None, help="strength (default: the file's)")
+    sp.add_argument("--positions", choices=POSITIONS, default=None, help="position policy (default: the file's)")
+    sp.add_argument("-n", "--n-predict", type=int, default=64, help="max tokens to generate")
+    sp.add_argument("--temperature", type=float, default=0.0)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--ctx", type=int, default=1024, help="context size")
+    sp.add_argument("--force", action="store_true", help="apply a transform made for another model")
+    common(sp)
+    sp.set_defaults(func=_cmd_run)
+
+    sp = sub.add_parser("info", help="print a transform file's metadata")
+    sp.add_argument("transform")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=_cmd_info)
+
+    sp = sub.add_parser("demo", help="the whole job on the embedded corpus, with numbers (about a minute)")
+    common(sp)
+    sp.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _install_error_only_log()
+        return int(args.func(args))
+    except LingalignError as e:
+        print(f"lingalign: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"lingalign: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

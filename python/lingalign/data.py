@@ -1,0 +1,71 @@
+"""Parallel text: line-aligned files, and the corpus embedded in the package.
+
+The embedded corpus (data/parallel/<lang>.txt) is 240 everyday sentences written for lingalign,
+line-aligned across English and seven other languages, two of them low-resource (Swahili, Tamil).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import resources
+from pathlib import Path
+
+from .errors import LingalignError
+
+EMBEDDED_LANGUAGES = ("eng", "spa", "deu", "cmn", "ind", "tur", "swh", "tam")
+LANGUAGE_NAMES = {
+    "eng": "English",
+    "spa": "Spanish",
+    "deu": "German",
+    "cmn": "Chinese",
+    "ind": "Indonesian",
+    "tur": "Turkish",
+    "swh": "Swahili",
+    "tam": "Tamil",
+}
+
+
+def embedded_path(lang: str) -> Path:
+    """Path of the embedded corpus file for `lang` (ISO 639-3 code)."""
+    if lang not in EMBEDDED_LANGUAGES:
+        raise LingalignError(f"no embedded data for {lang!r} (have {', '.join(EMBEDDED_LANGUAGES)})")
+    return Path(str(resources.files("lingalign").joinpath("data", "parallel", f"{lang}.txt")))
+
+
+def read_lines(path: str | os.PathLike[str], *, skip: int = 0, limit: int | None = None) -> list[str]:
+    """Lines of a UTF-8 text file (one sentence per line), after `skip`, at most `limit`."""
+    p = Path(path)
+    if not p.is_file():
+        raise LingalignError(f"text file not found: {p}")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise LingalignError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if skip < 0 or (limit is not None and limit < 0):
+        raise LingalignError("--skip and --limit must be >= 0")
+    lines = lines[skip:]
+    if limit is not None:
+        lines = lines[:limit]
+    return lines
+
+
+def read_pairs(
+    src: str | os.PathLike[str], tgt: str | os.PathLike[str], *, skip: int = 0, limit: int | None = None
+) -> tuple[list[str], list[str]]:
+    """Line-aligned sentence pairs; refuses files of different lengths and empty lines."""
+    a_all, b_all = read_lines(src), read_lines(tgt)
+    if len(a_all) != len(b_all):
+        raise LingalignError(f"{src} has {len(a_all)} lines but {tgt} has {len(b_all)}: files must be line-aligned")
+    a, b = read_lines(src, skip=skip, limit=limit), read_lines(tgt, skip=skip, limit=limit)
+    for i, (x, y) in enumerate(zip(a, b)):
+        if not x.strip() or not y.strip():
+            raise LingalignError(f"line {skip + i + 1} is empty in {src if not x.strip() else tgt}")
+    if not a:
+        raise LingalignError(f"no sentence pairs selected from {src} (skip={skip}, limit={limit})")
+    return a, b
+
+
+def lines_sha256(lines: list[str]) -> str:
+    """Hash of the selected lines, recorded in a transform's fit_info."""
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()

@@ -1,0 +1,82 @@
+"""The lingalign command on a tiny model: each subcommand works, bad input exits 1 with a message."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lingalign import Transform
+from lingalign.cli import main
+
+SRC = ["hola amigo", "buenos dias", "la casa es azul", "me gusta el cafe", "donde esta el tren", "tengo hambre"]
+TGT = ["hello friend", "good morning", "the house is blue", "i like coffee", "where is the train", "i am hungry"]
+
+
+@pytest.fixture
+def texts(tmp_path):
+    src, tgt = tmp_path / "src.txt", tmp_path / "tgt.txt"
+    src.write_text("\n".join(SRC) + "\n", encoding="utf-8")
+    tgt.write_text("\n".join(TGT) + "\n", encoding="utf-8")
+    return src, tgt
+
+
+def test_capture_writes_activations(tiny_model, texts, tmp_path, capsys):
+    out = tmp_path / "acts.npz"
+    assert main(["capture", "--model", str(tiny_model), "--text", str(texts[0]), "--out", str(out), "--layers", "1,3", "--limit", "4"]) == 0
+    data = np.load(out)
+    assert data["activations"].shape == (4, 2, 64)
+    assert list(data["layers"]) == [1, 3]
+    assert json.loads(str(data["model"]))["n_layer"] == 4
+
+
+@pytest.mark.parametrize("method", ["ridge", "incline", "meanshift"])
+def test_fit_info_run(tiny_model, texts, tmp_path, capsys, method):
+    out = tmp_path / f"{method}.gguf"
+    args = ["fit", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(texts[1]), "--out", str(out)]
+    args += ["--method", method, "--src-lang", "spa", "--layers", "all", "--skip", "1", "--limit", "5"]
+    if method == "ridge":
+        args += ["--lambda", "1.0"]
+    assert main(args) == 0
+    t = Transform.load(out)
+    assert t.method == method and sorted(t.layers) == [0, 1, 2, 3]
+    assert t.fit_info["pairs"] == 5 and t.fit_info["skip"] == 1
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert f"method:      {method}" in capsys.readouterr().out
+    assert main(["info", "--json", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["source_lang"] == "spa"
+    assert main(["run", "--model", str(tiny_model), "-p", "hola", "-n", "4", "--transform", str(out), "--alpha", "0.5"]) == 0
+    assert capsys.readouterr().out.strip() != ""
+
+
+def test_fit_default_layer_is_last(tiny_model, texts, tmp_path):
+    out = tmp_path / "t.gguf"
+    assert main(["fit", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(texts[1]), "--out", str(out), "--lambda", "1"]) == 0
+    assert sorted(Transform.load(out).layers) == [3]
+
+
+def test_bad_input_exits_1_with_message(tiny_model, texts, tmp_path, capsys):
+    short = tmp_path / "short.txt"
+    short.write_text("one line\n", encoding="utf-8")
+    not_utf8 = tmp_path / "latin1.txt"
+    not_utf8.write_bytes("caf\xe9\n".encode("latin-1"))
+    cases = [
+        (["info", str(texts[0])], "not a GGUF file"),
+        (["info", str(tmp_path / "nope.gguf")], "transform file not found"),
+        (["info", str(tiny_model)], "not a lingalign transform"),
+        (["fit", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(short), "--out", str(tmp_path / "x.gguf")], "line-aligned"),
+        (["fit", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(texts[1]), "--out", str(tmp_path / "x.gguf"), "--layers", "7"], "unknown layer"),
+        (["fit", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(texts[1]), "--out", str(tmp_path / "x.gguf"), "--layers", "x"], "bad layer spec"),
+        (["fit", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(texts[1]), "--out", str(tmp_path / "x.gguf"), "--skip", "100"], "no sentence pairs"),
+        (["capture", "--model", str(tiny_model), "--text", str(not_utf8), "--out", str(tmp_path / "a.npz")], "not UTF-8"),
+        (["run", "--model", str(tmp_path / "missing.gguf"), "-p", "hi"], "model file not found"),
+        (["run", "--model", str(texts[0]), "-p", "hi"], "not a GGUF model file"),
+        (["fit", "--model", str(tiny_model), "--out", str(tmp_path / "x.gguf")], "--src"),
+    ]
+    for args, message in cases:
+        capsys.readouterr()
+        assert main(args) == 1, args
+        err = capsys.readouterr().err
+        assert err.startswith("lingalign: error:") and message in err, (args, err)
