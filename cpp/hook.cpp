@@ -154,12 +154,14 @@ void Hook::set_batch(int n_ubatch, const uint8_t * flags, const int32_t * slots,
     }
     ubatch_index_ = -1;
     last_layer_seen_ = 0;
+    visits_ = 0;
     batch_active_ = true;
 }
 
-void Hook::end_batch() {
+int Hook::end_batch() {
     std::lock_guard<std::mutex> lock(mutex_);
     batch_active_ = false;
+    return visits_;
 }
 
 void Hook::start_capture(const std::vector<int> & layers, int n_slots, bool stop_after_last) {
@@ -276,6 +278,7 @@ bool Hook::on_data(ggml_tensor * t) {
     if (il < 0 || !batch_active_) {
         return true;
     }
+    ++visits_;
     // Each ubatch visits the requested layers in increasing order.
     if (ubatch_index_ < 0 || il <= last_layer_seen_) {
         ++ubatch_index_;

@@ -56,7 +56,8 @@ public:
     // Batch announcement, one call per llama_decode. slots (may be null) maps each token to
     // a capture slot (sentence index) or -1.
     void set_batch(int n_ubatch, const uint8_t * flags, const int32_t * slots, size_t n_tokens);
-    void end_batch();
+    // Ends the announced batch; returns how many requested tensors the callback saw in it.
+    int end_batch();
 
     // Capture: accumulate the chosen layers' rows per slot. stop_after_last lets the callback
     // skip the rest of the graph (the output head) once the last captured layer is read; only
@@ -99,6 +100,7 @@ private:
     std::vector<int32_t> output_prefix_;  // number of ROW_OUTPUT tokens before token i
     int ubatch_index_ = -1;
     int last_layer_seen_ = 0;
+    int visits_ = 0;
 
     // capture
     bool capturing_ = false;

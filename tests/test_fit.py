@@ -38,7 +38,7 @@ def test_ridge_reduces_held_out_error():
 
 def test_incline_is_least_squares():
     Xtr, Ytr, Xte, Yte = _split()
-    W = fit_incline(Xtr, Ytr)
+    W, _ = fit_incline(Xtr, Ytr)
     # normal equations hold at the minimum
     grad = Xtr.astype(np.float64).T @ (Xtr @ W - Ytr)
     assert np.abs(grad).max() < 1e-6 * np.abs(Xtr.T @ Ytr).max()
@@ -48,17 +48,21 @@ def test_incline_is_least_squares():
 
 def test_incline_interpolates_when_fewer_pairs_than_dimensions():
     X, Y = _pairs(10)
-    W = fit_incline(X, Y)
+    W, _ = fit_incline(X, Y)
     np.testing.assert_allclose(X @ W, Y, atol=1e-4)
+    W, b = fit_incline(X, Y, bias=True)
+    np.testing.assert_allclose(X @ W + b, Y, atol=1e-4)
 
 
 def test_ridge_shrinks_to_identity_and_beats_incline_with_few_pairs():
     Xtr, Ytr, Xte, Yte = _split(n_train=20)
     W_big, b_big, _ = fit_ridge(Xtr, Ytr, lam=1e9)
     np.testing.assert_allclose(W_big, np.eye(D), atol=1e-5)
+    W_nob, b_nob, _ = fit_ridge(Xtr, Ytr, lam=1.0, bias=False)
+    assert b_nob is None
     W, b, _ = fit_ridge(Xtr, Ytr)
     ridge = squared_error(Xte, Yte, LayerMap(matrix=W.astype(np.float32), bias=b.astype(np.float32)))
-    incline = squared_error(Xte, Yte, LayerMap(matrix=fit_incline(Xtr, Ytr).astype(np.float32)))
+    incline = squared_error(Xte, Yte, LayerMap(matrix=fit_incline(Xtr, Ytr)[0].astype(np.float32)))
     assert ridge < incline
 
 
@@ -77,6 +81,9 @@ def test_fit_transform_builds_valid_transform_per_layer():
         t = fit_transform(src, tgt, model=FP, layers=[0, 1, 2], method=method, fit_layers=[1, 2], source_lang="xxx")
         assert sorted(t.layers) == [1, 2]
         assert t.method == method and t.fit_info["pairs"] == 100
+        assert (t.layers[1].bias is not None) == (method == "ridge")
+    t = fit_transform(src, tgt, model=FP, layers=[0, 1, 2], method="incline", bias=True)
+    assert t.layers[0].bias is not None and t.fit_info["bias"] is True
     with pytest.raises(LingalignError, match="unknown method"):
         fit_transform(src, tgt, model=FP, layers=[0, 1, 2], method="magic")
     with pytest.raises(LingalignError, match="not captured"):

@@ -209,3 +209,23 @@ def test_bad_transforms_are_refused(tiny_model, other_tiny_model):
     wrong_width.model = lingalign.ModelFingerprint("llama", 32, 4, "0" * 64, "1" * 64)
     with pytest.raises(lingalign.ModelMismatchError, match="n_embd=32"):
         steering.set(wrong_width, force=True)
+
+
+def test_hook_errors_surface_after_decode_and_context_stays_usable(tiny_model, plain_logits):
+    """A row bookkeeping mismatch is reported as InterventionError, never applied silently."""
+    llm = tiny_llm(tiny_model, logits_all=True, n_batch=8, n_ubatch=4)
+    steering = lingalign.attach(llm, _transform(tiny_model, [1]))
+    llm._ctx.n_ubatch = 3  # lie about the ubatch size: rows no longer match tokens
+    with pytest.raises(lingalign.InterventionError, match="rows|ubatch"):
+        _logits(llm)
+    llm._ctx.n_ubatch = 4
+    steering.clear()
+    assert np.array_equal(_logits(llm), plain_logits)
+
+
+def test_import_refuses_other_llama_cpp_version():
+    from lingalign._abi import BUILT_AGAINST, check_llama_cpp_version
+
+    check_llama_cpp_version(BUILT_AGAINST)
+    with pytest.raises(ImportError, match=f"built against llama-cpp-python {BUILT_AGAINST} but 0.2.0 is installed"):
+        check_llama_cpp_version("0.2.0")

@@ -120,6 +120,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         layers=fit_layers,
         method=args.method,
         lam=args.lam,
+        bias=args.bias,
         source_lang=args.src_lang or "",
         target_lang=args.tgt_lang,
         alpha=args.alpha,
@@ -211,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tgt-lang", default="eng")
     sp.add_argument("--layers", default="-1", help="layers to fit: -1 (last, default) | all | 0,4,8 | 2-6")
     sp.add_argument("--lambda", dest="lam", type=float, default=None, help="ridge strength (default: chosen on held-out pairs)")
+    sp.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                    help="fit a bias with the map (default: yes for ridge, no for incline)")
     sp.add_argument("--alpha", type=float, default=1.0, help="default strength stored in the file")
     sp.add_argument("--positions", choices=POSITIONS, default="all", help="default position policy stored in the file")
     sp.add_argument("--skip", type=int, default=0, help="skip the first N line pairs")

@@ -37,11 +37,16 @@ def _check_pair(X: np.ndarray, Y: np.ndarray) -> None:
         raise LingalignError("activations contain NaN or Inf")
 
 
-def fit_incline(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-    """Minimum-norm least-squares map W ([d, d]) with X @ W ~ Y."""
+def fit_incline(X: np.ndarray, Y: np.ndarray, *, bias: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Minimum-norm least squares: W ([d, d]) with X @ W (+ b) ~ Y. Returns (W, b or None)."""
     _check_pair(X, Y)
-    W, *_ = np.linalg.lstsq(X.astype(np.float64), Y.astype(np.float64), rcond=None)
-    return W
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    if not bias:
+        W, *_ = np.linalg.lstsq(X64, Y64, rcond=None)
+        return W, None
+    mx, my = X64.mean(axis=0), Y64.mean(axis=0)
+    W, *_ = np.linalg.lstsq(X64 - mx, Y64 - my, rcond=None)
+    return W, my - mx @ W
 
 
 def _ridge_from_svd(
@@ -56,11 +61,12 @@ def fit_ridge(
     Y: np.ndarray,
     *,
     lam: float | None = None,
+    bias: bool = True,
     lambdas: Sequence[float] = RIDGE_LAMBDAS,
     val_fraction: float = 0.2,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Ridge map toward the identity with bias: returns (W [d, d], b [d], lam)."""
+) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """Ridge map toward the identity: returns (W [d, d], b [d] or None, lam)."""
     _check_pair(X, Y)
     X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
     if lam is None:
@@ -70,26 +76,28 @@ def fit_ridge(
             raise LingalignError(f"too few pairs ({n}) to choose lambda; pass lam explicitly")
         order = np.random.default_rng(seed).permutation(n)
         tr, va = order[n_val:], order[:n_val]
-        errors = [_ridge_val_error(X64[tr], Y64[tr], X64[va], Y64[va], lam_k) for lam_k in lambdas]
+        errors = [_ridge_val_error(X64[tr], Y64[tr], X64[va], Y64[va], lam_k, bias) for lam_k in lambdas]
         lam = float(lambdas[int(np.argmin(errors))])
-    W, b = _ridge(X64, Y64, lam)
+    W, b = _ridge(X64, Y64, lam, bias)
     return W, b, float(lam)
 
 
-def _ridge(X: np.ndarray, Y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
-    mx, my = X.mean(axis=0), Y.mean(axis=0)
+def _ridge(X: np.ndarray, Y: np.ndarray, lam: float, bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    mx, my = (X.mean(axis=0), Y.mean(axis=0)) if bias else (np.zeros(X.shape[1]), np.zeros(X.shape[1]))
     Xc, Yc = X - mx, Y - my
     U, S, Vt = np.linalg.svd(Xc, full_matrices=False)
     scale = float((S**2).sum() / X.shape[1]) or 1.0
     D = _ridge_from_svd(U, S, Vt, Yc - Xc, lam, scale)
     W = np.eye(X.shape[1]) + D
-    b = my - mx @ W
-    return W, b
+    return W, (my - mx @ W if bias else None)
 
 
-def _ridge_val_error(Xt: np.ndarray, Yt: np.ndarray, Xv: np.ndarray, Yv: np.ndarray, lam: float) -> float:
-    W, b = _ridge(Xt, Yt, lam)
-    return float(((Xv @ W + b - Yv) ** 2).mean())
+def _ridge_val_error(
+    Xt: np.ndarray, Yt: np.ndarray, Xv: np.ndarray, Yv: np.ndarray, lam: float, bias: bool
+) -> float:
+    W, b = _ridge(Xt, Yt, lam, bias)
+    pred = Xv @ W if b is None else Xv @ W + b
+    return float(((pred - Yv) ** 2).mean())
 
 
 def fit_meanshift(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -121,6 +129,7 @@ def fit_transform(
     method: str = DEFAULT_METHOD,
     fit_layers: Sequence[int] | None = None,
     lam: float | None = None,
+    bias: bool | None = None,
     source_lang: str = "",
     target_lang: str = "eng",
     alpha: float = 1.0,
@@ -130,7 +139,8 @@ def fit_transform(
     """Fit a Transform from paired captures src/tgt [N, len(layers), d].
 
     `layers` names the model layer of each captured slice; `fit_layers` (default: all of them)
-    chooses which get a transform.
+    chooses which get a transform. `bias` defaults to False for incline (the reference) and True
+    for ridge.
     """
     if method not in METHODS:
         raise LingalignError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
@@ -144,19 +154,22 @@ def fit_transform(
         raise LingalignError(f"layer(s) {missing} were not captured")
     info: dict[str, Any] = dict(fit_info or {})
     info.setdefault("pairs", int(src.shape[0]))
+    use_bias = (method == "ridge") if bias is None else bool(bias)
+    if method != "meanshift":
+        info["bias"] = use_bias
     out: dict[int, LayerMap] = {}
     lambdas: dict[str, float] = {}
     for il in chosen:
         k = list(layers).index(il)
         X, Y = src[:, k, :], tgt[:, k, :]
-        if method == "incline":
-            out[il] = LayerMap(matrix=fit_incline(X, Y).astype(np.float32))
-        elif method == "ridge":
-            W, b, used = fit_ridge(X, Y, lam=lam)
-            out[il] = LayerMap(matrix=W.astype(np.float32), bias=b.astype(np.float32))
-            lambdas[str(il)] = used
-        else:
+        if method == "meanshift":
             out[il] = LayerMap(vector=fit_meanshift(X, Y).astype(np.float32))
+            continue
+        if method == "incline":
+            W, b = fit_incline(X, Y, bias=use_bias)
+        else:
+            W, b, lambdas[str(il)] = fit_ridge(X, Y, lam=lam, bias=use_bias)
+        out[il] = LayerMap(matrix=W.astype(np.float32), bias=None if b is None else b.astype(np.float32))
     if lambdas:
         info["ridge_lambda"] = lambdas
     transform = Transform(

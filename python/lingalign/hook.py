@@ -99,14 +99,21 @@ class _HookedContext(llama_internals.LlamaContext):
     def decode(self, batch: llama_internals.LlamaBatch) -> None:
         n = int(batch.batch.n_tokens)
         logits = np.ctypeslib.as_array(batch.batch.logits, shape=(n,)) if n > 0 else np.zeros(0, np.int8)
-        self.hook.set_batch(self.n_ubatch, self.state.flags(logits))
+        flags = self.state.flags(logits)
+        self.hook.set_batch(self.n_ubatch, flags)
         try:
             super().decode(batch)
         finally:
-            self.hook.end_batch()
+            visits = self.hook.end_batch()
         error = self.hook.take_error()
         if error:
             raise InterventionError(error)
+        wanted = self.hook.alpha != 0.0 and self.hook.active_layers() and (flags & _core.ROW_APPLY).any()
+        if wanted and visits == 0:
+            raise InterventionError(
+                "no l_out-<il> tensor was computed: this model's graph does not name its residual stream "
+                "l_out (architecture not supported), so the transform was not applied"
+            )
 
     def close(self) -> None:
         super().close()  # frees the native context: no callback can run after this

