@@ -176,6 +176,63 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_transform(args: argparse.Namespace) -> Any:
+    from .transform import Transform
+
+    return Transform.load(args.transform) if args.transform else None
+
+
+def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    from .capture import parse_layer_spec
+    from .data import read_pairs
+    from .evaluate import eval_retrieval
+
+    import llama_cpp
+
+    from .model import fingerprint
+
+    src, tgt = read_pairs(args.src, args.tgt, skip=args.skip, limit=args.limit)
+    transform = _load_transform(args)
+    llm = _load_llm(args.model, threads=args.threads)
+    layers = parse_layer_spec(args.layers, int(llama_cpp.llama_model_n_layer(llm.model)))
+    if transform is not None:
+        for w in transform.model.check(fingerprint(llm.model_path), force=args.force):
+            print(f"lingalign: warning: {w}", file=sys.stderr)
+    result = eval_retrieval(
+        llm, src, tgt, transform=transform, alpha=args.alpha, positions=args.positions, layers=layers,
+        force=args.force,
+    )
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{'layer':>5} {'src->tgt':>9} {'tgt->src':>9} {'pair dist':>10}")
+    for row in result["layers"]:
+        print(f"{row['layer']:>5} {row['src2tgt']:>9.3f} {row['tgt2src']:>9.3f} {row['pair_distance']:>10.4f}")
+    print(f"best layer {result['best_layer']}: top-1 {result['best_top1']:.3f}; "
+          f"last layer {result['last_layer']}: {result['last_top1']:.3f}  (n={result['n']})")
+    return 0
+
+
+def _cmd_eval_choice(args: argparse.Namespace) -> int:
+    from .evaluate import choice_language, eval_choice, load_choice_items
+    from .hook import attach, open_model
+
+    items = load_choice_items(args.data)[: args.limit]
+    transform = _load_transform(args)
+    llm = open_model(args.model, n_ctx=args.ctx, n_threads=args.threads, logits_all=True)
+    steering = attach(llm)
+    if transform is not None:
+        for w in steering.set(transform, alpha=args.alpha, positions=args.positions, force=args.force):
+            print(f"lingalign: warning: {w}", file=sys.stderr)
+    result = eval_choice(llm, items, lang=args.lang or choice_language(args.data))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"accuracy {result['accuracy']:.3f} (length-normalized {result['accuracy_norm']:.3f}), "
+              f"n={result['n']}, connectors: {result['lang']}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -233,6 +290,34 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help="apply a transform made for another model")
     common(sp)
     sp.set_defaults(func=_cmd_run)
+
+    ev = sub.add_parser("eval", help="measure alignment: bitext retrieval, multiple choice")
+    evsub = ev.add_subparsers(dest="eval_command", required=True, metavar="EVAL")
+
+    def intervention(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--transform", help="transform .gguf, applied inside llama.cpp")
+        sp.add_argument("--alpha", type=float, default=None, help="strength (default: the file's)")
+        sp.add_argument("--positions", choices=POSITIONS, default=None, help="position policy (default: the file's)")
+        sp.add_argument("--force", action="store_true", help="apply a transform made for another model")
+        sp.add_argument("--json", action="store_true", help="print one JSON object")
+        common(sp)
+
+    sp = evsub.add_parser("retrieval", help="per-layer top-1 bitext retrieval (source read with the transform)")
+    sp.add_argument("--src", required=True)
+    sp.add_argument("--tgt", required=True)
+    sp.add_argument("--skip", type=int, default=0)
+    sp.add_argument("--limit", type=int, default=None)
+    sp.add_argument("--layers", default="all", help="layers to measure (default: all)")
+    intervention(sp)
+    sp.set_defaults(func=_cmd_eval_retrieval)
+
+    sp = evsub.add_parser("choice", help="XCOPA-format multiple choice by log-likelihood")
+    sp.add_argument("--data", required=True, help="JSONL: premise, choice1, choice2, question, label")
+    sp.add_argument("--limit", type=int, default=None)
+    sp.add_argument("--lang", default=None, help="connector language (default: from the file name, e.g. val.sw.jsonl)")
+    sp.add_argument("--ctx", type=int, default=256, help="context size")
+    intervention(sp)
+    sp.set_defaults(func=_cmd_eval_choice)
 
     sp = sub.add_parser("info", help="print a transform file's metadata")
     sp.add_argument("transform")

@@ -69,6 +69,7 @@ class _PositionState:
         self.prompt_done = False
         self.eval_kind: str | None = None  # "prompt" | "generated" while inside Llama.eval
         self.eval_remaining = 0
+        self.forced_kind: str | None = None  # set by Steering.tokens_are()
 
     def flags(self, logits: np.ndarray) -> np.ndarray:
         n = logits.shape[0]
@@ -223,6 +224,22 @@ class Steering:
             self._llm.__dict__.pop(name, None)
         delattr(self._llm, _ATTR)
 
+    @contextlib.contextmanager
+    def tokens_are(self, kind: str) -> Iterator[None]:
+        """Treat tokens that `llm.eval` evaluates inside the block as `prompt` or `generated`.
+
+        For scoring a continuation (a multiple-choice answer) after a context: evaluate the
+        context as prompt and the continuation as generated, so that positions='last' moves the
+        context's last token only, as it does when generating.
+        """
+        if kind not in ("prompt", "generated"):
+            raise LingalignError(f"kind must be 'prompt' or 'generated', not {kind!r}")
+        old, self._state.forced_kind = self._state.forced_kind, kind
+        try:
+            yield
+        finally:
+            self._state.forced_kind = old
+
     def take_rows_transformed(self) -> int:
         """Rows changed by the transforms since the last call (a diagnostic for tests)."""
         return int(self._hook.take_rows_transformed())
@@ -268,7 +285,10 @@ class Steering:
 
     def _eval(self, tokens: Any) -> None:
         state = self._state
-        state.eval_kind = "generated" if (state.in_generate and state.prompt_done) else "prompt"
+        if state.forced_kind is not None:
+            state.eval_kind = state.forced_kind
+        else:
+            state.eval_kind = "generated" if (state.in_generate and state.prompt_done) else "prompt"
         state.eval_remaining = len(tokens)
         try:
             self._orig_eval(tokens)
