@@ -1,0 +1,92 @@
+"""Evaluation commands on the tiny model: retrieval per layer, multiple choice by log-likelihood."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_llm
+from test_hook import _transform
+
+import lingalign
+from lingalign import LingalignError
+from lingalign.cli import main
+from lingalign.evaluate import _log_softmax_rows, eval_choice, load_choice_items
+
+ITEMS = [
+    {"premise": "the man opened the tap.", "choice1": "the toilet filled.", "choice2": "water flowed out.", "question": "effect", "label": 1},
+    {"premise": "the girl was tired.", "choice1": "she slept.", "choice2": "she ran a race.", "question": "effect", "label": 0},
+    {"premise": "the glass broke.", "choice1": "it fell.", "choice2": "it was new.", "question": "cause", "label": 0},
+]
+
+
+@pytest.fixture
+def choice_file(tmp_path):
+    p = tmp_path / "val.sw.jsonl"
+    p.write_text("\n".join(json.dumps(i) for i in ITEMS) + "\n", encoding="utf-8")
+    return p
+
+
+def _reference_choice_scores(llm, item, connector):
+    """Log-likelihood of each choice, one full evaluation per choice, no KV reuse."""
+    context = item["premise"][:-1] + " " + connector
+    out = []
+    for key in ("choice1", "choice2"):
+        ctx = llm.tokenize(context.encode(), add_bos=True)
+        cont = llm.tokenize((" " + item[key]).encode(), add_bos=False)
+        llm.reset()
+        llm.eval(ctx + cont)
+        logp = _log_softmax_rows(np.asarray(llm.scores[len(ctx) - 1 : len(ctx) + len(cont) - 1], np.float64))
+        out.append(float(logp[np.arange(len(cont)), cont].sum()))
+    return out
+
+
+def test_choice_scores_match_a_plain_reference(tiny_model):
+    llm = tiny_llm(tiny_model, logits_all=True)
+    ref = [_reference_choice_scores(llm, it, "kwa hiyo" if it["question"] == "effect" else "kwa sababu") for it in ITEMS]
+    expected = np.mean([(s[1] > s[0]) == (it["label"] == 1) for s, it in zip(ref, ITEMS)])
+    result = eval_choice(llm, ITEMS, lang="sw")
+    assert result["n"] == 3 and result["accuracy"] == pytest.approx(expected)
+    with pytest.raises(LingalignError, match="logits_all"):
+        eval_choice(tiny_llm(tiny_model), ITEMS)
+
+
+def test_choice_with_last_policy_moves_only_the_context_token(tiny_model):
+    llm = tiny_llm(tiny_model, logits_all=True)
+    steering = lingalign.attach(llm, _transform(tiny_model, [1], positions="last"))
+    eval_choice(llm, ITEMS[:1])
+    assert steering.take_rows_transformed() == 1  # the context's last token, not the choices'
+    steering.set(_transform(tiny_model, [1], positions="generated"))
+    eval_choice(llm, ITEMS[:1])
+    n_cont = sum(len(llm.tokenize((" " + ITEMS[0][k][:1].lower() + ITEMS[0][k][1:]).encode(), add_bos=False)) for k in ("choice1", "choice2"))
+    assert steering.take_rows_transformed() == n_cont
+
+
+def test_eval_cli_json(tiny_model, choice_file, tmp_path, capsys):
+    assert main(["eval", "choice", "--model", str(tiny_model), "--data", str(choice_file), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 3 and out["lang"] == "sw" and 0 <= out["accuracy"] <= 1
+
+    src, tgt = tmp_path / "s.txt", tmp_path / "t.txt"
+    src.write_text("hola amigo\nbuenos dias\nla casa\nel perro\n", encoding="utf-8")
+    tgt.write_text("hello friend\ngood morning\nthe house\nthe dog\n", encoding="utf-8")
+    assert main(["eval", "retrieval", "--model", str(tiny_model), "--src", str(src), "--tgt", str(tgt), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 4 and len(out["layers"]) == 4 and {"best_layer", "best_top1"} <= set(out)
+    t = tmp_path / "t.gguf"
+    _transform(tiny_model, [2]).save(t)
+    assert main(["eval", "retrieval", "--model", str(tiny_model), "--src", str(src), "--tgt", str(tgt), "--transform", str(t), "--json"]) == 0
+    moved = json.loads(capsys.readouterr().out)
+    assert moved["layers"][:2] == out["layers"][:2]  # layers before the transform are untouched
+    assert moved["layers"][2]["pair_distance"] != out["layers"][2]["pair_distance"]
+
+
+def test_bad_choice_files(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"premise": "x"}\n', encoding="utf-8")
+    with pytest.raises(LingalignError, match="missing field"):
+        load_choice_items(p)
+    p.write_text("not json\n", encoding="utf-8")
+    with pytest.raises(LingalignError, match="not JSON"):
+        load_choice_items(p)
