@@ -233,6 +233,14 @@ def _cmd_eval_choice(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import format_bench, run_bench
+
+    result = run_bench(args.model, repeats=args.repeats, threads=args.threads)
+    print(json.dumps(result) if args.json else format_bench(result))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -323,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("transform")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_cmd_info)
+
+    sp = sub.add_parser("bench", help="cost of the hook vs plain llama.cpp, side by side (ratios)")
+    sp.add_argument("--repeats", type=int, default=5, help="interleaved rounds (median)")
+    sp.add_argument("--json", action="store_true")
+    common(sp)
+    sp.set_defaults(func=_cmd_bench)
 
     sp = sub.add_parser("demo", help="the whole job on the embedded corpus, with numbers (about a minute)")
     common(sp)

@@ -49,11 +49,22 @@ def fit_incline(X: np.ndarray, Y: np.ndarray, *, bias: bool = False) -> tuple[np
     return W, my - mx @ W
 
 
-def _ridge_from_svd(
-    U: np.ndarray, S: np.ndarray, Vt: np.ndarray, R: np.ndarray, lam: float, scale: float
-) -> np.ndarray:
-    shrink = S / (S**2 + lam * scale)
-    return (Vt.T * shrink) @ (U.T @ R)  # D = V diag(S / (S^2 + lam s)) U^T R
+class _RidgeProblem:
+    """Centred data and its SVD, computed once and reused for every lambda."""
+
+    def __init__(self, X: np.ndarray, Y: np.ndarray, bias: bool) -> None:
+        d = X.shape[1]
+        self.mx, self.my = (X.mean(axis=0), Y.mean(axis=0)) if bias else (np.zeros(d), np.zeros(d))
+        Xc = X - self.mx
+        self.U, self.S, self.Vt = np.linalg.svd(Xc, full_matrices=False)
+        self.UtR = self.U.T @ ((Y - self.my) - Xc)  # residual of the identity map, projected
+        self.scale = float((self.S**2).sum() / d) or 1.0  # makes lambda scale-free
+        self.bias = bias
+
+    def solve(self, lam: float) -> tuple[np.ndarray, np.ndarray | None]:
+        shrink = self.S / (self.S**2 + lam * self.scale)
+        W = np.eye(self.Vt.shape[1]) + (self.Vt.T * shrink) @ self.UtR  # I + V diag(.) U^T R
+        return W, (self.my - self.mx @ W if self.bias else None)
 
 
 def fit_ridge(
@@ -76,28 +87,15 @@ def fit_ridge(
             raise LingalignError(f"too few pairs ({n}) to choose lambda; pass lam explicitly")
         order = np.random.default_rng(seed).permutation(n)
         tr, va = order[n_val:], order[:n_val]
-        errors = [_ridge_val_error(X64[tr], Y64[tr], X64[va], Y64[va], lam_k, bias) for lam_k in lambdas]
+        problem = _RidgeProblem(X64[tr], Y64[tr], bias)
+        errors = []
+        for lam_k in lambdas:
+            W, b = problem.solve(lam_k)
+            pred = X64[va] @ W if b is None else X64[va] @ W + b
+            errors.append(float(((pred - Y64[va]) ** 2).mean()))
         lam = float(lambdas[int(np.argmin(errors))])
-    W, b = _ridge(X64, Y64, lam, bias)
+    W, b = _RidgeProblem(X64, Y64, bias).solve(lam)
     return W, b, float(lam)
-
-
-def _ridge(X: np.ndarray, Y: np.ndarray, lam: float, bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    mx, my = (X.mean(axis=0), Y.mean(axis=0)) if bias else (np.zeros(X.shape[1]), np.zeros(X.shape[1]))
-    Xc, Yc = X - mx, Y - my
-    U, S, Vt = np.linalg.svd(Xc, full_matrices=False)
-    scale = float((S**2).sum() / X.shape[1]) or 1.0
-    D = _ridge_from_svd(U, S, Vt, Yc - Xc, lam, scale)
-    W = np.eye(X.shape[1]) + D
-    return W, (my - mx @ W if bias else None)
-
-
-def _ridge_val_error(
-    Xt: np.ndarray, Yt: np.ndarray, Xv: np.ndarray, Yv: np.ndarray, lam: float, bias: bool
-) -> float:
-    W, b = _ridge(Xt, Yt, lam, bias)
-    pred = Xv @ W if b is None else Xv @ W + b
-    return float(((pred - Yv) ** 2).mean())
 
 
 def fit_meanshift(X: np.ndarray, Y: np.ndarray) -> np.ndarray:

@@ -1,0 +1,187 @@
+"""`lingalign bench`: the cost of the hook, measured side by side against plain llama.cpp.
+
+All variants run in one process on the same model, interleaved round by round, and each
+number is the median over rounds, so drift on a shared machine hits every variant alike.
+Results are ratios to plain llama.cpp (1.00 = no cost).
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from .data import EMBEDDED_LANGUAGES, embedded_path, read_lines
+from .errors import LingalignError
+from .fit import fit_transform
+from .hook import attach, open_model
+from .transform import LayerMap, Transform
+
+
+def _random_maps(model: Any, seed: int = 0) -> dict[int, LayerMap]:
+    rng = np.random.default_rng(seed)
+    d = model.n_embd
+    out = {}
+    for il in range(model.n_layer):
+        m = np.eye(d) + 0.01 * rng.standard_normal((d, d)) / np.sqrt(d)
+        out[il] = LayerMap(matrix=m.astype(np.float32), bias=np.zeros(d, np.float32))
+    return out
+
+
+def _time_prompt_and_decode(llm: Any, prompt: list[int], decode: list[int]) -> tuple[float, float]:
+    """(prompt tokens/s, decode tokens/s) from a fresh evaluation."""
+    llm.reset()
+    t0 = time.perf_counter()
+    llm.eval(prompt)
+    t1 = time.perf_counter()
+    for tok in decode:
+        llm.eval([tok])
+    t2 = time.perf_counter()
+    return len(prompt) / (t1 - t0), len(decode) / (t2 - t1)
+
+
+def _capture_throughput(llm: Any, sentences: list[str], hooked: bool) -> float:
+    """Sentences/s: lingalign.capture, or the same batches decoded by a plain context."""
+    from .capture import capture, tokenize_sentences
+
+    t0 = time.perf_counter()
+    if hooked:
+        capture(llm, sentences, progress=False)
+    else:
+        _plain_batched_eval(llm, tokenize_sentences(llm, sentences))
+    return len(sentences) / (time.perf_counter() - t0)
+
+
+def _plain_batched_eval(llm: Any, tokens: list[list[int]], n_batch: int = 512, n_seq: int = 32) -> None:
+    """The token stream capture decodes, in the same batches, with no hook and last-token logits."""
+    import llama_cpp
+    from llama_cpp import _internals as llama_internals
+
+    from .hook import quiet_llama_log
+
+    p = llama_cpp.llama_context_default_params()
+    p.n_ctx = p.n_batch = n_batch
+    p.n_ubatch = n_batch
+    p.n_seq_max = n_seq
+    p.kv_unified = True
+    p.n_threads = llm.context_params.n_threads
+    p.n_threads_batch = llm.context_params.n_threads_batch
+    with quiet_llama_log(False):
+        ctx = llama_internals.LlamaContext(model=llm._model, params=p, verbose=False)
+    batch = llama_internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
+    try:
+        start = 0
+        while start < len(tokens):
+            b, row, slot = batch.batch, 0, 0
+            while start < len(tokens) and slot < n_seq and row + len(tokens[start]) <= n_batch:
+                toks = tokens[start]
+                for pos, tok in enumerate(toks):
+                    b.token[row], b.pos[row], b.n_seq_id[row] = tok, pos, 1
+                    b.seq_id[row][0] = slot
+                    b.logits[row] = 1 if pos == len(toks) - 1 else 0
+                    row += 1
+                slot += 1
+                start += 1
+            b.n_tokens = row
+            if llama_cpp.llama_decode(ctx.ctx, b) != 0:
+                raise LingalignError("llama_decode failed in the plain capture baseline")
+            ctx.kv_cache_clear()
+    finally:
+        batch.close()
+        ctx.close()
+
+
+def run_bench(
+    model: str | None = None,
+    *,
+    repeats: int = 5,
+    threads: int | None = None,
+    n_prompt: int = 256,
+    n_decode: int = 64,
+    n_sentences: int = 240,
+) -> dict[str, Any]:
+    if repeats < 1:
+        raise LingalignError("--repeats must be >= 1")
+    plain = open_model(model, n_ctx=n_prompt + n_decode + 8, n_batch=512, n_threads=threads)
+    hooked = open_model(model, n_ctx=n_prompt + n_decode + 8, n_batch=512, n_threads=threads)
+    steering = attach(hooked)
+    fp = steering.model
+    full = Transform(layers=_random_maps(fp), model=fp, method="bench")
+    text = " ".join(read_lines(embedded_path("eng")))
+    prompt = plain.tokenize(text.encode())[:n_prompt]
+    decode = plain.tokenize(text.encode(), add_bos=False)[n_prompt : n_prompt + n_decode]
+    sentences = [s for lang in EMBEDDED_LANGUAGES for s in read_lines(embedded_path(lang))][:n_sentences]
+
+    variants = {
+        "plain": (plain, None),
+        "idle": (hooked, None),
+        "full": (hooked, "all"),
+        "last": (hooked, "last"),
+    }
+    pp: dict[str, list[float]] = {k: [] for k in variants}
+    tg: dict[str, list[float]] = {k: [] for k in variants}
+    cap: dict[str, list[float]] = {"plain": [], "capture": []}
+    _time_prompt_and_decode(plain, prompt, decode)  # warm-up: page in the weights
+    for _ in range(repeats):
+        for name, (llm, positions) in variants.items():
+            if llm is hooked:
+                if positions is None:
+                    steering.clear()
+                else:
+                    steering.set(full, alpha=1.0, positions=positions)
+            a, b = _time_prompt_and_decode(llm, prompt, decode)
+            pp[name].append(a)
+            tg[name].append(b)
+        steering.clear()
+        cap["plain"].append(_capture_throughput(plain, sentences, hooked=False))
+        cap["capture"].append(_capture_throughput(plain, sentences, hooked=True))
+
+    # fitting time: ridge at every layer on 240 pairs of captured states (numpy only)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((240, fp.n_layer, fp.n_embd)).astype(np.float32)
+    Y = X + 0.1 * rng.standard_normal(X.shape).astype(np.float32)
+    t0 = time.perf_counter()
+    fit_transform(X, Y, model=fp, layers=list(range(fp.n_layer)), method="ridge")
+    fit_s = time.perf_counter() - t0
+
+    med = statistics.median
+    result: dict[str, Any] = {
+        "model": fp.name or fp.architecture,
+        "n_embd": fp.n_embd,
+        "n_layer": fp.n_layer,
+        "threads": plain.context_params.n_threads,
+        "repeats": repeats,
+        "n_prompt": len(prompt),
+        "n_decode": len(decode),
+        "pp_tps_plain": med(pp["plain"]),
+        "decode_tps_plain": med(tg["plain"]),
+        "capture_sps_plain_eval": med(cap["plain"]),
+        "capture_sps": med(cap["capture"]),
+        "fit_ridge_all_layers_s": fit_s,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+    }
+    for name in ("idle", "full", "last"):
+        result[f"pp_ratio_{name}"] = med(a / b for a, b in zip(pp[name], pp["plain"]))
+        result[f"decode_ratio_{name}"] = med(a / b for a, b in zip(tg[name], tg["plain"]))
+    result["capture_ratio"] = med(a / b for a, b in zip(cap["capture"], cap["plain"]))
+    return result
+
+
+def format_bench(r: dict[str, Any]) -> str:
+    lines = [
+        f"{r['model']} (n_embd {r['n_embd']}, {r['n_layer']} layers), {r['threads']} threads, "
+        f"median of {r['repeats']} interleaved rounds",
+        f"plain llama.cpp: prompt {r['pp_tps_plain']:.0f} tok/s ({r['n_prompt']} tokens), "
+        f"decode {r['decode_tps_plain']:.1f} tok/s",
+        f"{'variant':<36} {'prompt':>8} {'decode':>8}",
+        f"{'hook installed, idle':<36} {r['pp_ratio_idle']:>7.3f}x {r['decode_ratio_idle']:>7.3f}x",
+        f"{'full-rank maps, all layers, all tokens':<36} {r['pp_ratio_full']:>7.3f}x {r['decode_ratio_full']:>7.3f}x",
+        f"{'same, last prompt token only':<36} {r['pp_ratio_last']:>7.3f}x {r['decode_ratio_last']:>7.3f}x",
+        f"capture (all layers, mean+last pooled): {r['capture_sps']:.1f} sent/s = {r['capture_ratio']:.3f}x "
+        f"plain evaluation of the same batches ({r['capture_sps_plain_eval']:.1f} sent/s)",
+        f"fit (ridge, every layer, 240 pairs): {r['fit_ridge_all_layers_s']:.2f} s",
+    ]
+    return "\n".join(lines)
