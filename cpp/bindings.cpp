@@ -49,6 +49,17 @@ PYBIND11_MODULE(_core, m) {
                  h.set_affine(layer, matrix.data(), (size_t) matrix.size(), b, bn);
              },
              py::arg("layer"), py::arg("matrix"), py::arg("bias") = py::none())
+        .def("set_lowrank",
+             [](Hook & h, int layer, CArray<float> u, CArray<float> vt, std::optional<CArray<float>> bias) {
+                 if (u.ndim() != 2 || vt.ndim() != 2 || u.shape(1) != vt.shape(0)) {
+                     throw py::value_error("layer " + std::to_string(layer) +
+                                           ": low-rank factors must be 2-D, [d, r] and [r, d]");
+                 }
+                 const float * b = bias ? bias->data() : nullptr;
+                 const size_t bn = bias ? (size_t) bias->size() : 0;
+                 h.set_lowrank(layer, u.data(), (size_t) u.size(), vt.data(), (size_t) vt.size(), (int) u.shape(1), b, bn);
+             },
+             py::arg("layer"), py::arg("u"), py::arg("vt"), py::arg("bias") = py::none())
         .def("set_additive",
              [](Hook & h, int layer, CArray<float> vector) {
                  h.set_additive(layer, vector.data(), (size_t) vector.size());
@@ -58,6 +69,7 @@ PYBIND11_MODULE(_core, m) {
         .def("clear_transforms", &Hook::clear_transforms)
         .def_property("alpha", &Hook::alpha, &Hook::set_alpha)
         .def("active_layers", &Hook::active_layers)
+        .def_property("threads", &Hook::threads, &Hook::set_threads)
         .def("set_batch",
              [](Hook & h, int n_ubatch, CArray<uint8_t> flags, std::optional<CArray<int32_t>> slots) {
                  if (slots && slots->size() != flags.size()) {

@@ -1,12 +1,14 @@
 #include "hook.h"
 
 #include "kernels.h"
+#include "thread_pool.h"
 
 #include "ggml-backend.h"
 #include "ggml.h"
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
@@ -32,7 +34,81 @@ Hook::Hook(int n_embd, int n_layer) : n_embd_(n_embd), n_layer_(n_layer) {
     }
     layers_.resize(n_layer);
     capture_layer_index_.assign(n_layer, -1);
-    kernel_tmp_.resize((size_t) kRowBlock * n_embd);
+}
+
+Hook::~Hook() = default;
+
+void Hook::set_threads(int n_threads) {
+    if (n_threads < 1 || n_threads > 512) {
+        throw std::invalid_argument("n_threads must be in 1..512");
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (threads() == n_threads) {
+        return;
+    }
+    pool_.reset();
+    if (n_threads > 1) {
+        pool_ = std::make_unique<ThreadPool>(n_threads - 1);
+    }
+}
+
+int Hook::threads() const {
+    return pool_ ? pool_->size() : 1;
+}
+
+// Below this many multiply-adds, waking the pool costs more than it saves: measured with
+// `lingalign bench`, one 640-wide row per layer (decode) ran slower on 2 threads than on one,
+// as ggml's OpenMP workers are still spinning on the other core when the callback runs.
+constexpr size_t kParallelWork = size_t(1) << 21;
+
+void Hook::multiply(const float * const * rows, int n, int K, const float * M, int ncols, float * Y) {
+    if (n < kRows) {
+        matmul_few_rows(rows, n, K, M, ncols, Y);
+        return;
+    }
+    const int n_panels = (ncols + kPanel - 1) / kPanel;
+    const size_t work = (size_t) n * K * ncols;
+    const int n_tasks = pool_ && work >= kParallelWork ? std::min(pool_->size(), n_panels) : 1;
+    const std::function<void(int)> task = [&](int t) {
+        const int c0 = std::min(ncols, (n_panels * t / n_tasks) * kPanel);
+        const int c1 = std::min(ncols, (n_panels * (t + 1) / n_tasks) * kPanel);
+        matmul_columns(rows, n, K, M, ncols, c0, c1, Y, ncols);
+    };
+    if (n_tasks > 1) {
+        pool_->run(n_tasks, task);
+    } else {
+        task(0);
+    }
+}
+
+static float * grow(std::vector<float> & v, size_t n) {
+    if (v.size() < n) {
+        v.resize(n);
+    }
+    return v.data();
+}
+
+void Hook::apply_affine(float * const * rows, int n, const LayerTransform & lt) {
+    const int d = n_embd_;
+    float * Y = grow(map_out_, (size_t) n * d);
+    multiply(rows, n, d, lt.matrix.data(), d, Y);
+    // Every row is read by every task above, so the rows change only after all have finished.
+    blend_columns(rows, n, Y, lt.bias.empty() ? nullptr : lt.bias.data(), alpha_, d, 0, d);
+}
+
+void Hook::apply_lowrank(float * const * rows, int n, const LayerTransform & lt) {
+    // h' = h + alpha * (h @ U @ Vt + b): 2 d r multiply-adds per row instead of d^2.
+    const int d = n_embd_;
+    const int r = lt.rank;
+    float * T = grow(low_out_, (size_t) n * r);
+    multiply(rows, n, d, lt.lr_u.data(), r, T);
+    low_ptrs_.resize(n);
+    for (int k = 0; k < n; ++k) {
+        low_ptrs_[k] = T + (size_t) k * r;
+    }
+    float * D = grow(map_out_, (size_t) n * d);
+    multiply(low_ptrs_.data(), n, r, lt.lr_vt.data(), d, D);
+    add_delta_rows(rows, n, D, lt.bias.empty() ? nullptr : lt.bias.data(), alpha_, d);
 }
 
 static void check_finite(const float * v, size_t n, int layer, const char * what) {
@@ -68,6 +144,40 @@ void Hook::set_affine(int layer, const float * matrix, size_t matrix_len, const 
     LayerTransform lt;
     lt.kind = LayerTransform::AFFINE;
     lt.matrix.assign(matrix, matrix + matrix_len);
+    if (bias != nullptr) {
+        lt.bias.assign(bias, bias + bias_len);
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    layers_[layer] = std::move(lt);
+}
+
+void Hook::set_lowrank(int layer, const float * u, size_t u_len, const float * vt, size_t vt_len, int rank,
+                       const float * bias, size_t bias_len) {
+    check_layer(layer, n_layer_);
+    const size_t d = (size_t) n_embd_;
+    if (rank < 1 || (size_t) rank > d) {
+        throw std::invalid_argument("layer " + std::to_string(layer) + ": rank " + std::to_string(rank) +
+                                    " must be in 1.." + std::to_string(d));
+    }
+    if (u_len != d * rank || vt_len != d * rank) {
+        throw std::invalid_argument("layer " + std::to_string(layer) + ": low-rank factors must be [" +
+                                    std::to_string(d) + " x " + std::to_string(rank) + "] and [" +
+                                    std::to_string(rank) + " x " + std::to_string(d) + "]");
+    }
+    if (bias != nullptr && bias_len != d) {
+        throw std::invalid_argument("layer " + std::to_string(layer) + ": bias has " + std::to_string(bias_len) +
+                                    " values, the model needs " + std::to_string(d));
+    }
+    check_finite(u, u_len, layer, "low-rank factor U");
+    check_finite(vt, vt_len, layer, "low-rank factor V");
+    if (bias != nullptr) {
+        check_finite(bias, bias_len, layer, "bias");
+    }
+    LayerTransform lt;
+    lt.kind = LayerTransform::LOWRANK;
+    lt.lr_u.assign(u, u + u_len);
+    lt.lr_vt.assign(vt, vt + vt_len);
+    lt.rank = rank;
     if (bias != nullptr) {
         lt.bias.assign(bias, bias + bias_len);
     }
@@ -356,8 +466,9 @@ bool Hook::on_data(ggml_tensor * t) {
         const int n_apply = (int) row_ptrs_.size();
         if (n_apply > 0) {
             if (lt.kind == LayerTransform::AFFINE) {
-                apply_affine_rows(row_ptrs_.data(), n_apply, lt.matrix.data(), lt.bias.empty() ? nullptr : lt.bias.data(),
-                                  alpha_, n_embd_, kernel_tmp_.data());
+                apply_affine(row_ptrs_.data(), n_apply, lt);
+            } else if (lt.kind == LayerTransform::LOWRANK) {
+                apply_lowrank(row_ptrs_.data(), n_apply, lt);
             } else {
                 apply_additive_rows(row_ptrs_.data(), n_apply, lt.vector.data(), alpha_, n_embd_);
             }

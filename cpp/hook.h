@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -21,6 +22,8 @@
 struct ggml_tensor;
 
 namespace lingalign {
+
+class ThreadPool;
 
 // One flag byte per token of the announced batch.
 enum RowFlag : uint8_t {
@@ -31,27 +34,39 @@ enum RowFlag : uint8_t {
 };
 
 struct LayerTransform {
-    enum Kind { NONE, AFFINE, ADDITIVE } kind = NONE;
+    enum Kind { NONE, AFFINE, LOWRANK, ADDITIVE } kind = NONE;
     std::vector<float> matrix;  // AFFINE: [d*d], y = h @ M
-    std::vector<float> bias;    // AFFINE: [d] or empty
+    std::vector<float> lr_u;    // LOWRANK: [d*r], M = I + U @ Vt
+    std::vector<float> lr_vt;   // LOWRANK: [r*d]
+    int rank = 0;
+    std::vector<float> bias;    // AFFINE, LOWRANK: [d] or empty
     std::vector<float> vector;  // ADDITIVE: [d]
 };
 
 class Hook {
 public:
     Hook(int n_embd, int n_layer);
+    ~Hook();
+    Hook(const Hook &) = delete;
+    Hook & operator=(const Hook &) = delete;
 
     int n_embd() const { return n_embd_; }
     int n_layer() const { return n_layer_; }
 
     // Transforms. Shapes are checked; a bad shape throws std::invalid_argument.
     void set_affine(int layer, const float * matrix, size_t matrix_len, const float * bias, size_t bias_len);
+    void set_lowrank(int layer, const float * u, size_t u_len, const float * vt, size_t vt_len, int rank,
+                     const float * bias, size_t bias_len);
     void set_additive(int layer, const float * vector, size_t len);
     void clear_layer(int layer);
     void clear_transforms();
     void set_alpha(float alpha);
     float alpha() const;
     std::vector<int> active_layers() const;
+
+    // Threads for the map kernel (the context's n_threads: llama.cpp's own sit idle meanwhile).
+    void set_threads(int n_threads);
+    int threads() const;
 
     // Batch announcement, one call per llama_decode. slots (may be null) maps each token to
     // a capture slot (sentence index) or -1.
@@ -80,6 +95,10 @@ private:
     bool on_ask(const ggml_tensor * t);
     bool on_data(ggml_tensor * t);
     int parse_layer(const char * name) const;  // il of "l_out-<il>", or -1
+    void apply_affine(float * const * rows, int n, const LayerTransform & lt);
+    void apply_lowrank(float * const * rows, int n, const LayerTransform & lt);
+    // Y [n x ncols] = rows [n x K] @ M [K x ncols], on the pool when the work is large enough.
+    void multiply(const float * const * rows, int n, int K, const float * M, int ncols, float * Y);
     void fail(const std::string & message);           // mutex_ held
     void fail_locked(const std::string & message) noexcept;  // takes mutex_
 
@@ -116,7 +135,10 @@ private:
     std::vector<float> row_buffer_;  // device tensors are copied here
     std::vector<float *> row_ptrs_;
     std::vector<int32_t> row_tokens_;
-    std::vector<float> kernel_tmp_;
+    std::vector<float> map_out_;  // [rows x d] results of the map, grown as needed
+    std::vector<float> low_out_;  // [rows x rank] for low-rank maps
+    std::vector<const float *> low_ptrs_;
+    std::unique_ptr<ThreadPool> pool_;
 
     std::string error_;
     int64_t rows_transformed_ = 0;

@@ -29,5 +29,6 @@ def tiny_llm(path: Path, **kwargs):
 
     kwargs.setdefault("n_ctx", 128)
     kwargs.setdefault("n_threads", 1)
+    kwargs.setdefault("n_threads_batch", kwargs["n_threads"])
     kwargs.setdefault("verbose", False)
     return llama_cpp.Llama(model_path=str(path), **kwargs)

@@ -99,3 +99,29 @@ def test_retrieval_top1():
     A = rng.standard_normal((50, D))
     assert retrieval_top1(A, A + 0.01 * rng.standard_normal((50, D))) == (1.0, 1.0)
     assert retrieval_top1(A, rng.standard_normal((50, D)))[0] < 0.3
+
+
+def test_rank_auto_finds_low_rank_maps_and_keeps_full_ones():
+    from lingalign.fit import choose_rank, fit_ridge, truncate_map
+
+    rng = np.random.default_rng(0)
+    d, n = 32, 400
+    X = rng.standard_normal((n, d))
+    low = rng.standard_normal((d, 4)) @ rng.standard_normal((4, d)) / d
+    Y = X @ (np.eye(d) + low) + 0.01 * rng.standard_normal((n, d))
+
+    def ridge(Xa, Ya):
+        W, b, _ = fit_ridge(Xa, Ya, lam=1e-3)
+        return W, b
+
+    assert choose_rank(X, Y, ridge, candidates=(2, 4, 8, 16)) == 4
+    dense = rng.standard_normal((d, d)) / np.sqrt(d)
+    assert choose_rank(X, X @ (np.eye(d) + dense), ridge, candidates=(2, 4, 8, 16)) is None
+    U, Vt = truncate_map(np.eye(d) + low, 4)
+    np.testing.assert_allclose(U @ Vt, low, atol=1e-10)
+
+    t = fit_transform(X[:, None, :].astype(np.float32), Y[:, None, :].astype(np.float32), model=ModelFingerprint("llama", d, 1, "v", "w"), layers=[0], rank="auto", lam=1e-3)
+    # default candidates start at 8: the smallest one that holds the rank-4 map
+    assert t.layers[0].kind == "lowrank" and t.layers[0].lowrank_u.shape == (d, 8) and t.fit_info["rank"] == {"0": 8}
+    with pytest.raises(LingalignError, match="rank"):
+        fit_transform(X[:, None, :], Y[:, None, :], model=ModelFingerprint("llama", d, 1, "v", "w"), layers=[0], rank=0)

@@ -19,6 +19,7 @@ def _transform(model_path) -> Transform:
             0: LayerMap(matrix=rng.standard_normal((d, d)).astype(np.float32), bias=rng.standard_normal(d).astype(np.float32)),
             2: LayerMap(vector=rng.standard_normal(d).astype(np.float32)),
             3: LayerMap(matrix=rng.standard_normal((d, d)).astype(np.float32)),
+            1: LayerMap(lowrank_u=rng.standard_normal((d, 5)).astype(np.float32), lowrank_vt=rng.standard_normal((5, d)).astype(np.float32), bias=rng.standard_normal(d).astype(np.float32)),
         },
         model=fp,
         method="ridge",
@@ -38,7 +39,7 @@ def test_round_trip_is_bit_exact(tiny_model, tmp_path):
     assert back.summary() == t.summary()
     assert back.alpha == 0.3  # float64 metadata, no float32 rounding
     for il, lm in t.layers.items():
-        for part in ("matrix", "bias", "vector"):
+        for part in ("matrix", "bias", "vector", "lowrank_u", "lowrank_vt"):
             a, b = getattr(lm, part), getattr(back.layers[il], part)
             assert (a is None) == (b is None)
             if a is not None:
@@ -131,6 +132,12 @@ def test_bad_files_are_refused(tiny_model, tmp_path):
     stray = tmp_path / "stray.gguf"
     _write_raw(stray, kv=_valid_kv(fp, [1]), tensors={"blk.1.vector": np.zeros(d, np.float32), "evil": np.zeros(2, np.float32)})
     cases["unexpected tensor"] = stray
+    half = tmp_path / "half_lowrank.gguf"
+    _write_raw(half, kv=_valid_kv(fp, [1]), tensors={"blk.1.lr_u": np.zeros((d, 3), np.float32)})
+    cases["both factors"] = half
+    mismatched = tmp_path / "mismatched_lowrank.gguf"
+    _write_raw(mismatched, kv=_valid_kv(fp, [1]), tensors={"blk.1.lr_u": np.zeros((d, 3), np.float32), "blk.1.lr_vt": np.zeros((4, d), np.float32)})
+    cases["lr_vt has shape"] = mismatched
     f16 = tmp_path / "f16.gguf"
     _write_raw(f16, kv=_valid_kv(fp, [1]), tensors={"blk.1.vector": np.zeros(d, np.float16)})
     cases["expected F32"] = f16

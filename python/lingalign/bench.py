@@ -21,24 +21,41 @@ from .hook import attach, open_model
 from .transform import LayerMap, Transform
 
 
-def _random_maps(model: Any, seed: int = 0) -> dict[int, LayerMap]:
+BENCH_RANK = 64
+
+
+def _random_maps(model: Any, rank: int | None = None, seed: int = 0) -> dict[int, LayerMap]:
+    """Near-identity maps at every layer: full matrices, or I + U Vt of the given rank."""
     rng = np.random.default_rng(seed)
     d = model.n_embd
     out = {}
     for il in range(model.n_layer):
-        m = np.eye(d) + 0.01 * rng.standard_normal((d, d)) / np.sqrt(d)
-        out[il] = LayerMap(matrix=m.astype(np.float32), bias=np.zeros(d, np.float32))
+        bias = np.zeros(d, np.float32)
+        if rank is None:
+            m = np.eye(d) + 0.01 * rng.standard_normal((d, d)) / np.sqrt(d)
+            out[il] = LayerMap(matrix=m.astype(np.float32), bias=bias)
+        else:
+            u = (0.01 * rng.standard_normal((d, rank)) / np.sqrt(d)).astype(np.float32)
+            vt = rng.standard_normal((rank, d)).astype(np.float32)
+            out[il] = LayerMap(lowrank_u=u, lowrank_vt=vt, bias=bias)
     return out
 
 
 def _time_prompt_and_decode(llm: Any, prompt: list[int], decode: list[int]) -> tuple[float, float]:
-    """(prompt tokens/s, decode tokens/s) from a fresh evaluation."""
+    """(prompt tokens/s, decode tokens/s) from a fresh evaluation; decode tokens one per eval,
+    as generated tokens (as Llama.generate evaluates them)."""
+    import contextlib
+
+    from .hook import steering_of
+
+    steering = steering_of(llm)
     llm.reset()
     t0 = time.perf_counter()
     llm.eval(prompt)
     t1 = time.perf_counter()
-    for tok in decode:
-        llm.eval([tok])
+    with steering.tokens_are("generated") if steering else contextlib.nullcontext():
+        for tok in decode:
+            llm.eval([tok])
     t2 = time.perf_counter()
     return len(prompt) / (t1 - t0), len(decode) / (t2 - t1)
 
@@ -105,33 +122,38 @@ def run_bench(
 ) -> dict[str, Any]:
     if repeats < 1:
         raise LingalignError("--repeats must be >= 1")
-    plain = open_model(model, n_ctx=n_prompt + n_decode + 8, n_batch=512, n_threads=threads)
-    hooked = open_model(model, n_ctx=n_prompt + n_decode + 8, n_batch=512, n_threads=threads)
+    kw: dict[str, Any] = {"n_ctx": n_prompt + n_decode + 8, "n_batch": 512, "n_threads": threads}
+    if threads is not None:
+        kw["n_threads_batch"] = threads
+    plain = open_model(model, **kw)
+    hooked = open_model(model, **kw)
     steering = attach(hooked)
     fp = steering.model
     full = Transform(layers=_random_maps(fp), model=fp, method="bench")
+    lowrank = Transform(layers=_random_maps(fp, BENCH_RANK), model=fp, method="bench")
     text = " ".join(read_lines(embedded_path("eng")))
     prompt = plain.tokenize(text.encode())[:n_prompt]
     decode = plain.tokenize(text.encode(), add_bos=False)[n_prompt : n_prompt + n_decode]
     sentences = [s for lang in EMBEDDED_LANGUAGES for s in read_lines(embedded_path(lang))][:n_sentences]
 
     variants = {
-        "plain": (plain, None),
-        "idle": (hooked, None),
-        "full": (hooked, "all"),
-        "last": (hooked, "last"),
+        "plain": (plain, None, None),
+        "idle": (hooked, None, None),
+        "full": (hooked, full, "all"),
+        "last": (hooked, full, "last"),
+        "lowrank": (hooked, lowrank, "all"),
     }
     pp: dict[str, list[float]] = {k: [] for k in variants}
     tg: dict[str, list[float]] = {k: [] for k in variants}
     cap: dict[str, list[float]] = {"plain": [], "capture": []}
     _time_prompt_and_decode(plain, prompt, decode)  # warm-up: page in the weights
     for _ in range(repeats):
-        for name, (llm, positions) in variants.items():
+        for name, (llm, transform, positions) in variants.items():
             if llm is hooked:
-                if positions is None:
+                if transform is None:
                     steering.clear()
                 else:
-                    steering.set(full, alpha=1.0, positions=positions)
+                    steering.set(transform, alpha=1.0, positions=positions)
             a, b = _time_prompt_and_decode(llm, prompt, decode)
             pp[name].append(a)
             tg[name].append(b)
@@ -163,7 +185,8 @@ def run_bench(
         "fit_ridge_all_layers_s": fit_s,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
-    for name in ("idle", "full", "last"):
+    result["lowrank_rank"] = BENCH_RANK
+    for name in ("idle", "full", "last", "lowrank"):
         result[f"pp_ratio_{name}"] = med(a / b for a, b in zip(pp[name], pp["plain"]))
         result[f"decode_ratio_{name}"] = med(a / b for a, b in zip(tg[name], tg["plain"]))
     result["capture_ratio"] = med(a / b for a, b in zip(cap["capture"], cap["plain"]))
@@ -180,6 +203,8 @@ def format_bench(r: dict[str, Any]) -> str:
         f"{'hook installed, idle':<36} {r['pp_ratio_idle']:>7.3f}x {r['decode_ratio_idle']:>7.3f}x",
         f"{'full-rank maps, all layers, all tokens':<36} {r['pp_ratio_full']:>7.3f}x {r['decode_ratio_full']:>7.3f}x",
         f"{'same, last prompt token only':<36} {r['pp_ratio_last']:>7.3f}x {r['decode_ratio_last']:>7.3f}x",
+        f"{'rank-' + str(r['lowrank_rank']) + ' maps, all layers, all tokens':<36} {r['pp_ratio_lowrank']:>7.3f}x "
+        f"{r['decode_ratio_lowrank']:>7.3f}x",
         f"capture (all layers, mean+last pooled): {r['capture_sps']:.1f} sent/s = {r['capture_ratio']:.3f}x "
         f"plain evaluation of the same batches ({r['capture_sps_plain_eval']:.1f} sent/s)",
         f"fit (ridge, every layer, 240 pairs): {r['fit_ridge_all_layers_s']:.2f} s",

@@ -17,7 +17,7 @@ import numpy as np
 
 from ._abi import _core
 from .errors import LingalignError
-from .hook import _hooked_params, quiet_llama_log
+from .hook import _hooked_params, _kernel_threads, quiet_llama_log, set_hook_layer
 from .transform import POSITIONS, Transform
 
 import llama_cpp
@@ -122,6 +122,7 @@ def capture(
         return result
 
     hook = _core.Hook(n_embd, n_layer)
+    hook.threads = _kernel_threads(llm)
     policy = "all"
     if transform is not None:
         from .model import fingerprint
@@ -132,10 +133,7 @@ def capture(
         if policy not in POSITIONS:
             raise LingalignError(f"unknown position policy {policy!r} (one of {', '.join(POSITIONS)})")
         for il, lm in transform.layers.items():
-            if lm.matrix is not None:
-                hook.set_affine(il, lm.matrix, lm.bias)
-            else:
-                hook.set_additive(il, lm.vector)
+            set_hook_layer(hook, il, lm)
         hook.alpha = transform.alpha if alpha is None else float(alpha)
 
     n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(llm.model)) or batch_tokens

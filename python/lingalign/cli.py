@@ -121,6 +121,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         method=args.method,
         lam=args.lam,
         bias=args.bias,
+        rank=_parse_rank(args.rank),
         source_lang=args.src_lang or "",
         target_lang=args.tgt_lang,
         alpha=args.alpha,
@@ -130,6 +131,17 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     transform.save(args.out)
     print(f"wrote {args.out}: {args.method} at layers {_span(sorted(transform.layers))}, {len(src)} pairs")
     return 0
+
+
+def _parse_rank(spec: str) -> int | str | None:
+    if spec == "full":
+        return None
+    if spec == "auto":
+        return "auto"
+    try:
+        return int(spec)
+    except ValueError:
+        raise LingalignError(f"--rank must be full, auto or a number, not {spec!r}") from None
 
 
 def _span(layers: Sequence[int]) -> str:
@@ -277,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tgt-lang", default="eng")
     sp.add_argument("--layers", default="-1", help="layers to fit: -1 (last, default) | all | 0,4,8 | 2-6")
     sp.add_argument("--lambda", dest="lam", type=float, default=None, help="ridge strength (default: chosen on held-out pairs)")
+    sp.add_argument("--rank", default="auto",
+                    help="store maps as I + U V^T of this rank: auto (smallest rank no worse on held-out "
+                    "pairs, default), full, or a number")
     sp.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
                     help="fit a bias with the map (default: yes for ridge, no for incline)")
     sp.add_argument("--alpha", type=float, default=1.0, help="default strength stored in the file")

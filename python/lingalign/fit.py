@@ -26,6 +26,8 @@ from .transform import LayerMap, Transform
 METHODS = ("ridge", "incline", "meanshift")
 DEFAULT_METHOD = "ridge"
 RIDGE_LAMBDAS = (1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
+RANK_CANDIDATES = (8, 16, 32, 64, 128, 256)
+RANK_TOLERANCE = 0.005  # a low rank is kept when its held-out error is within 0.5% of the full map's
 
 
 def _check_pair(X: np.ndarray, Y: np.ndarray) -> None:
@@ -98,6 +100,48 @@ def fit_ridge(
     return W, b, float(lam)
 
 
+def truncate_map(W: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best rank-`rank` factors of W - I (SVD): W ~ I + U @ Vt, U [d, r], Vt [r, d]."""
+    P, S, Qt = np.linalg.svd(W - np.eye(W.shape[0]), full_matrices=False)
+    return P[:, :rank] * S[:rank], Qt[:rank]
+
+
+def choose_rank(
+    X: np.ndarray,
+    Y: np.ndarray,
+    fit: Any,
+    *,
+    candidates: Sequence[int] = RANK_CANDIDATES,
+    tolerance: float = RANK_TOLERANCE,
+    val_fraction: float = 0.2,
+    seed: int = 1,
+) -> int | None:
+    """Smallest candidate rank whose truncated map is no worse on held-out pairs than the full
+    map (within `tolerance`), or None for full rank. `fit(X, Y)` returns (W, b or None)."""
+    n, d = X.shape
+    n_val = max(1, int(round(n * val_fraction)))
+    order = np.random.default_rng(seed).permutation(n)
+    tr, va = order[n_val:], order[:n_val]
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    W, b = fit(X64[tr], Y64[tr])
+    mx, my = X64[tr].mean(axis=0), Y64[tr].mean(axis=0)
+
+    def val_error(Wk: np.ndarray, bk: np.ndarray | None) -> float:
+        pred = X64[va] @ Wk if bk is None else X64[va] @ Wk + bk
+        return float(((pred - Y64[va]) ** 2).mean())
+
+    full = val_error(W, b)
+    P, S, Qt = np.linalg.svd(W - np.eye(d), full_matrices=False)
+    for r in sorted(candidates):
+        if r >= d:
+            break
+        Wr = np.eye(d) + (P[:, :r] * S[:r]) @ Qt[:r]
+        br = None if b is None else my - mx @ Wr
+        if val_error(Wr, br) <= full * (1.0 + tolerance):
+            return r
+    return None
+
+
 def fit_meanshift(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """Difference of means, mean(Y) - mean(X)."""
     _check_pair(X, Y)
@@ -107,8 +151,8 @@ def fit_meanshift(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
 def squared_error(X: np.ndarray, Y: np.ndarray, layer_map: LayerMap, alpha: float = 1.0) -> float:
     """Mean squared distance between transformed X and Y (the error the maps minimize at alpha 1)."""
     X64 = X.astype(np.float64)
-    if layer_map.matrix is not None:
-        target = X64 @ layer_map.matrix.astype(np.float64)
+    if layer_map.kind in ("affine", "lowrank"):
+        target = X64 @ layer_map.dense().astype(np.float64)
         if layer_map.bias is not None:
             target = target + layer_map.bias
         moved = X64 + alpha * (target - X64)
@@ -128,6 +172,7 @@ def fit_transform(
     fit_layers: Sequence[int] | None = None,
     lam: float | None = None,
     bias: bool | None = None,
+    rank: int | str | None = None,
     source_lang: str = "",
     target_lang: str = "eng",
     alpha: float = 1.0,
@@ -138,8 +183,11 @@ def fit_transform(
 
     `layers` names the model layer of each captured slice; `fit_layers` (default: all of them)
     chooses which get a transform. `bias` defaults to False for incline (the reference) and True
-    for ridge.
+    for ridge. `rank` stores maps as I + U @ Vt: an int, "auto" (the smallest rank no worse on
+    held-out pairs, see choose_rank), or None for full matrices.
     """
+    if rank is not None and rank != "auto" and not (isinstance(rank, int) and 1 <= rank <= model.n_embd):
+        raise LingalignError(f"rank must be 'auto' or 1..{model.n_embd}, not {rank!r}")
     if method not in METHODS:
         raise LingalignError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
     if src.shape != tgt.shape or src.ndim != 3 or src.shape[1] != len(layers):
@@ -157,6 +205,7 @@ def fit_transform(
         info["bias"] = use_bias
     out: dict[int, LayerMap] = {}
     lambdas: dict[str, float] = {}
+    ranks: dict[str, int | str] = {}
     for il in chosen:
         k = list(layers).index(il)
         X, Y = src[:, k, :], tgt[:, k, :]
@@ -167,9 +216,31 @@ def fit_transform(
             W, b = fit_incline(X, Y, bias=use_bias)
         else:
             W, b, lambdas[str(il)] = fit_ridge(X, Y, lam=lam, bias=use_bias)
-        out[il] = LayerMap(matrix=W.astype(np.float32), bias=None if b is None else b.astype(np.float32))
+        r: int | None = rank if isinstance(rank, int) else None
+        if rank == "auto":
+            used_lam = lambdas.get(str(il))
+
+            def refit(Xa: np.ndarray, Ya: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+                if method == "incline":
+                    return fit_incline(Xa, Ya, bias=use_bias)
+                Wa, ba, _ = fit_ridge(Xa, Ya, lam=used_lam, bias=use_bias)
+                return Wa, ba
+
+            r = choose_rank(X, Y, refit)
+        ranks[str(il)] = r if r is not None else "full"
+        b32 = None if b is None else b.astype(np.float32)
+        if r is None or r >= model.n_embd:
+            out[il] = LayerMap(matrix=W.astype(np.float32), bias=b32)
+            continue
+        U, Vt = truncate_map(W, r)
+        if b is not None:  # the bias that goes with the truncated map
+            Wr = np.eye(W.shape[0]) + U @ Vt
+            b32 = (Y.astype(np.float64).mean(axis=0) - X.astype(np.float64).mean(axis=0) @ Wr).astype(np.float32)
+        out[il] = LayerMap(lowrank_u=U.astype(np.float32), lowrank_vt=Vt.astype(np.float32), bias=b32)
     if lambdas:
         info["ridge_lambda"] = lambdas
+    if method != "meanshift":
+        info["rank"] = ranks
     transform = Transform(
         layers=out,
         model=model,

@@ -27,7 +27,7 @@ import numpy as np
 from ._abi import _core
 from .errors import InterventionError, LingalignError, ModelFileError, ModelMismatchError
 from .model import ModelFingerprint, fingerprint, resolve_model
-from .transform import POSITIONS, Transform
+from .transform import POSITIONS, LayerMap, Transform
 
 import llama_cpp
 from llama_cpp import _internals as llama_internals
@@ -49,6 +49,22 @@ def quiet_llama_log(verbose: bool) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(old)
+
+
+def set_hook_layer(hook: Any, layer: int, lm: LayerMap) -> None:
+    """Hand one layer's transform to the C++ hook (which checks shapes and values again)."""
+    if lm.matrix is not None:
+        hook.set_affine(layer, lm.matrix, lm.bias)
+    elif lm.lowrank_u is not None:
+        hook.set_lowrank(layer, lm.lowrank_u, lm.lowrank_vt, lm.bias)
+    else:
+        hook.set_additive(layer, lm.vector)
+
+
+def _kernel_threads(llm: llama_cpp.Llama) -> int:
+    """Threads for the map kernel: llama.cpp's batch threads, idle while the callback runs."""
+    p = llm.context_params
+    return max(1, min(512, int(p.n_threads_batch or p.n_threads or 1)))
 
 
 def _hooked_params(base: llama_cpp.llama_context_params, hook: Any) -> tuple[Any, Any]:
@@ -134,6 +150,7 @@ class Steering:
         self.model = model
         self._state = _PositionState()
         self._hook = _core.Hook(model.n_embd, model.n_layer)
+        self._hook.threads = _kernel_threads(llm)
         self._transform: Transform | None = None
         self._orig_eval = llm.eval
         self._orig_generate = llm.generate
@@ -193,11 +210,7 @@ class Steering:
         self._hook.clear_transforms()
         try:
             for il in use_layers:
-                lm = transform.layers[il]
-                if lm.matrix is not None:
-                    self._hook.set_affine(il, lm.matrix, lm.bias)
-                else:
-                    self._hook.set_additive(il, lm.vector)
+                set_hook_layer(self._hook, il, transform.layers[il])
         except Exception:
             self._hook.clear_transforms()
             raise

@@ -24,31 +24,64 @@ FORMAT_VERSION = 1
 POSITIONS = ("all", "last", "prompt", "generated")
 
 _K = "lingalign."  # metadata key prefix
-_TENSOR_PARTS = ("map", "bias", "vector")
+# tensor name suffix -> LayerMap field
+_TENSOR_PARTS = {"map": "matrix", "lr_u": "lowrank_u", "lr_vt": "lowrank_vt", "bias": "bias", "vector": "vector"}
 
 
 @dataclass
 class LayerMap:
-    """The transform of one layer: an affine map (`matrix`, optional `bias`) or a `vector`."""
+    """The transform of one layer: an affine map, full (`matrix`) or low-rank (M = I + U @ Vt),
+    with an optional `bias`; or an additive `vector`."""
 
     matrix: np.ndarray | None = None  # [d, d] float32, y = h @ matrix
     bias: np.ndarray | None = None  # [d] float32
     vector: np.ndarray | None = None  # [d] float32, additive
+    lowrank_u: np.ndarray | None = None  # [d, r] float32
+    lowrank_vt: np.ndarray | None = None  # [r, d] float32
 
     @property
     def kind(self) -> str:
-        return "affine" if self.matrix is not None else "additive"
+        if self.matrix is not None:
+            return "affine"
+        return "lowrank" if self.lowrank_u is not None else "additive"
+
+    def dense(self) -> np.ndarray:
+        """The map as a full [d, d] matrix (affine or low-rank kinds)."""
+        if self.matrix is not None:
+            return self.matrix
+        if self.lowrank_u is None or self.lowrank_vt is None:
+            raise TransformFileError("an additive vector has no matrix")
+        return (np.eye(self.lowrank_u.shape[0]) + self.lowrank_u.astype(np.float64) @ self.lowrank_vt).astype(np.float32)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The tensors this layer stores, by file suffix."""
+        out = {}
+        for part, attr in _TENSOR_PARTS.items():
+            array = getattr(self, attr)
+            if array is not None:
+                out[part] = array
+        return out
 
     def validate(self, layer: int, n_embd: int) -> None:
         """Raise TransformFileError unless shapes, dtypes and values are usable."""
-        if (self.matrix is None) == (self.vector is None):
-            raise TransformFileError(f"layer {layer}: needs exactly one of a map or a vector")
+        kinds = [self.matrix is not None, self.lowrank_u is not None or self.lowrank_vt is not None, self.vector is not None]
+        if sum(kinds) != 1:
+            raise TransformFileError(f"layer {layer}: needs exactly one of a map, low-rank factors or a vector")
+        if (self.lowrank_u is None) != (self.lowrank_vt is None):
+            raise TransformFileError(f"layer {layer}: low-rank maps need both factors (lr_u and lr_vt)")
         if self.vector is not None and self.bias is not None:
             raise TransformFileError(f"layer {layer}: a bias belongs to a map, not to a vector")
-        expected = {"map": (n_embd, n_embd), "bias": (n_embd,), "vector": (n_embd,)}
-        for part, array in zip(_TENSOR_PARTS, (self.matrix, self.bias, self.vector)):
-            if array is None:
-                continue
+        rank = self.lowrank_u.shape[-1] if self.lowrank_u is not None and self.lowrank_u.ndim == 2 else 0
+        if self.lowrank_u is not None and not 1 <= rank <= n_embd:
+            raise TransformFileError(f"layer {layer}: low-rank factor has rank {rank}, expected 1..{n_embd}")
+        expected = {
+            "map": (n_embd, n_embd),
+            "lr_u": (n_embd, rank),
+            "lr_vt": (rank, n_embd),
+            "bias": (n_embd,),
+            "vector": (n_embd,),
+        }
+        for part, array in self.arrays().items():
             if array.shape != expected[part]:
                 raise TransformFileError(
                     f"layer {layer}: {part} has shape {array.shape}, the model needs {expected[part]}"
@@ -118,10 +151,8 @@ class Transform:
             add_str(_K + "model.name", m.name)
             add_str(_K + "fit_info", json.dumps(self.fit_info, sort_keys=True))
             for il in sorted(self.layers):
-                lm = self.layers[il]
-                for part, array in zip(_TENSOR_PARTS, (lm.matrix, lm.bias, lm.vector)):
-                    if array is not None:
-                        writer.add_tensor(f"blk.{il}.{part}", np.ascontiguousarray(array, dtype=np.float32))
+                for part, array in self.layers[il].arrays().items():
+                    writer.add_tensor(f"blk.{il}.{part}", np.ascontiguousarray(array, dtype=np.float32))
             writer.write_header_to_file()
             writer.write_kv_data_to_file()
             writer.write_tensors_to_file()
@@ -220,7 +251,7 @@ def _read(path: Path) -> Transform:
         il = int(parts[1])
         lm = layers.setdefault(il, LayerMap())
         array = np.array(t.data, dtype=np.float32, copy=True)
-        setattr(lm, "matrix" if parts[2] == "map" else parts[2], array)
+        setattr(lm, _TENSOR_PARTS[parts[2]], array)
     if sorted(layers) != sorted(declared):
         raise TransformFileError(
             f"{path}: tensors cover layers {sorted(layers)} but the metadata declares {sorted(declared)}"
