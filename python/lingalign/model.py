@@ -167,15 +167,37 @@ def _fingerprint_cached(path: str, size: int, mtime_ns: int) -> ModelFingerprint
             buf.close()
 
 
-def _parse_fingerprint(buf: mmap.mmap, p: Path, size: int) -> ModelFingerprint:
-    cur = _Cursor(buf, p)
+@dataclass
+class GGUFHeader:
+    """What the bounds-checked header walk found: scalar metadata, byte ranges and tensor infos."""
+
+    scalars: dict[str, object]
+    ranges: dict[str, tuple[int, int]]  # key -> byte range of its value
+    tensors: list[tuple[str, tuple[int, ...], int, int]]  # name, dims (ggml order), type, offset
+    info_range: tuple[int, int]
+    data_start: int
+
+
+_MAX_ENTRIES = 1 << 20  # KV pairs or tensors: more is not a real file, and would be slow to walk
+
+
+def scan_gguf(buf: mmap.mmap | bytes, path: Path) -> GGUFHeader:
+    """Walk a GGUF header, checking every length and count against the file size.
+
+    Raises ModelFileError naming the problem; never allocates by a count read from the file.
+    """
+    cur = _Cursor(buf, path)
     if bytes(buf[0:4]) != b"GGUF":
-        raise ModelFileError(f"{p}: not a GGUF model file")
+        raise ModelFileError(f"{path}: not a GGUF file")
     cur.take(4)
-    cur.scalar("<I")  # version
+    version = int(cur.scalar("<I"))
+    if version not in (2, 3):
+        raise ModelFileError(f"{path}: unsupported GGUF version {version}")
     n_tensors, n_kv = int(cur.scalar("<Q")), int(cur.scalar("<Q"))
+    if n_tensors > _MAX_ENTRIES or n_kv > _MAX_ENTRIES:
+        raise ModelFileError(f"{path}: corrupt GGUF header ({n_kv} metadata entries, {n_tensors} tensors)")
     scalars: dict[str, object] = {}
-    vocab_range = (0, 0)
+    ranges: dict[str, tuple[int, int]] = {}
     for _ in range(n_kv):
         key = cur.string()
         vtype = int(cur.scalar("<I"))
@@ -186,28 +208,42 @@ def _parse_fingerprint(buf: mmap.mmap, p: Path, size: int) -> ModelFingerprint:
             scalars[key] = cur.string()
         else:
             cur.skip_value(vtype)
-        if key == "tokenizer.ggml.tokens":
-            vocab_range = (start, cur.pos)
+        ranges[key] = (start, cur.pos)
     info_start = cur.pos
+    tensors = []
     for _ in range(n_tensors):
-        cur.skip_string()
+        name = cur.string()
         n_dims = int(cur.scalar("<I"))
-        cur.take(8 * n_dims + 4 + 8)
+        if n_dims > 4:
+            raise ModelFileError(f"{path}: tensor {name!r} has {n_dims} dimensions")
+        dims = tuple(int(cur.scalar("<Q")) for _ in range(n_dims))
+        ttype = int(cur.scalar("<I"))
+        offset = int(cur.scalar("<Q"))
+        tensors.append((name, dims, ttype, offset))
     info_end = cur.pos
     alignment = int(scalars.get("general.alignment", 32))  # type: ignore[arg-type]
+    if alignment <= 0 or alignment & (alignment - 1):
+        raise ModelFileError(f"{path}: bad GGUF alignment {alignment}")
     data_start = (info_end + alignment - 1) // alignment * alignment
+    return GGUFHeader(scalars, ranges, tensors, (info_start, info_end), data_start)
 
+
+def _parse_fingerprint(buf: mmap.mmap, p: Path, size: int) -> ModelFingerprint:
+    header = scan_gguf(buf, p)
+    scalars = header.scalars
     arch = str(scalars.get("general.architecture", ""))
     try:
         n_embd = int(scalars[f"{arch}.embedding_length"])  # type: ignore[arg-type]
         n_layer = int(scalars[f"{arch}.block_count"])  # type: ignore[arg-type]
     except KeyError as e:
         raise ModelFileError(f"{p}: GGUF file has no {e.args[0]} (not a language model?)") from None
-    if vocab_range == (0, 0):
+    vocab_range = header.ranges.get("tokenizer.ggml.tokens")
+    if vocab_range is None:
         raise ModelFileError(f"{p}: GGUF file has no tokenizer.ggml.tokens")
 
     vocab = hashlib.sha256(buf[vocab_range[0] : vocab_range[1]]).hexdigest()
-    weights = hashlib.sha256(buf[info_start:info_end])
+    weights = hashlib.sha256(buf[header.info_range[0] : header.info_range[1]])
+    data_start = header.data_start
     span = max(size - data_start, 0)
     for k in range(_WEIGHT_SAMPLES):
         off = data_start + span * k // _WEIGHT_SAMPLES

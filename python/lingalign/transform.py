@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from .errors import TransformFileError
-from .model import ModelFingerprint
+from .errors import ModelFileError
+from .model import ModelFingerprint, scan_gguf
 
 ARCH = "lingalign"
 FORMAT_VERSION = 1
@@ -199,6 +200,32 @@ def _field(fields: dict[str, Any], key: str, path: Path, kind: type) -> Any:
     raise TransformFileError(f"{path}: metadata {_K + key} has the wrong type ({type(value).__name__})")
 
 
+_F32 = 0  # ggml type id
+_MAX_TENSOR_DIM = 1 << 20
+
+
+def _check_layout(path: Path) -> None:
+    """Bounds-check the header and the tensor table against the file before the gguf package
+    reads it: a corrupt count or size is refused here instead of turning into a huge allocation."""
+    import mmap
+
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            header = scan_gguf(buf, path)
+    except (ModelFileError, ValueError, OSError) as e:
+        message = str(e).replace(f"{path}: ", "")
+        raise TransformFileError(f"{path}: truncated or corrupt GGUF file ({message})") from None
+    for name, dims, ttype, offset in header.tensors:
+        if ttype != _F32:
+            raise TransformFileError(f"{path}: tensor {name} has ggml type {ttype}, expected F32")
+        if any(d < 1 or d > _MAX_TENSOR_DIM for d in dims):
+            raise TransformFileError(f"{path}: tensor {name} has impossible shape {dims}")
+        nbytes = 4 * int(np.prod(dims, dtype=np.int64))
+        if header.data_start + offset + nbytes > size:
+            raise TransformFileError(f"{path}: tensor {name} is truncated (data runs past the end of the file)")
+
+
 def _read(path: Path) -> Transform:
     if not path.is_file():
         raise TransformFileError(f"transform file not found: {path}")
@@ -206,6 +233,7 @@ def _read(path: Path) -> Transform:
         magic = f.read(4)
     if magic != b"GGUF":
         raise TransformFileError(f"{path}: not a GGUF file")
+    _check_layout(path)
     import gguf
 
     try:
@@ -216,7 +244,10 @@ def _read(path: Path) -> Transform:
         raise TransformFileError(f"{path}: truncated or corrupt GGUF file ({type(e).__name__}: {e})") from None
 
     arch_field = fields.get("general.architecture")
-    arch = arch_field.contents() if arch_field is not None else None
+    try:
+        arch = arch_field.contents() if arch_field is not None else None
+    except Exception as e:  # e.g. bytes that are not UTF-8
+        raise TransformFileError(f"{path}: unreadable general.architecture ({type(e).__name__})") from None
     if arch != ARCH:
         raise TransformFileError(f"{path}: not a lingalign transform (general.architecture is {arch!r})")
     version = _field(fields, "format_version", path, int)
