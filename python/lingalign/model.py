@@ -229,6 +229,8 @@ def scan_gguf(buf: mmap.mmap | bytes, path: Path) -> GGUFHeader:
 
 
 def _parse_fingerprint(buf: mmap.mmap, p: Path, size: int) -> ModelFingerprint:
+    if bytes(buf[0:4]) != b"GGUF":
+        raise ModelFileError(f"{p}: not a GGUF model file")
     header = scan_gguf(buf, p)
     scalars = header.scalars
     arch = str(scalars.get("general.architecture", ""))
