@@ -189,6 +189,9 @@ def test_bad_transforms_are_refused(tiny_model, other_tiny_model):
         steering.set(t)
     with pytest.raises(lingalign.LingalignError, match="position policy"):
         steering.set(_transform(tiny_model, [1]), positions="middle")
+    for bad_alpha in (float("nan"), float("inf"), 1e300):
+        with pytest.raises(lingalign.LingalignError, match="alpha"):
+            steering.set(_transform(tiny_model, [1]), alpha=bad_alpha)
     # the C++ side checks too, whatever Python lets through
     hook = lingalign._core.Hook(64, 4)
     with pytest.raises(ValueError, match="map has 9 values"):

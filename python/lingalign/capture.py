@@ -18,7 +18,7 @@ import numpy as np
 from ._abi import _core
 from .errors import LingalignError
 from .hook import _hooked_params, _kernel_threads, quiet_llama_log, set_hook_layer
-from .transform import POSITIONS, Transform
+from .transform import POSITIONS, Transform, check_alpha
 
 import llama_cpp
 from llama_cpp import _internals as llama_internals
@@ -134,7 +134,7 @@ def capture(
             raise LingalignError(f"unknown position policy {policy!r} (one of {', '.join(POSITIONS)})")
         for il, lm in transform.layers.items():
             set_hook_layer(hook, il, lm)
-        hook.alpha = transform.alpha if alpha is None else float(alpha)
+        hook.alpha = check_alpha(transform.alpha if alpha is None else alpha)
 
     n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(llm.model)) or batch_tokens
     n_batch = max(min(batch_tokens, n_ctx_train), max(len(t) for t in tokens))

@@ -253,6 +253,46 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pull(args: argparse.Namespace) -> int:
+    from .hub import pull
+    from .model import fingerprint, resolve_model
+
+    model = fingerprint(resolve_model(args.model))
+    path, transform, warnings = pull(args.repo_id, filename=args.file, revision=args.revision, model=model,
+                                     force=args.force)
+    for w in warnings:
+        print(f"lingalign: warning: {w}", file=sys.stderr)
+    print(path)
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .hub import push
+
+    print(push(args.transform, args.repo_id, private=args.private))
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .hub import local_transforms
+
+    entries = local_transforms([Path(d) for d in args.dir])
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    if not entries:
+        print("no transforms found (lingalign pull REPO_ID downloads one)")
+    for e in entries:
+        if "error" in e:
+            print(f"{e['path']}  [{e['origin']}]  INVALID: {e['error']}")
+        else:
+            print(f"{e['path']}  [{e['origin']}]  {e['source_lang'] or '?'}->{e['target_lang']} {e['method']}, "
+                  f"for {e['model']} (vocab {e['vocab_sha256']})")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -341,6 +381,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--ctx", type=int, default=256, help="context size")
     intervention(sp)
     sp.set_defaults(func=_cmd_eval_choice)
+
+    sp = sub.add_parser("pull", help="download a transform from the Hugging Face Hub, verified")
+    sp.add_argument("repo_id")
+    sp.add_argument("--file", default=None, help="file in the repository (default: its only .gguf)")
+    sp.add_argument("--revision", default=None, help="branch, tag or commit to pin")
+    sp.add_argument("--force", action="store_true", help="accept a transform made for another model")
+    sp.add_argument("--model", help="the model it will be applied to (default: the default model)")
+    sp.set_defaults(func=_cmd_pull)
+
+    sp = sub.add_parser("push", help="upload a transform and a model card to the Hugging Face Hub")
+    sp.add_argument("transform")
+    sp.add_argument("repo_id")
+    sp.add_argument("--private", action="store_true")
+    sp.set_defaults(func=_cmd_push)
+
+    sp = sub.add_parser("list", help="transforms available locally (Hub cache, folders) and the model each fits")
+    sp.add_argument("--dir", action="append", default=[], help="also list the .gguf files of this folder")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=_cmd_list)
 
     sp = sub.add_parser("info", help="print a transform file's metadata")
     sp.add_argument("transform")

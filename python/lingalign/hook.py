@@ -27,7 +27,7 @@ import numpy as np
 from ._abi import _core
 from .errors import InterventionError, LingalignError, ModelFileError, ModelMismatchError
 from .model import ModelFingerprint, fingerprint, resolve_model
-from .transform import POSITIONS, LayerMap, Transform
+from .transform import POSITIONS, LayerMap, Transform, check_alpha
 
 import llama_cpp
 from llama_cpp import _internals as llama_internals
@@ -201,12 +201,10 @@ class Steering:
         unknown = [il for il in use_layers if il not in transform.layers]
         if unknown:
             raise LingalignError(f"layer(s) {unknown} not in the transform (it has {sorted(transform.layers)})")
-        a = transform.alpha if alpha is None else float(alpha)
+        a = check_alpha(transform.alpha if alpha is None else alpha)
         p = transform.positions if positions is None else positions
         if p not in POSITIONS:
             raise LingalignError(f"unknown position policy {p!r} (one of {', '.join(POSITIONS)})")
-        if not np.isfinite(a):
-            raise LingalignError("alpha must be a finite number")
         self._hook.clear_transforms()
         try:
             for il in use_layers:

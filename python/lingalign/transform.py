@@ -23,6 +23,15 @@ from .model import ModelFingerprint, scan_gguf
 ARCH = "lingalign"
 FORMAT_VERSION = 1
 POSITIONS = ("all", "last", "prompt", "generated")
+MAX_ALPHA = 1e4  # far beyond any useful strength; larger values only overflow float32
+
+
+def check_alpha(alpha: float) -> float:
+    """alpha as a float, or TransformFileError if it is NaN, Inf or absurdly large."""
+    a = float(alpha)
+    if not np.isfinite(a) or abs(a) > MAX_ALPHA:
+        raise TransformFileError(f"alpha {a:g} is out of range (a finite number within +-{MAX_ALPHA:g})")
+    return a
 
 _K = "lingalign."  # metadata key prefix
 # tensor name suffix -> LayerMap field
@@ -119,8 +128,7 @@ class Transform:
             lm.validate(il, self.model.n_embd)
         if self.positions not in POSITIONS:
             raise TransformFileError(f"unknown position policy {self.positions!r} (one of {', '.join(POSITIONS)})")
-        if not np.isfinite(self.alpha):
-            raise TransformFileError("alpha is NaN or Inf")
+        check_alpha(self.alpha)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the transform as a GGUF file (float32, bit-exact round trip)."""
