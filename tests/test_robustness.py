@@ -105,3 +105,32 @@ def test_decode_errors_with_transform_active_leave_context_usable(tiny_model):
     assert np.array_equal(_logits(llm, "hello there"), reference)
     steering.clear()
     assert llm("hello", max_tokens=3, temperature=0)["choices"]
+
+
+def test_model_without_l_out_tensors_is_refused_not_ignored(tmp_path):
+    import llama_cpp
+    from tinymodel import write_tiny_bert
+
+    from lingalign import LayerMap, Transform
+
+    path = write_tiny_bert(tmp_path / "bert.gguf")
+    llm = llama_cpp.Llama(model_path=str(path), embedding=True, n_ctx=64, verbose=False)
+    plain = llm.embed("hello world")
+    fp = lingalign.fingerprint(path)
+    t = Transform(layers={0: LayerMap(vector=np.ones(fp.n_embd, np.float32))}, model=fp, method="test")
+    steering = lingalign.attach(llm, t)
+    with pytest.raises(lingalign.InterventionError, match="architecture not supported"):
+        llm.embed("hello world")
+    steering.clear()
+    assert llm.embed("hello world") == plain
+
+
+def test_gpu_offload_request_without_gpu_falls_back_to_cpu(tiny_model):
+    """n_gpu_layers on a CPU-only llama-cpp-python: the model runs on the CPU, the hook with it."""
+    t = _transform(tiny_model, [1, 2])
+    outs = []
+    for n_gpu_layers in (0, -1):
+        llm = tiny_llm(tiny_model, logits_all=True, n_batch=8, n_ubatch=4, n_gpu_layers=n_gpu_layers)
+        lingalign.attach(llm, t)
+        outs.append(_logits(llm))
+    assert np.array_equal(outs[0], outs[1])

@@ -68,3 +68,59 @@ def write_tiny_llama(
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def write_tiny_bert(path: str | Path, *, n_embd: int = 32, n_layer: int = 2, n_head: int = 2, seed: int = 0) -> Path:
+    """A BERT encoder: its llama.cpp graph names no `l_out-<il>` tensor (lingalign cannot serve it)."""
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(LETTERS) + ["##" + c for c in LETTERS]
+    n_vocab, n_ff, n_ctx = len(tokens), 2 * n_embd, 64
+    w = gguf.GGUFWriter(str(path), "bert")
+    w.add_name("tiny-bert")
+    w.add_context_length(n_ctx)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_layer_norm_eps(1e-12)
+    w.add_causal_attention(False)
+    w.add_pooling_type(gguf.PoolingType.MEAN)
+    w.add_tokenizer_model("bert")
+    w.add_token_list(tokens)
+    w.add_token_types([int(gguf.TokenType.CONTROL)] * 5 + [int(gguf.TokenType.NORMAL)] * (n_vocab - 5))
+    w.add_token_type_count(2)
+    w.add_bos_token_id(2)
+    w.add_eos_token_id(3)
+    w.add_unk_token_id(1)
+    w.add_pad_token_id(0)
+    w.add_sep_token_id(3)
+
+    def mat(rows: int, cols: int) -> np.ndarray:
+        return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
+
+    def vec(n: int, value: float | None = None) -> np.ndarray:
+        return np.full(n, value, np.float32) if value is not None else (0.01 * rng.standard_normal(n)).astype(np.float32)
+
+    w.add_tensor("token_embd.weight", mat(n_vocab, n_embd))
+    w.add_tensor("token_types.weight", mat(2, n_embd))
+    w.add_tensor("position_embd.weight", mat(n_ctx, n_embd))
+    w.add_tensor("token_embd_norm.weight", vec(n_embd, 1.0))
+    w.add_tensor("token_embd_norm.bias", vec(n_embd, 0.0))
+    for il in range(n_layer):
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            w.add_tensor(f"blk.{il}.{name}.weight", mat(n_embd, n_embd))
+            w.add_tensor(f"blk.{il}.{name}.bias", vec(n_embd))
+        w.add_tensor(f"blk.{il}.attn_output_norm.weight", vec(n_embd, 1.0))
+        w.add_tensor(f"blk.{il}.attn_output_norm.bias", vec(n_embd, 0.0))
+        w.add_tensor(f"blk.{il}.ffn_up.weight", mat(n_ff, n_embd))
+        w.add_tensor(f"blk.{il}.ffn_up.bias", vec(n_ff))
+        w.add_tensor(f"blk.{il}.ffn_down.weight", mat(n_embd, n_ff))
+        w.add_tensor(f"blk.{il}.ffn_down.bias", vec(n_embd))
+        w.add_tensor(f"blk.{il}.layer_output_norm.weight", vec(n_embd, 1.0))
+        w.add_tensor(f"blk.{il}.layer_output_norm.bias", vec(n_embd, 0.0))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
