@@ -253,6 +253,38 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from .data import read_pairs
+    from .evaluate import choice_language, load_choice_items
+    from .hook import open_model
+    from .model import fingerprint
+    from .transform import Transform
+    from .tune import refuse_test_data, tune
+
+    refuse_test_data(args.dev)
+    transform = Transform.load(args.transform)
+    dev_src = dev_tgt = items = None
+    if args.metric == "retrieval":
+        if not args.dev_tgt:
+            raise LingalignError("--metric retrieval needs --dev (source) and --dev-tgt (English)")
+        refuse_test_data(args.dev_tgt)
+        dev_src, dev_tgt = read_pairs(args.dev, args.dev_tgt, skip=args.skip, limit=args.limit)
+    else:
+        items = load_choice_items(args.dev)[: args.limit]
+    llm = open_model(args.model, n_ctx=args.ctx, n_threads=args.threads, logits_all=args.metric == "choice")
+    for w in transform.model.check(fingerprint(llm.model_path), force=args.force):
+        print(f"lingalign: warning: {w}", file=sys.stderr)
+    tuned, record = tune(llm, transform, metric=args.metric, dev_src=dev_src, dev_tgt=dev_tgt, dev_items=items,
+                         lang=args.lang or choice_language(args.dev))
+    out = args.out or args.transform
+    tuned.save(out)
+    best = record["best"]
+    print(f"{args.metric} on {record['n_dev']} dev examples: no transform {record['baseline_score']:.3f}; best "
+          f"{best['score']:.3f} with alpha {best['alpha']:g}, positions {best['positions']}, layers "
+          f"{_span(best['layers'])} ({record['candidates']} candidates) -> defaults written to {out}")
+    return 0
+
+
 def _cmd_pull(args: argparse.Namespace) -> int:
     from .hub import pull
     from .model import fingerprint, resolve_model
@@ -381,6 +413,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--ctx", type=int, default=256, help="context size")
     intervention(sp)
     sp.set_defaults(func=_cmd_eval_choice)
+
+    sp = sub.add_parser("tune", help="choose alpha, positions and layers on dev data; write them as the file's defaults")
+    sp.add_argument("--transform", required=True)
+    sp.add_argument("--dev", required=True, help="dev data: source sentences (retrieval) or XCOPA-format JSONL (choice)")
+    sp.add_argument("--dev-tgt", help="English translations of --dev, line-aligned (retrieval)")
+    sp.add_argument("--metric", choices=("retrieval", "choice"), default="retrieval")
+    sp.add_argument("--skip", type=int, default=0)
+    sp.add_argument("--limit", type=int, default=None)
+    sp.add_argument("--lang", default=None, help="choice: connector language (default: from the file name)")
+    sp.add_argument("--ctx", type=int, default=512)
+    sp.add_argument("--out", help="write the tuned transform here (default: update --transform in place)")
+    sp.add_argument("--force", action="store_true")
+    common(sp)
+    sp.set_defaults(func=_cmd_tune)
 
     sp = sub.add_parser("pull", help="download a transform from the Hugging Face Hub, verified")
     sp.add_argument("repo_id")

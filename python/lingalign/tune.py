@@ -1,0 +1,120 @@
+"""`lingalign tune`: choose a transform's strength, position policy and layers on dev data.
+
+The chosen settings become the transform's defaults (written into its metadata), so `run` and
+`eval` use them unless flags override. The dev score of every candidate and of no transform at
+all is recorded in fit_info["tuned"]. Tuning refuses files named like test splits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import LingalignError
+from .transform import Transform
+
+ALPHAS = (-1.0, -0.5, -0.25, 0.25, 0.5, 0.75, 1.0)
+METRICS = ("retrieval", "choice")
+
+
+def refuse_test_data(path: str | os.PathLike[str]) -> None:
+    name = Path(path).name.lower()
+    if name.startswith("test.") or ".test." in name or name.startswith("test_") or "_test." in name:
+        raise LingalignError(f"refusing to tune on {Path(path).name}: it looks like test data (tune on val/dev data)")
+
+
+def layer_subsets(layers: Sequence[int]) -> list[list[int]]:
+    """All of the transform's layers, and each layer alone when there are a few."""
+    layers = sorted(layers)
+    out = [layers]
+    if 1 < len(layers) <= 6:
+        out += [[il] for il in layers]
+    return out
+
+
+def _subset(t: Transform, layers: list[int], alpha: float, positions: str) -> Transform:
+    return dataclasses.replace(t, layers={il: t.layers[il] for il in layers}, alpha=alpha, positions=positions)
+
+
+def tune(
+    llm: Any,
+    transform: Transform,
+    *,
+    metric: str,
+    dev_src: Sequence[str] | None = None,
+    dev_tgt: Sequence[str] | None = None,
+    dev_items: Sequence[dict[str, Any]] | None = None,
+    lang: str = "en",
+    alphas: Sequence[float] = ALPHAS,
+    positions: Sequence[str] = ("all", "last"),
+    progress: bool | None = None,
+) -> tuple[Transform, dict[str, Any]]:
+    """Score every (layers, alpha, positions) candidate on dev data; return the transform with
+    the best as its defaults, and the record of the search.
+
+    retrieval: mean top-1 (source -> English) over the transform's layers, the source read with
+    the candidate active (positions other than 'all' barely move mean-pooled sentences, so only
+    'all' is tried). choice: accuracy (summed log-likelihood) on XCOPA-format items; `llm` needs
+    logits_all=True.
+    """
+    if metric not in METRICS:
+        raise LingalignError(f"unknown metric {metric!r} (one of {', '.join(METRICS)})")
+    candidates: list[tuple[list[int], float, str]] = []
+    policies = ["all"] if metric == "retrieval" else list(positions)
+    for layers, alpha, pos in itertools.product(layer_subsets(list(transform.layers)), alphas, policies):
+        candidates.append((layers, float(alpha), pos))
+
+    if metric == "retrieval":
+        from .capture import capture
+        from .evaluate import retrieval_top1
+
+        if not dev_src or not dev_tgt or len(dev_src) != len(dev_tgt):
+            raise LingalignError("retrieval tuning needs line-aligned dev source and English sentences")
+        measure = sorted(transform.layers)
+        english = capture(llm, dev_tgt, layers=measure, progress=progress)
+
+        def score(t: Transform | None) -> float:
+            src = capture(llm, dev_src, layers=measure, transform=t, progress=progress)
+            return float(np.mean([retrieval_top1(src[:, k], english[:, k])[0] for k in range(len(measure))]))
+
+        baseline = score(None)
+    else:
+        from .evaluate import eval_choice
+        from .hook import attach
+
+        if not dev_items:
+            raise LingalignError("choice tuning needs dev items (XCOPA-format JSONL)")
+        steering = attach(llm)
+
+        def score(t: Transform | None) -> float:
+            if t is None:
+                steering.clear()
+            else:
+                steering.set(t)
+            try:
+                return float(eval_choice(llm, dev_items, lang=lang, progress=progress)["accuracy"])
+            finally:
+                steering.clear()
+
+        baseline = score(None)
+
+    results = []
+    for layers, alpha, pos in candidates:
+        results.append({"layers": layers, "alpha": alpha, "positions": pos, "score": score(_subset(transform, layers, alpha, pos))})
+    best = max(results, key=lambda r: (r["score"], -abs(r["alpha"])))  # ties: the gentler strength
+    tuned = _subset(transform, best["layers"], best["alpha"], best["positions"])
+    record = {
+        "metric": metric,
+        "baseline_score": baseline,
+        "best": best,
+        "candidates": len(results),
+        "n_dev": len(dev_src) if metric == "retrieval" else len(dev_items or []),
+    }
+    tuned.fit_info = {**transform.fit_info, "tuned": record}
+    return tuned, record

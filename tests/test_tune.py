@@ -1,0 +1,48 @@
+"""tune: searches alpha (both signs), positions and layers on dev data, writes the defaults."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_evaluate import ITEMS
+from test_hook import _transform
+
+from lingalign import LingalignError, Transform
+from lingalign.cli import main
+from lingalign.tune import layer_subsets, refuse_test_data
+
+
+def test_tune_retrieval_and_choice_write_defaults(tiny_model, tmp_path, capsys):
+    t = _transform(tiny_model, [1, 2], alpha=1.0)
+    path = tmp_path / "t.gguf"
+    t.save(path)
+    src, tgt = tmp_path / "dev.src", tmp_path / "dev.eng"
+    src.write_text("hola amigo\nbuenos dias\nla casa azul\nel perro\nme gusta\n", encoding="utf-8")
+    tgt.write_text("hello friend\ngood morning\nthe blue house\nthe dog\ni like it\n", encoding="utf-8")
+    out = tmp_path / "tuned.gguf"
+    assert main(["tune", "--model", str(tiny_model), "--transform", str(path), "--dev", str(src), "--dev-tgt", str(tgt), "--out", str(out)]) == 0
+    tuned = Transform.load(out)
+    record = tuned.fit_info["tuned"]
+    assert record["metric"] == "retrieval" and record["candidates"] == 3 * 7  # {1,2}, {1}, {2} x 7 alphas
+    assert tuned.alpha == record["best"]["alpha"] and sorted(tuned.layers) == record["best"]["layers"]
+    assert "no transform" in capsys.readouterr().out
+
+    val = tmp_path / "val.sw.jsonl"
+    val.write_text("\n".join(json.dumps(i) for i in ITEMS) + "\n", encoding="utf-8")
+    assert main(["tune", "--model", str(tiny_model), "--transform", str(path), "--dev", str(val), "--metric", "choice"]) == 0
+    tuned = Transform.load(path)  # in place
+    assert tuned.fit_info["tuned"]["metric"] == "choice" and tuned.fit_info["tuned"]["candidates"] == 3 * 7 * 2
+    assert tuned.positions in ("all", "last")
+
+
+def test_tune_refuses_test_data(tiny_model, tmp_path, capsys):
+    for name in ("test.sw.jsonl", "xcopa.test.jsonl"):
+        with pytest.raises(LingalignError, match="test data"):
+            refuse_test_data(tmp_path / name)
+    (tmp_path / "test.sw.jsonl").write_text(json.dumps(ITEMS[0]) + "\n", encoding="utf-8")
+    t = tmp_path / "t.gguf"
+    _transform(tiny_model, [1]).save(t)
+    assert main(["tune", "--model", str(tiny_model), "--transform", str(t), "--dev", str(tmp_path / "test.sw.jsonl"), "--metric", "choice"]) == 1
+    assert "test data" in capsys.readouterr().err
+    assert layer_subsets([3, 1]) == [[1, 3], [1], [3]] and layer_subsets(list(range(8))) == [list(range(8))]
