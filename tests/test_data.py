@@ -48,3 +48,25 @@ def test_default_model_respects_xdg_cache_home(tmp_path, monkeypatch):
     assert hashlib.sha256(path.read_bytes()).hexdigest() == EXPECTED_SHA256
     fp = fingerprint(path)
     assert (fp.architecture, fp.n_embd, fp.n_layer) == ("gemma3", 640, 18)
+
+
+def test_shipped_matrices_fit_the_default_model_and_match_the_manifest():
+    import json
+
+    from lingalign import Transform, fingerprint
+    from lingalign.data import normalize_lang, shipped_dir, shipped_transform_path
+    from lingalign.model import default_model_path
+
+    manifest = json.loads((shipped_dir() / "manifest.json").read_text())
+    model = fingerprint(default_model_path())
+    assert {"spa", "deu", "cmn", "jpn", "swh", "ind", "tur"} <= set(manifest["transforms"])
+    for lang, entry in manifest["transforms"].items():
+        path = shipped_transform_path(lang)
+        assert path.stat().st_size == entry["bytes"] < 5 * 1024 * 1024
+        t = Transform.load(path)
+        assert t.model.check(model) == []  # made for exactly this model
+        assert t.source_lang == lang and t.alpha == entry["alpha"] and sorted(t.layers) == entry["layers"]
+        assert "tuned" in t.fit_info and t.fit_info["tuned"]["metric"] == "retrieval"
+    assert normalize_lang("SW") == "swh" and shipped_transform_path("sw") == shipped_transform_path("swh")
+    with pytest.raises(LingalignError, match="no shipped transform for 'xx'"):
+        shipped_transform_path("xx")

@@ -84,3 +84,10 @@ def test_demo_runs_and_reports(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "Swahili" in out and "Tamil" in out and "mean" in out
+
+
+def test_run_with_shipped_transform_by_language(capsys):
+    assert main(["run", "--lang", "sw", "-p", "Habari ya asubuhi", "-n", "6"]) == 0
+    assert capsys.readouterr().out.strip() != ""
+    assert main(["run", "--lang", "xx", "-p", "hi"]) == 1
+    assert "no shipped transform" in capsys.readouterr().err

@@ -152,10 +152,14 @@ def _span(layers: Sequence[int]) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .data import shipped_transform_path
     from .hook import attach
     from .transform import Transform
 
-    transform = Transform.load(args.transform) if args.transform else None
+    if args.transform and args.lang:
+        raise LingalignError("give --transform or --lang, not both")
+    path = args.transform or (shipped_transform_path(args.lang) if args.lang else None)
+    transform = Transform.load(path) if path else None
     llm = _load_llm(args.model, n_ctx=args.ctx, threads=args.threads)
     steering = attach(llm)
     if transform is not None:
@@ -310,7 +314,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     from .hub import local_transforms
 
-    entries = local_transforms([Path(d) for d in args.dir])
+    from .data import shipped_dir
+
+    dirs = ([shipped_dir()] if shipped_dir().is_dir() else []) + [Path(d) for d in args.dir]
+    entries = local_transforms(dirs)
     if args.json:
         print(json.dumps(entries, indent=2))
         return 0
@@ -376,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="generate a completion, with a transform if given")
     sp.add_argument("-p", "--prompt", required=True)
     sp.add_argument("--transform", help="transform .gguf")
+    sp.add_argument("--lang", help="use the transform shipped for this language (sw, swh, es, ...; default model)")
     sp.add_argument("--alpha", type=float, default=None, help="strength (default: the file's)")
     sp.add_argument("--positions", choices=POSITIONS, default=None, help="position policy (default: the file's)")
     sp.add_argument("-n", "--n-predict", type=int, default=64, help="max tokens to generate")

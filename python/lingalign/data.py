@@ -26,6 +26,34 @@ LANGUAGE_NAMES = {
 }
 
 
+# ISO 639-1 codes people type, to the ISO 639-3 codes the data and files use.
+ISO_639_1 = {"en": "eng", "es": "spa", "de": "deu", "zh": "cmn", "ja": "jpn", "sw": "swh", "id": "ind", "tr": "tur",
+             "ta": "tam", "fr": "fra", "it": "ita", "pt": "por", "ru": "rus", "ko": "kor", "ar": "ara", "hi": "hin",
+             "vi": "vie"}
+
+
+def normalize_lang(code: str) -> str:
+    """'sw' or 'swh' -> 'swh'."""
+    c = code.strip().lower()
+    return ISO_639_1.get(c, c)
+
+
+def shipped_dir() -> Path:
+    """Where the transforms shipped for the default model are installed."""
+    return Path(str(resources.files("lingalign").joinpath("matrices")))
+
+
+def shipped_transform_path(lang: str) -> Path:
+    """The shipped <lang>-eng transform for the default model."""
+    code = normalize_lang(lang)
+    path = shipped_dir() / f"{code}-eng.gguf"
+    if not path.is_file():
+        have = sorted(p.name.split("-")[0] for p in shipped_dir().glob("*-eng.gguf")) if shipped_dir().is_dir() else []
+        raise LingalignError(f"no shipped transform for {lang!r} (shipped: {', '.join(have) or 'none'}); "
+                             f"fit one with lingalign fit")
+    return path
+
+
 def embedded_path(lang: str) -> Path:
     """Path of the embedded corpus file for `lang` (ISO 639-3 code)."""
     if lang not in EMBEDDED_LANGUAGES:

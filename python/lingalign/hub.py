@@ -166,9 +166,12 @@ def local_transforms(extra_dirs: list[Path] | None = None) -> list[dict[str, Any
                         paths.append((f"hub:{repo.repo_id}@{rev.commit_hash[:8]}", Path(f.file_path)))
     except Exception:  # no cache yet
         pass
+    from .data import shipped_dir
+
     for d in extra_dirs or []:
+        origin = "shipped" if Path(d) == shipped_dir() else f"dir:{d}"
         for p in sorted(Path(d).glob("*.gguf")):
-            paths.append((f"dir:{d}", p))
+            paths.append((origin, p))
     out = []
     for origin, p in paths:
         entry: dict[str, Any] = {"origin": origin, "path": str(p)}
