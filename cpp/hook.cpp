@@ -126,6 +126,19 @@ static void check_layer(int layer, int n_layer) {
     }
 }
 
+// The optional bias of a map, checked: empty when there is none.
+static std::vector<float> checked_bias(int layer, size_t d, const float * bias, size_t bias_len) {
+    if (bias == nullptr) {
+        return {};
+    }
+    if (bias_len != d) {
+        throw std::invalid_argument("layer " + std::to_string(layer) + ": bias has " + std::to_string(bias_len) +
+                                    " values, the model needs " + std::to_string(d));
+    }
+    check_finite(bias, bias_len, layer, "bias");
+    return std::vector<float>(bias, bias + bias_len);
+}
+
 void Hook::set_affine(int layer, const float * matrix, size_t matrix_len, const float * bias, size_t bias_len) {
     check_layer(layer, n_layer_);
     const size_t d = (size_t) n_embd_;
@@ -133,20 +146,11 @@ void Hook::set_affine(int layer, const float * matrix, size_t matrix_len, const 
         throw std::invalid_argument("layer " + std::to_string(layer) + ": map has " + std::to_string(matrix_len) +
                                     " values, the model needs " + std::to_string(d) + "x" + std::to_string(d));
     }
-    if (bias != nullptr && bias_len != d) {
-        throw std::invalid_argument("layer " + std::to_string(layer) + ": bias has " + std::to_string(bias_len) +
-                                    " values, the model needs " + std::to_string(d));
-    }
     check_finite(matrix, matrix_len, layer, "map");
-    if (bias != nullptr) {
-        check_finite(bias, bias_len, layer, "bias");
-    }
     LayerTransform lt;
     lt.kind = LayerTransform::AFFINE;
     lt.matrix.assign(matrix, matrix + matrix_len);
-    if (bias != nullptr) {
-        lt.bias.assign(bias, bias + bias_len);
-    }
+    lt.bias = checked_bias(layer, d, bias, bias_len);
     std::lock_guard<std::mutex> lock(mutex_);
     layers_[layer] = std::move(lt);
 }
@@ -164,23 +168,14 @@ void Hook::set_lowrank(int layer, const float * u, size_t u_len, const float * v
                                     std::to_string(d) + " x " + std::to_string(rank) + "] and [" +
                                     std::to_string(rank) + " x " + std::to_string(d) + "]");
     }
-    if (bias != nullptr && bias_len != d) {
-        throw std::invalid_argument("layer " + std::to_string(layer) + ": bias has " + std::to_string(bias_len) +
-                                    " values, the model needs " + std::to_string(d));
-    }
     check_finite(u, u_len, layer, "low-rank factor U");
     check_finite(vt, vt_len, layer, "low-rank factor V");
-    if (bias != nullptr) {
-        check_finite(bias, bias_len, layer, "bias");
-    }
     LayerTransform lt;
     lt.kind = LayerTransform::LOWRANK;
     lt.lr_u.assign(u, u + u_len);
     lt.lr_vt.assign(vt, vt + vt_len);
     lt.rank = rank;
-    if (bias != nullptr) {
-        lt.bias.assign(bias, bias + bias_len);
-    }
+    lt.bias = checked_bias(layer, d, bias, bias_len);
     std::lock_guard<std::mutex> lock(mutex_);
     layers_[layer] = std::move(lt);
 }
