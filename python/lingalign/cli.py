@@ -289,6 +289,15 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .controlvector import export_controlvector
+    from .transform import Transform
+
+    export_controlvector(Transform.load(args.transform), args.out, alpha=args.alpha)
+    print(f"wrote {args.out} (llama.cpp: --control-vector {args.out})")
+    return 0
+
+
 def _cmd_pull(args: argparse.Namespace) -> int:
     from .hub import pull
     from .model import fingerprint, resolve_model
@@ -435,6 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true")
     common(sp)
     sp.set_defaults(func=_cmd_tune)
+
+    sp = sub.add_parser("export", help="write an additive transform as a llama.cpp control vector")
+    sp.add_argument("--format", choices=("controlvector",), default="controlvector")
+    sp.add_argument("transform")
+    sp.add_argument("out")
+    sp.add_argument("--alpha", type=float, default=None, help="scale baked into the vectors (default: the file's)")
+    sp.set_defaults(func=_cmd_export)
 
     sp = sub.add_parser("pull", help="download a transform from the Hugging Face Hub, verified")
     sp.add_argument("repo_id")

@@ -90,6 +90,18 @@ class ModelFingerprint:
         vocabulary means another model: refused unless `force`. Different weights with the same
         vocabulary (another quantization or a fine-tune) only give a warning. Returns the warnings.
         """
+        if not self.vocab_sha256:  # a llama.cpp control vector: only an architecture and a width
+            if self.n_embd != model.n_embd or self.n_layer > model.n_layer:
+                raise ModelMismatchError(
+                    f"{what} needs n_embd={self.n_embd} and at least {self.n_layer} layers; this model has "
+                    f"n_embd={model.n_embd}, n_layer={model.n_layer}"
+                )
+            if self.architecture and self.architecture != model.architecture and not force:
+                raise ModelMismatchError(
+                    f"{what} is for {self.architecture} models; this is {model.architecture}; use --force to apply it anyway"
+                )
+            return [f"{what} carries no model fingerprint (a llama.cpp control vector): only the architecture and "
+                    f"width were checked"]
         if (self.n_embd, self.n_layer) != (model.n_embd, model.n_layer):
             raise ModelMismatchError(
                 f"{what} is for a model with n_embd={self.n_embd}, n_layer={self.n_layer}; "

@@ -256,6 +256,10 @@ def _read(path: Path) -> Transform:
         arch = arch_field.contents() if arch_field is not None else None
     except Exception as e:  # e.g. bytes that are not UTF-8
         raise TransformFileError(f"{path}: unreadable general.architecture ({type(e).__name__})") from None
+    if arch == "controlvector":
+        from .controlvector import read_controlvector
+
+        return read_controlvector(path, fields, tensors)
     if arch != ARCH:
         raise TransformFileError(f"{path}: not a lingalign transform (general.architecture is {arch!r})")
     version = _field(fields, "format_version", path, int)
