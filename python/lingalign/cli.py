@@ -158,14 +158,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.transform and args.lang:
         raise LingalignError("give --transform or --lang, not both")
-    path = args.transform or (shipped_transform_path(args.lang) if args.lang else None)
+    auto = args.lang == "auto"
+    path = args.transform or (shipped_transform_path(args.lang) if args.lang and not auto else None)
     transform = Transform.load(path) if path else None
     llm = _load_llm(args.model, n_ctx=args.ctx, threads=args.threads)
     steering = attach(llm)
     if transform is not None:
         for w in steering.set(transform, alpha=args.alpha, positions=args.positions, force=args.force):
             print(f"lingalign: warning: {w}", file=sys.stderr)
+    if auto:
+        from .route import Router
+
+        steering.set_router(Router.shipped())
     out = llm(args.prompt, max_tokens=args.n_predict, temperature=args.temperature, seed=args.seed)
+    if auto:
+        t = steering.transform
+        print(f"lingalign: detected {steering.routed_language or 'unknown'}; transform: "
+              f"{(t.source_lang + '->' + t.target_lang) if t else 'none'}", file=sys.stderr)
     print(out["choices"][0]["text"])
     return 0
 
@@ -392,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="generate a completion, with a transform if given")
     sp.add_argument("-p", "--prompt", required=True)
     sp.add_argument("--transform", help="transform .gguf")
-    sp.add_argument("--lang", help="use the transform shipped for this language (sw, swh, es, ...; default model)")
+    sp.add_argument("--lang", help="use the transform shipped for this language (sw, swh, es, ...; default model), or auto: "
+                    "detect the prompt's language")
     sp.add_argument("--alpha", type=float, default=None, help="strength (default: the file's)")
     sp.add_argument("--positions", choices=POSITIONS, default=None, help="position policy (default: the file's)")
     sp.add_argument("-n", "--n-predict", type=int, default=64, help="max tokens to generate")

@@ -152,6 +152,8 @@ class Steering:
         self._hook = _core.Hook(model.n_embd, model.n_layer)
         self._hook.threads = _kernel_threads(llm)
         self._transform: Transform | None = None
+        self._router: Any = None
+        self.routed_language: str | None = None
         self._orig_eval = llm.eval
         self._orig_generate = llm.generate
         self._install_context(hooked=True)
@@ -235,6 +237,32 @@ class Steering:
             self._llm.__dict__.pop(name, None)
         delattr(self._llm, _ATTR)
 
+    def set_router(self, router: Any) -> None:
+        """Route each generation (`llm(prompt)`, completions, chat) to the transform for its
+        prompt's language (a lingalign.route.Router), or stop routing with None. English, unknown
+        or uncertain languages, and transforms that do not fit this model, get no transform."""
+        self._require_attached()
+        self._router = router
+        if router is None:
+            self.routed_language = None
+
+    def _route(self, tokens: Any) -> None:
+        try:
+            text = self._llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
+            lang, transform = self._router.select(text)
+        except Exception:  # fail safe: no transform
+            lang, transform = None, None
+        self.routed_language = lang
+        if transform is self._transform:
+            return
+        if transform is None:
+            self.clear()
+            return
+        try:
+            self.set(transform)
+        except LingalignError:
+            self.clear()
+
     @contextlib.contextmanager
     def tokens_are(self, kind: str) -> Iterator[None]:
         """Treat tokens that `llm.eval` evaluates inside the block as `prompt` or `generated`.
@@ -309,6 +337,8 @@ class Steering:
                 state.prompt_done = True
 
     def _generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:
+        if self._router is not None:
+            self._route(tokens)
         state = self._state
         if state.positions != "all":
             # Cached prefixes were computed with other tokens selected: evaluate everything.

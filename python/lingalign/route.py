@@ -1,0 +1,65 @@
+"""Automatic language routing: detect a prompt's language offline and pick the transform for it.
+
+Detection uses py3langid (a maintained fork of langid.py; offline, its model ships in the wheel).
+English, an unknown language or a low-confidence detection selects no transform; a detection
+that fails for any reason also selects none: routing fails safe, it never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+from .data import normalize_lang
+from .transform import Transform
+
+MIN_CONFIDENCE = 0.5
+# Detector codes routed to a close language's transform: Malay text reads like Indonesian,
+# and Wu Chinese is reported for some Mandarin sentences.
+ALIASES = {"ms": "ind", "wuu": "cmn"}
+
+_log = logging.getLogger("lingalign")
+
+
+@lru_cache(maxsize=1)
+def _identifier() -> Any:
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def detect_language(text: str) -> tuple[str | None, float]:
+    """(ISO 639-3 code or None, confidence). None below MIN_CONFIDENCE or on any failure."""
+    try:
+        code, prob = _identifier().classify(text)
+    except Exception as e:  # a detector problem must not stop generation
+        _log.warning("language detection failed (%s): no transform", type(e).__name__)
+        return None, 0.0
+    if prob < MIN_CONFIDENCE:
+        return None, float(prob)
+    return normalize_lang(ALIASES.get(code, code)), float(prob)
+
+
+class Router:
+    """Transforms by source language; `select(text)` picks the one for the text's language."""
+
+    def __init__(self, transforms: Iterable[Transform]) -> None:
+        self.transforms: dict[str, Transform] = {}
+        for t in transforms:
+            if t.source_lang:
+                self.transforms[normalize_lang(t.source_lang)] = t
+
+    @classmethod
+    def shipped(cls) -> Router:
+        """A router over the transforms shipped for the default model."""
+        from .data import shipped_dir
+
+        return cls(Transform.load(p) for p in sorted(shipped_dir().glob("*-eng.gguf")))
+
+    def select(self, text: str) -> tuple[str | None, Transform | None]:
+        lang, _ = detect_language(text)
+        if lang is None or lang == "eng":
+            return lang, None
+        return lang, self.transforms.get(lang)
