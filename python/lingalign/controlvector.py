@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import TransformFileError
 from .model import ModelFingerprint
-from .transform import LayerMap, Transform, check_alpha
+from .transform import LayerMap, Transform, check_alpha, write_gguf
 
 ARCH = "controlvector"
 
@@ -25,8 +25,6 @@ ARCH = "controlvector"
 def export_controlvector(transform: Transform, path: str | os.PathLike[str], *, alpha: float | None = None) -> None:
     """Write an additive transform as a llama.cpp control vector, scaled by alpha (default: the
     transform's), so that `--control-vector FILE` applies what lingalign applies by default."""
-    import gguf
-
     transform.validate()
     a = check_alpha(transform.alpha if alpha is None else alpha)
     kinds = {lm.kind for lm in transform.layers.values()}
@@ -36,22 +34,16 @@ def export_controlvector(transform: Transform, path: str | os.PathLike[str], *, 
         )
     if 0 in transform.layers:
         raise TransformFileError("llama.cpp control vectors cannot act on layer 0; refit without it (--layers 1-...)")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    writer = gguf.GGUFWriter(str(tmp), ARCH)
-    try:
+
+    def fill(writer: Any) -> None:
         writer.add_string(f"{ARCH}.model_hint", transform.model.architecture)
         writer.add_int32(f"{ARCH}.layer_count", len(transform.layers))
         for il in sorted(transform.layers):
             vector = transform.layers[il].vector
             assert vector is not None
             writer.add_tensor(f"direction.{il}", (a * vector.astype(np.float64)).astype(np.float32))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-    finally:
-        writer.close()
-    os.replace(tmp, path)
+
+    write_gguf(path, ARCH, fill)
 
 
 def read_controlvector(path: Path, fields: dict[str, Any], tensors: list[Any]) -> Transform:

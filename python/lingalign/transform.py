@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,6 +36,24 @@ def check_alpha(alpha: float) -> float:
 _K = "lingalign."  # metadata key prefix
 # tensor name suffix -> LayerMap field
 _TENSOR_PARTS = {"map": "matrix", "lr_u": "lowrank_u", "lr_vt": "lowrank_vt", "bias": "bias", "vector": "vector"}
+
+
+def write_gguf(path: str | os.PathLike[str], arch: str, fill: Callable[[Any], None]) -> None:
+    """Write a GGUF file with the `gguf` package: `fill(writer)` adds metadata and tensors. Written
+    under a temporary name and renamed, so a failed write never leaves a partial file."""
+    import gguf
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    writer = gguf.GGUFWriter(str(tmp), arch)
+    try:
+        fill(writer)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+    os.replace(tmp, path)
 
 
 @dataclass
@@ -135,15 +153,12 @@ class Transform:
         import gguf
 
         self.validate()
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        writer = gguf.GGUFWriter(str(tmp), ARCH)
 
-        def add_str(key: str, value: str) -> None:
-            # GGUFWriter.add_string drops empty strings; an empty value must still be present.
-            writer.add_key_value(key, value, gguf.GGUFValueType.STRING)
+        def fill(writer: Any) -> None:
+            def add_str(key: str, value: str) -> None:
+                # GGUFWriter.add_string drops empty strings; an empty value must still be present.
+                writer.add_key_value(key, value, gguf.GGUFValueType.STRING)
 
-        try:
             writer.add_uint32(_K + "format_version", FORMAT_VERSION)
             add_str(_K + "method", self.method)
             add_str(_K + "source_lang", self.source_lang)
@@ -162,12 +177,8 @@ class Transform:
             for il in sorted(self.layers):
                 for part, array in self.layers[il].arrays().items():
                     writer.add_tensor(f"blk.{il}.{part}", np.ascontiguousarray(array, dtype=np.float32))
-            writer.write_header_to_file()
-            writer.write_kv_data_to_file()
-            writer.write_tensors_to_file()
-        finally:
-            writer.close()
-        os.replace(tmp, path)
+
+        write_gguf(path, ARCH, fill)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Transform:
