@@ -77,6 +77,7 @@ def _plain_batched_eval(llm: Any, tokens: list[list[int]], n_batch: int = 512, n
     import llama_cpp
     from llama_cpp import _internals as llama_internals
 
+    from .capture import fill_batch, pack_sentences
     from .hook import quiet_llama_log
 
     p = llama_cpp.llama_context_default_params()
@@ -90,20 +91,9 @@ def _plain_batched_eval(llm: Any, tokens: list[list[int]], n_batch: int = 512, n
         ctx = llama_internals.LlamaContext(model=llm._model, params=p, verbose=False)
     batch = llama_internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
     try:
-        start = 0
-        while start < len(tokens):
-            b, row, slot = batch.batch, 0, 0
-            while start < len(tokens) and slot < n_seq and row + len(tokens[start]) <= n_batch:
-                toks = tokens[start]
-                for pos, tok in enumerate(toks):
-                    b.token[row], b.pos[row], b.n_seq_id[row] = tok, pos, 1
-                    b.seq_id[row][0] = slot
-                    b.logits[row] = 1 if pos == len(toks) - 1 else 0
-                    row += 1
-                slot += 1
-                start += 1
-            b.n_tokens = row
-            if llama_cpp.llama_decode(ctx.ctx, b) != 0:
+        for group in pack_sentences(tokens, n_batch, n_seq):
+            fill_batch(batch, tokens, group, all_outputs=False)
+            if llama_cpp.llama_decode(ctx.ctx, batch.batch) != 0:
                 raise LingalignError("llama_decode failed in the plain capture baseline")
             ctx.kv_cache_clear()
     finally:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import ctypes
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from ._abi import _core
 from .errors import LingalignError
-from .hook import _hooked_params, _kernel_threads, quiet_llama_log, set_hook_layer
-from .transform import POSITIONS, Transform, check_alpha
+from .hook import _hooked_params, _kernel_threads, configure_hook, quiet_llama_log
+from .transform import Transform
 
 import llama_cpp
 from llama_cpp import _internals as llama_internals
@@ -78,6 +78,41 @@ class _Progress:
             self.bar.close()
 
 
+def pack_sentences(tokens: Sequence[Sequence[int]], n_batch: int, n_seq: int) -> Iterator[list[int]]:
+    """Consecutive groups of sentence indices, each fitting one decode: at most n_seq sentences
+    and n_batch tokens (a sentence longer than n_batch goes alone)."""
+    start = 0
+    while start < len(tokens):
+        group = [start]
+        used = len(tokens[start])
+        while start + len(group) < len(tokens) and len(group) < n_seq:
+            k = start + len(group)
+            if used + len(tokens[k]) > n_batch:
+                break
+            group.append(k)
+            used += len(tokens[k])
+        yield group
+        start += len(group)
+
+
+def fill_batch(batch: Any, tokens: Sequence[Sequence[int]], group: Sequence[int], *, all_outputs: bool) -> int:
+    """Write the group's sentences into a llama_batch as sequences 0, 1, ...; each sentence's last
+    token has an output, every token does with `all_outputs`. Returns the number of tokens."""
+    b = batch.batch
+    row = 0
+    for slot, k in enumerate(group):
+        toks = tokens[k]
+        for pos, tok in enumerate(toks):
+            b.token[row] = tok
+            b.pos[row] = pos
+            b.n_seq_id[row] = 1
+            b.seq_id[row][0] = slot
+            b.logits[row] = 1 if (all_outputs or pos == len(toks) - 1) else 0
+            row += 1
+    b.n_tokens = row
+    return row
+
+
 def tokenize_sentences(llm: llama_cpp.Llama, sentences: Sequence[str]) -> list[list[int]]:
     """Tokens of each sentence with the model's BOS, truncated to MAX_SENTENCE_TOKENS."""
     out = []
@@ -127,14 +162,9 @@ def capture(
     if transform is not None:
         from .model import fingerprint
 
-        transform.model.check(fingerprint(llm.model_path), force=force)
-        transform.validate()
-        policy = transform.positions if positions is None else positions
-        if policy not in POSITIONS:
-            raise LingalignError(f"unknown position policy {policy!r} (one of {', '.join(POSITIONS)})")
-        for il, lm in transform.layers.items():
-            set_hook_layer(hook, il, lm)
-        hook.alpha = check_alpha(transform.alpha if alpha is None else alpha)
+        _, policy = configure_hook(
+            hook, transform, fingerprint(llm.model_path), alpha=alpha, positions=positions, force=force
+        )
 
     n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(llm.model)) or batch_tokens
     n_batch = max(min(batch_tokens, n_ctx_train), max(len(t) for t in tokens))
@@ -157,44 +187,27 @@ def capture(
     bos = llm.token_bos()
     bar = _Progress(n, progress, "capture")
     try:
-        start = 0
-        while start < n:
-            group: list[int] = []
-            used = 0
-            while start + len(group) < n and len(group) < n_seq:
-                k = start + len(group)
-                if group and used + len(tokens[k]) > n_batch:
-                    break
-                group.append(k)
-                used += len(tokens[k])
+        for group in pack_sentences(tokens, n_batch, n_seq):
+            used = fill_batch(batch, tokens, group, all_outputs=need_all_outputs)
             flags = np.zeros(used, dtype=np.uint8)
             slots = np.zeros(used, dtype=np.int32)
-            b = batch.batch
+            every_flags = _core.ROW_POOL | (_core.ROW_OUTPUT if need_all_outputs else 0)
+            if policy in ("all", "prompt"):
+                every_flags |= _core.ROW_APPLY
+            last_flags = _core.ROW_LAST | _core.ROW_OUTPUT | (_core.ROW_APPLY if policy == "last" else 0)
             row = 0
             for slot, k in enumerate(group):
-                toks = tokens[k]
-                for pos, tok in enumerate(toks):
-                    b.token[row] = tok
-                    b.pos[row] = pos
-                    b.n_seq_id[row] = 1
-                    b.seq_id[row][0] = slot
-                    is_last = pos == len(toks) - 1
-                    b.logits[row] = 1 if (need_all_outputs or is_last) else 0
-                    f = _core.ROW_OUTPUT if b.logits[row] else 0
-                    if not (pos == 0 and tok == bos):
-                        f |= _core.ROW_POOL
-                    if is_last:
-                        f |= _core.ROW_LAST
-                    if policy in ("all", "prompt") or (policy == "last" and is_last):
-                        f |= _core.ROW_APPLY
-                    flags[row] = f
-                    slots[row] = slot
-                    row += 1
-            b.n_tokens = used
+                end = row + len(tokens[k])
+                flags[row:end] = every_flags
+                if tokens[k][0] == bos:  # BOS is the same for every sentence: not in the mean
+                    flags[row] = every_flags & ~_core.ROW_POOL
+                flags[end - 1] |= last_flags
+                slots[row:end] = slot
+                row = end
             hook.start_capture(cap_layers, len(group), stop_after_last=True)
             hook.set_batch(n_ubatch, flags, slots)
             try:
-                rc = llama_cpp.llama_decode(ctx.ctx, b)
+                rc = llama_cpp.llama_decode(ctx.ctx, batch.batch)
             finally:
                 hook.end_batch()
             error = hook.take_error()
@@ -203,15 +216,15 @@ def capture(
             if rc != 0:
                 raise LingalignError(f"llama_decode failed with code {rc} while capturing")
             sums, counts, last = hook.capture_results()
+            rows = slice(group[0], group[-1] + 1)
             if pool == "mean":
                 if (counts == 0).any():
                     raise LingalignError("capture saw no rows for some sentence (unexpected graph)")
-                result[start : start + len(group)] = (sums / counts[:, :, None]).astype(np.float32)
+                result[rows] = (sums / counts[:, :, None]).astype(np.float32)
             else:
-                result[start : start + len(group)] = last
+                result[rows] = last
             ctx.kv_cache_clear()
             bar.update(len(group))
-            start += len(group)
     finally:
         bar.close()
         hook.stop_capture()

@@ -51,7 +51,7 @@ def quiet_llama_log(verbose: bool) -> Iterator[None]:
         logger.setLevel(old)
 
 
-def set_hook_layer(hook: Any, layer: int, lm: LayerMap) -> None:
+def _set_hook_layer(hook: Any, layer: int, lm: LayerMap) -> None:
     """Hand one layer's transform to the C++ hook (which checks shapes and values again)."""
     if lm.matrix is not None:
         hook.set_affine(layer, lm.matrix, lm.bias)
@@ -59,6 +59,42 @@ def set_hook_layer(hook: Any, layer: int, lm: LayerMap) -> None:
         hook.set_lowrank(layer, lm.lowrank_u, lm.lowrank_vt, lm.bias)
     else:
         hook.set_additive(layer, lm.vector)
+
+
+def configure_hook(
+    hook: Any,
+    transform: Transform,
+    model: ModelFingerprint,
+    *,
+    alpha: float | None = None,
+    positions: str | None = None,
+    layers: list[int] | None = None,
+    force: bool = False,
+) -> tuple[list[str], str]:
+    """Check `transform` against `model` and load it into a C++ hook (all of it or `layers`).
+
+    Everything is checked before the hook changes; alpha and positions default to the
+    transform's. Returns (warnings, position policy). Used by Steering.set and by capture.
+    """
+    warnings = transform.model.check(model, force=force)
+    transform.validate()
+    use_layers = sorted(transform.layers) if layers is None else sorted(set(layers))
+    unknown = [il for il in use_layers if il not in transform.layers]
+    if unknown:
+        raise LingalignError(f"layer(s) {unknown} not in the transform (it has {sorted(transform.layers)})")
+    a = check_alpha(transform.alpha if alpha is None else alpha)
+    p = transform.positions if positions is None else positions
+    if p not in POSITIONS:
+        raise LingalignError(f"unknown position policy {p!r} (one of {', '.join(POSITIONS)})")
+    hook.clear_transforms()
+    try:
+        for il in use_layers:
+            _set_hook_layer(hook, il, transform.layers[il])
+    except Exception:
+        hook.clear_transforms()
+        raise
+    hook.alpha = a
+    return warnings, p
 
 
 def _kernel_threads(llm: llama_cpp.Llama) -> int:
@@ -197,24 +233,9 @@ class Steering:
         if transform is None:
             self.clear()
             return []
-        warnings = transform.model.check(self.model, force=force)
-        transform.validate()
-        use_layers = sorted(transform.layers) if layers is None else sorted(set(layers))
-        unknown = [il for il in use_layers if il not in transform.layers]
-        if unknown:
-            raise LingalignError(f"layer(s) {unknown} not in the transform (it has {sorted(transform.layers)})")
-        a = check_alpha(transform.alpha if alpha is None else alpha)
-        p = transform.positions if positions is None else positions
-        if p not in POSITIONS:
-            raise LingalignError(f"unknown position policy {p!r} (one of {', '.join(POSITIONS)})")
-        self._hook.clear_transforms()
-        try:
-            for il in use_layers:
-                set_hook_layer(self._hook, il, transform.layers[il])
-        except Exception:
-            self._hook.clear_transforms()
-            raise
-        self._hook.alpha = a
+        warnings, p = configure_hook(
+            self._hook, transform, self.model, alpha=alpha, positions=positions, layers=layers, force=force
+        )
         self._state.positions = p
         self._transform = transform
         self._invalidate_cache()
