@@ -31,6 +31,8 @@ PYBIND11_MODULE(_core, m) {
     m.attr("ROW_APPLY") = (int) lingalign::ROW_APPLY;
     m.attr("ROW_POOL") = (int) lingalign::ROW_POOL;
     m.attr("ROW_LAST") = (int) lingalign::ROW_LAST;
+    m.attr("SITE_RESIDUAL") = (int) lingalign::SITE_RESIDUAL;
+    m.attr("SITE_FFN") = (int) lingalign::SITE_FFN;
     m.attr("CALLBACK_ADDRESS") = (uintptr_t) &Hook::eval_callback;
 
     py::class_<Hook>(m, "Hook")
@@ -65,6 +67,16 @@ PYBIND11_MODULE(_core, m) {
                  h.set_additive(layer, vector.data(), (size_t) vector.size());
              },
              py::arg("layer"), py::arg("vector"))
+        .def("set_ffn", &Hook::set_ffn, py::arg("tensor_prefix"), py::arg("n_ff"),
+             "Name prefix (e.g. 'ffn_geglu') and width of the FFN activation tensor that clamps and FFN capture use.")
+        .def("set_clamp",
+             [](Hook & h, int layer, CArray<int32_t> index, CArray<float> value) {
+                 if (index.ndim() != 1 || value.ndim() != 1) {
+                     throw py::value_error("layer " + std::to_string(layer) + ": clamp indices and values must be 1-D");
+                 }
+                 h.set_clamp(layer, index.data(), (size_t) index.size(), value.data(), (size_t) value.size());
+             },
+             py::arg("layer"), py::arg("index"), py::arg("value"))
         .def("clear_layer", &Hook::clear_layer, py::arg("layer"))
         .def("clear_transforms", &Hook::clear_transforms)
         .def_property("alpha", &Hook::alpha, &Hook::set_alpha)
@@ -80,7 +92,8 @@ PYBIND11_MODULE(_core, m) {
              py::arg("n_ubatch"), py::arg("flags"), py::arg("slots") = py::none())
         .def("end_batch", &Hook::end_batch)
         .def("start_capture", &Hook::start_capture, py::arg("layers"), py::arg("n_slots"),
-             py::arg("stop_after_last") = false)
+             py::arg("stop_after_last") = false, py::arg("site") = (int) lingalign::SITE_RESIDUAL)
+        .def_property_readonly("capture_width", &Hook::capture_width)
         .def("stop_capture", &Hook::stop_capture)
         .def("capture_results",
              [](const Hook & h) {
@@ -89,7 +102,7 @@ PYBIND11_MODULE(_core, m) {
                  std::vector<float> last;
                  h.capture_results(sums, counts, last);
                  const py::ssize_t n_cap = (py::ssize_t) h.capture_layers().size();
-                 const py::ssize_t d = h.n_embd();
+                 const py::ssize_t d = h.capture_width();
                  const py::ssize_t n_slots = n_cap ? (py::ssize_t) counts.size() / n_cap : 0;
                  py::array_t<int64_t> c({n_slots, n_cap});
                  std::copy(counts.begin(), counts.end(), c.mutable_data());

@@ -33,6 +33,8 @@ Hook::Hook(int n_embd, int n_layer) : n_embd_(n_embd), n_layer_(n_layer) {
         throw std::invalid_argument("n_embd and n_layer must be positive");
     }
     layers_.resize(n_layer);
+    clamps_.resize(n_layer);
+    capture_width_ = n_embd;
     capture_layer_index_.assign(n_layer, -1);
 }
 
@@ -194,16 +196,62 @@ void Hook::set_additive(int layer, const float * vector, size_t len) {
     layers_[layer] = std::move(lt);
 }
 
+void Hook::set_ffn(const std::string & tensor_prefix, int n_ff) {
+    if (tensor_prefix.empty() || tensor_prefix.size() > 48 || n_ff <= 0) {
+        throw std::invalid_argument("set_ffn needs a tensor name (1..48 characters) and a positive width");
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto & c : clamps_) {
+        if (!c.index.empty()) {
+            throw std::logic_error("clear the neuron clamps before changing the FFN tensor");
+        }
+    }
+    ffn_prefix_ = tensor_prefix + "-";
+    n_ff_ = n_ff;
+}
+
+void Hook::set_clamp(int layer, const int32_t * index, size_t n_index, const float * value, size_t n_value) {
+    check_layer(layer, n_layer_);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (n_ff_ == 0) {
+        throw std::logic_error("neuron clamps need the model's FFN activation tensor (set_ffn) first");
+    }
+    if (n_index == 0 || n_index != n_value) {
+        throw std::invalid_argument("layer " + std::to_string(layer) + ": a clamp needs as many values as indices (got " +
+                                    std::to_string(n_index) + " and " + std::to_string(n_value) + ")");
+    }
+    std::vector<uint8_t> seen((size_t) n_ff_, 0);
+    for (size_t k = 0; k < n_index; ++k) {
+        if (index[k] < 0 || index[k] >= n_ff_) {
+            throw std::out_of_range("layer " + std::to_string(layer) + ": neuron " + std::to_string(index[k]) +
+                                    " out of range (the FFN has " + std::to_string(n_ff_) + " neurons)");
+        }
+        if (seen[index[k]]++) {
+            throw std::invalid_argument("layer " + std::to_string(layer) + ": neuron " + std::to_string(index[k]) +
+                                        " is clamped twice");
+        }
+    }
+    check_finite(value, n_value, layer, "clamp values");
+    NeuronClamp c;
+    c.index.assign(index, index + n_index);
+    c.value.assign(value, value + n_value);
+    clamps_[layer] = std::move(c);
+}
+
 void Hook::clear_layer(int layer) {
     check_layer(layer, n_layer_);
     std::lock_guard<std::mutex> lock(mutex_);
     layers_[layer] = LayerTransform();
+    clamps_[layer] = NeuronClamp();
 }
 
 void Hook::clear_transforms() {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto & lt : layers_) {
         lt = LayerTransform();
+    }
+    for (auto & c : clamps_) {
+        c = NeuronClamp();
     }
 }
 
@@ -224,7 +272,7 @@ std::vector<int> Hook::active_layers() const {
     std::lock_guard<std::mutex> lock(mutex_);
     std::vector<int> out;
     for (int il = 0; il < n_layer_; ++il) {
-        if (layers_[il].kind != LayerTransform::NONE) {
+        if (layers_[il].kind != LayerTransform::NONE || !clamps_[il].index.empty()) {
             out.push_back(il);
         }
     }
@@ -258,7 +306,7 @@ void Hook::set_batch(int n_ubatch, const uint8_t * flags, const int32_t * slots,
         batch_applies_ = batch_applies_ || (flags_[i] & ROW_APPLY);
     }
     ubatch_index_ = -1;
-    last_layer_seen_ = 0;
+    last_key_seen_ = 0;
     visits_ = 0;
     batch_active_ = true;
 }
@@ -269,9 +317,12 @@ int Hook::end_batch() {
     return visits_;
 }
 
-void Hook::start_capture(const std::vector<int> & layers, int n_slots, bool stop_after_last) {
+void Hook::start_capture(const std::vector<int> & layers, int n_slots, bool stop_after_last, int site) {
     if (n_slots < 0) {
         throw std::invalid_argument("n_slots must be >= 0");
+    }
+    if (site != SITE_RESIDUAL && site != SITE_FFN) {
+        throw std::invalid_argument("unknown capture site " + std::to_string(site));
     }
     std::vector<int> sorted = layers;
     std::sort(sorted.begin(), sorted.end());
@@ -280,6 +331,11 @@ void Hook::start_capture(const std::vector<int> & layers, int n_slots, bool stop
         check_layer(il, n_layer_);
     }
     std::lock_guard<std::mutex> lock(mutex_);
+    if (site == SITE_FFN && n_ff_ == 0) {
+        throw std::logic_error("capturing FFN activations needs the model's FFN tensor (set_ffn) first");
+    }
+    capture_site_ = site;
+    capture_width_ = site == SITE_FFN ? n_ff_ : n_embd_;
     capture_layers_ = sorted;
     capture_layer_index_.assign(n_layer_, -1);
     for (size_t k = 0; k < sorted.size(); ++k) {
@@ -287,9 +343,9 @@ void Hook::start_capture(const std::vector<int> & layers, int n_slots, bool stop
     }
     n_slots_ = n_slots;
     const size_t cells = (size_t) n_slots * sorted.size();
-    sums_.assign(cells * n_embd_, 0.0);
+    sums_.assign(cells * capture_width_, 0.0);
     counts_.assign(cells, 0);
-    last_.assign(cells * n_embd_, 0.0f);
+    last_.assign(cells * capture_width_, 0.0f);
     stop_after_last_ = stop_after_last;
     capturing_ = !sorted.empty();
 }
@@ -312,6 +368,11 @@ void Hook::capture_results(std::vector<double> & sums, std::vector<int64_t> & co
     sums = sums_;
     counts = counts_;
     last = last_;
+}
+
+int Hook::capture_width() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return capture_width_;
 }
 
 std::vector<int> Hook::capture_layers() const {
@@ -347,11 +408,7 @@ void Hook::fail_locked(const std::string & message) noexcept {
     }
 }
 
-int Hook::parse_layer(const char * name) const {
-    if (std::strncmp(name, kResidualPrefix, kResidualPrefixLen) != 0) {
-        return -1;
-    }
-    const char * p = name + kResidualPrefixLen;
+int Hook::parse_layer(const char * p) const {
     if (*p == '\0') {
         return -1;
     }
@@ -365,56 +422,76 @@ int Hook::parse_layer(const char * name) const {
     return il < n_layer_ ? il : -1;
 }
 
+int Hook::parse_site(const char * name, int * site) const {
+    if (std::strncmp(name, kResidualPrefix, kResidualPrefixLen) == 0) {
+        *site = SITE_RESIDUAL;
+        return parse_layer(name + kResidualPrefixLen);
+    }
+    if (!ffn_prefix_.empty() && std::strncmp(name, ffn_prefix_.c_str(), ffn_prefix_.size()) == 0) {
+        *site = SITE_FFN;
+        return parse_layer(name + ffn_prefix_.size());
+    }
+    return -1;
+}
+
 bool Hook::on_ask(const ggml_tensor * t) {
     if (!batch_active_) {
         return false;
     }
-    const int il = parse_layer(t->name);
+    int site = SITE_RESIDUAL;
+    const int il = parse_site(t->name, &site);
     if (il < 0) {
         return false;
     }
-    const bool transform = batch_applies_ && alpha_ != 0.0f && layers_[il].kind != LayerTransform::NONE;
-    const bool capture = capturing_ && capture_layer_index_[il] >= 0;
+    const bool has_transform =
+        site == SITE_RESIDUAL ? layers_[il].kind != LayerTransform::NONE : !clamps_[il].index.empty();
+    const bool transform = batch_applies_ && alpha_ != 0.0f && has_transform;
+    const bool capture = capturing_ && capture_site_ == site && capture_layer_index_[il] >= 0;
     return transform || capture;
 }
 
 bool Hook::on_data(ggml_tensor * t) {
-    const int il = parse_layer(t->name);
+    int site = SITE_RESIDUAL;
+    const int il = parse_site(t->name, &site);
     if (il < 0 || !batch_active_) {
         return true;
     }
     ++visits_;
-    // Each ubatch visits the requested layers in increasing order.
-    if (ubatch_index_ < 0 || il <= last_layer_seen_) {
+    // Each ubatch visits the requested nodes in graph order: layer by layer, FFN before l_out.
+    const int key = 2 * il + site;
+    if (ubatch_index_ < 0 || key <= last_key_seen_) {
         ++ubatch_index_;
     }
-    last_layer_seen_ = il;
+    last_key_seen_ = key;
+    const int width = site == SITE_RESIDUAL ? n_embd_ : n_ff_;
 
     const long long n_tokens = (long long) flags_.size();
     const long long ub_start = (long long) ubatch_index_ * n_ubatch_;
     if (ub_start >= n_tokens) {
-        fail(format("l_out-%lld seen in ubatch %lld, but the announced batch has only %lld tokens "
-                    "(n_ubatch %lld): llama.cpp split the batch in an unexpected way",
-                    il, ubatch_index_, n_tokens, n_ubatch_));
+        fail(std::string(t->name) + format(" seen in ubatch %lld, but the announced batch has only %lld tokens "
+                                           "(n_ubatch %lld): llama.cpp split the batch in an unexpected way",
+                                           ubatch_index_, n_tokens, n_ubatch_));
         return true;
     }
     const long long ub_n = std::min<long long>(n_ubatch_, n_tokens - ub_start);
     const long long n_out = output_prefix_[ub_start + ub_n] - output_prefix_[ub_start];
 
-    if (t->type != GGML_TYPE_F32 || t->ne[0] != n_embd_ || t->ne[2] != 1 || t->ne[3] != 1 ||
-        t->nb[0] != sizeof(float) || t->nb[1] != (size_t) n_embd_ * sizeof(float)) {
-        fail(format("l_out-%lld is not a contiguous F32 [n_embd=%lld, tokens] tensor (type %lld, ne0 %lld)", il,
-                    n_embd_, (long long) t->type, (long long) t->ne[0]));
+    if (t->type != GGML_TYPE_F32 || t->ne[0] != width || t->ne[2] != 1 || t->ne[3] != 1 ||
+        t->nb[0] != sizeof(float) || t->nb[1] != (size_t) width * sizeof(float)) {
+        fail(std::string(t->name) + format(" is not a contiguous F32 [%lld, tokens] tensor (type %lld, ne0 %lld)",
+                                           width, (long long) t->type, (long long) t->ne[0]) +
+             (site == SITE_FFN ? ": the FFN width given to set_ffn does not match the model" : ""));
         return true;
     }
     const long long n_rows = t->ne[1];
     const bool all_rows = n_rows == ub_n;
     if (!all_rows && n_rows != n_out) {
-        fail(format("l_out-%lld has %lld rows; expected %lld (ubatch tokens) or %lld (outputs)", il, n_rows, ub_n,
-                    n_out));
+        fail(std::string(t->name) +
+             format(" has %lld rows; expected %lld (ubatch tokens) or %lld (outputs)", n_rows, ub_n, n_out));
         return true;
     }
-    const bool keep_going = !(capturing_ && stop_after_last_ && il == capture_layers_.back());
+    const bool keep_going =
+        !(capturing_ && stop_after_last_ && site == capture_site_ && il == capture_layers_.back());
     if (n_rows == 0) {
         return keep_going;
     }
@@ -434,7 +511,7 @@ bool Hook::on_data(ggml_tensor * t) {
         }
     }
 
-    const size_t n_floats = (size_t) n_rows * n_embd_;
+    const size_t n_floats = (size_t) n_rows * width;
     const bool host = t->buffer == nullptr || ggml_backend_buffer_is_host(t->buffer);
     float * data = nullptr;
     if (host) {
@@ -445,22 +522,27 @@ bool Hook::on_data(ggml_tensor * t) {
         data = row_buffer_.data();
     }
     if (data == nullptr) {
-        fail(format("l_out-%lld has no data", il));
+        fail(std::string(t->name) + " has no data");
         return true;
     }
 
     const LayerTransform & lt = layers_[il];
+    const NeuronClamp & clamp = clamps_[il];
+    const bool has_transform = site == SITE_RESIDUAL ? lt.kind != LayerTransform::NONE : !clamp.index.empty();
     bool modified = false;
-    if (lt.kind != LayerTransform::NONE && alpha_ != 0.0f) {
+    if (has_transform && alpha_ != 0.0f) {
         row_ptrs_.clear();
         for (long long r = 0; r < n_rows; ++r) {
             if (flags_[row_tokens_[r]] & ROW_APPLY) {
-                row_ptrs_.push_back(data + (size_t) r * n_embd_);
+                row_ptrs_.push_back(data + (size_t) r * width);
             }
         }
         const int n_apply = (int) row_ptrs_.size();
         if (n_apply > 0) {
-            if (lt.kind == LayerTransform::AFFINE) {
+            if (site == SITE_FFN) {
+                apply_clamp_rows(row_ptrs_.data(), n_apply, clamp.index.data(), clamp.value.data(),
+                                 (int) clamp.index.size(), alpha_);
+            } else if (lt.kind == LayerTransform::AFFINE) {
                 apply_affine(row_ptrs_.data(), n_apply, lt);
             } else if (lt.kind == LayerTransform::LOWRANK) {
                 apply_lowrank(row_ptrs_.data(), n_apply, lt);
@@ -472,7 +554,7 @@ bool Hook::on_data(ggml_tensor * t) {
         }
     }
 
-    if (capturing_ && capture_layer_index_[il] >= 0) {
+    if (capturing_ && capture_site_ == site && capture_layer_index_[il] >= 0) {
         const size_t n_cap = capture_layers_.size();
         const size_t ci = (size_t) capture_layer_index_[il];
         for (long long r = 0; r < n_rows; ++r) {
@@ -481,17 +563,17 @@ bool Hook::on_data(ggml_tensor * t) {
             if (slot < 0) {
                 continue;
             }
-            const float * row = data + (size_t) r * n_embd_;
+            const float * row = data + (size_t) r * width;
             const size_t cell = (size_t) slot * n_cap + ci;
             if (flags_[tok] & ROW_POOL) {
-                double * acc = sums_.data() + cell * n_embd_;
-                for (int i = 0; i < n_embd_; ++i) {
+                double * acc = sums_.data() + cell * width;
+                for (int i = 0; i < width; ++i) {
                     acc[i] += row[i];
                 }
                 counts_[cell] += 1;
             }
             if (flags_[tok] & ROW_LAST) {
-                std::memcpy(last_.data() + cell * n_embd_, row, n_embd_ * sizeof(float));
+                std::memcpy(last_.data() + cell * width, row, width * sizeof(float));
             }
         }
     }

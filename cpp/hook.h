@@ -5,6 +5,10 @@
 // residual-stream tensors `l_out-<il>` of layers that have a transform or are being captured,
 // and nothing at all while idle, so an idle hook leaves the graph unsplit (vanilla speed).
 //
+// With set_ffn() the hook also serves one MLP tensor per layer, the activation that feeds the
+// down projection (`ffn_geglu-<il>` in gemma3, `ffn_swiglu-<il>` in llama and qwen2): neuron
+// clamps are applied there and neuron activations can be captured from it.
+//
 // The callback is not told which tokens a node's rows belong to. The Python side announces
 // each decode with set_batch() (one flag byte per token of the llama_batch); with one KV
 // stream llama.cpp splits the batch into n_ubatch-sized ubatches in batch order
@@ -33,6 +37,18 @@ enum RowFlag : uint8_t {
     ROW_LAST = 8,    // capture: last token of its sentence
 };
 
+// Which tensor of a layer a node is; the FFN activation is computed before the layer's l_out.
+enum Site : int {
+    SITE_FFN = 0,
+    SITE_RESIDUAL = 1,
+};
+
+// do(z_m = value_m) for the listed neurons of a layer's FFN activation (language expert neurons).
+struct NeuronClamp {
+    std::vector<int32_t> index;
+    std::vector<float> value;
+};
+
 struct LayerTransform {
     enum Kind { NONE, AFFINE, LOWRANK, ADDITIVE } kind = NONE;
     std::vector<float> matrix;  // AFFINE: [d*d], y = h @ M
@@ -58,7 +74,11 @@ public:
     void set_lowrank(int layer, const float * u, size_t u_len, const float * vt, size_t vt_len, int rank,
                      const float * bias, size_t bias_len);
     void set_additive(int layer, const float * vector, size_t len);
-    void clear_layer(int layer);
+    // The FFN activation tensor's name prefix ("ffn_geglu") and width; needed before clamps or
+    // FFN capture. Indices are checked against n_ff here and against the tensor at run time.
+    void set_ffn(const std::string & tensor_prefix, int n_ff);
+    void set_clamp(int layer, const int32_t * index, size_t n_index, const float * value, size_t n_value);
+    void clear_layer(int layer);  // its map or vector and its clamp
     void clear_transforms();
     void set_alpha(float alpha);
     float alpha() const;
@@ -77,9 +97,11 @@ public:
     // Capture: accumulate the chosen layers' rows per slot. stop_after_last lets the callback
     // skip the rest of the graph (the output head) once the last captured layer is read; only
     // for contexts whose logits nobody reads.
-    void start_capture(const std::vector<int> & layers, int n_slots, bool stop_after_last);
+    // site chooses the tensor: the residual stream (width n_embd) or the FFN activation (n_ff).
+    void start_capture(const std::vector<int> & layers, int n_slots, bool stop_after_last, int site = SITE_RESIDUAL);
     void stop_capture();
-    // Results, [n_slots][n_capture_layers][d] and [n_slots][n_capture_layers].
+    int capture_width() const;
+    // Results, [n_slots][n_capture_layers][width] and [n_slots][n_capture_layers].
     void capture_results(std::vector<double> & sums, std::vector<int64_t> & counts, std::vector<float> & last) const;
     std::vector<int> capture_layers() const;
 
@@ -94,7 +116,8 @@ public:
 private:
     bool on_ask(const ggml_tensor * t);
     bool on_data(ggml_tensor * t);
-    int parse_layer(const char * name) const;  // il of "l_out-<il>", or -1
+    int parse_site(const char * name, int * site) const;  // il of "l_out-<il>" or "<ffn>-<il>", or -1
+    int parse_layer(const char * digits) const;
     void apply_affine(float * const * rows, int n, const LayerTransform & lt);
     void apply_lowrank(float * const * rows, int n, const LayerTransform & lt);
     // Y [n x ncols] = rows [n x K] @ M [K x ncols], on the pool when the work is large enough.
@@ -108,6 +131,9 @@ private:
     mutable std::mutex mutex_;  // Python may change transforms from another thread
 
     std::vector<LayerTransform> layers_;
+    std::vector<NeuronClamp> clamps_;  // per layer; empty index = none
+    std::string ffn_prefix_;           // "ffn_geglu-" once set_ffn() was called
+    int n_ff_ = 0;
     float alpha_ = 1.0f;
 
     // announced batch
@@ -118,12 +144,14 @@ private:
     std::vector<int32_t> slots_;
     std::vector<int32_t> output_prefix_;  // number of ROW_OUTPUT tokens before token i
     int ubatch_index_ = -1;
-    int last_layer_seen_ = 0;
+    int last_key_seen_ = 0;  // 2 * il + site of the previous node: a smaller key starts a new ubatch
     int visits_ = 0;
 
     // capture
     bool capturing_ = false;
     bool stop_after_last_ = false;
+    int capture_site_ = SITE_RESIDUAL;
+    int capture_width_ = 0;
     int n_slots_ = 0;
     std::vector<int> capture_layer_index_;  // layer -> index into captured layers, or -1
     std::vector<int> capture_layers_;

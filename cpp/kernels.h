@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
 #  if __has_attribute(target_clones)
@@ -121,6 +122,24 @@ static void apply_additive_rows(float * const * rows, int n, const float * v, fl
         float * h = rows[k];
         for (int i = 0; i < d; ++i) {
             h[i] += alpha * v[i];
+        }
+    }
+}
+
+// z_m <- z_m + alpha * (value_m - z_m) for the clamped neurons; alpha 1 stores the value exactly
+// (z + (v - z) can differ from v in the last bit).
+static void apply_clamp_rows(float * const * rows, int n, const int32_t * index, const float * value, int k,
+                             float alpha) {
+    for (int r = 0; r < n; ++r) {
+        float * z = rows[r];
+        if (alpha == 1.0f) {
+            for (int j = 0; j < k; ++j) {
+                z[index[j]] = value[j];
+            }
+        } else {
+            for (int j = 0; j < k; ++j) {
+                z[index[j]] += alpha * (value[j] - z[index[j]]);
+            }
         }
     }
 }

@@ -17,13 +17,14 @@ import numpy as np
 
 from ._abi import _core
 from .errors import LingalignError
-from .hook import _hooked_params, _kernel_threads, configure_hook, quiet_llama_log
+from .hook import _hooked_params, configure_hook, ffn_activation, new_hook, quiet_llama_log
 from .transform import Transform
 
 import llama_cpp
 from llama_cpp import _internals as llama_internals
 
 POOLS = ("mean", "last")
+SITES = ("residual", "ffn")
 MAX_SENTENCE_TOKENS = 512
 
 
@@ -137,8 +138,11 @@ def capture(
     max_sequences: int = 32,
     progress: bool | None = None,
     force: bool = False,
+    site: str = "residual",
 ) -> np.ndarray:
     """Pooled residual stream per sentence: float32 [len(sentences), len(layers), n_embd].
+
+    site='ffn' reads the MLP activation (the neurons, [.., n_ff]) instead of the residual stream.
 
     pool='mean' averages a sentence's tokens (leaving out BOS, whose state is the same for every
     sentence and large); pool='last' takes its last token. `layers` default to all layers. With
@@ -147,17 +151,25 @@ def capture(
     """
     if pool not in POOLS:
         raise LingalignError(f"unknown pooling {pool!r} (one of {', '.join(POOLS)})")
-    n_embd = int(llama_cpp.llama_model_n_embd(llm.model))
+    if site not in SITES:
+        raise LingalignError(f"unknown capture site {site!r} (one of {', '.join(SITES)})")
     n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
+    width = int(llama_cpp.llama_model_n_embd(llm.model))
+    if site == "ffn":
+        ffn = ffn_activation(llm)
+        if ffn is None:
+            arch = llm.metadata.get("general.architecture", "?")
+            raise LingalignError(f"lingalign does not know the MLP activation tensor of {arch} models")
+        width = ffn[1]
     cap_layers = _parse_layers(layers, n_layer)
     tokens = tokenize_sentences(llm, sentences)
     n = len(tokens)
-    result = np.zeros((n, len(cap_layers), n_embd), dtype=np.float32)
+    result = np.zeros((n, len(cap_layers), width), dtype=np.float32)
     if n == 0:
         return result
 
-    hook = _core.Hook(n_embd, n_layer)
-    hook.threads = _kernel_threads(llm)
+    hook = new_hook(llm)
+    site_id = _core.SITE_FFN if site == "ffn" else _core.SITE_RESIDUAL
     policy = "all"
     if transform is not None:
         from .model import fingerprint
@@ -204,7 +216,7 @@ def capture(
                 flags[end - 1] |= last_flags
                 slots[row:end] = slot
                 row = end
-            hook.start_capture(cap_layers, len(group), stop_after_last=True)
+            hook.start_capture(cap_layers, len(group), stop_after_last=True, site=site_id)
             hook.set_batch(n_ubatch, flags, slots)
             try:
                 rc = llama_cpp.llama_decode(ctx.ctx, batch.batch)

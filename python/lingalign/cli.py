@@ -9,7 +9,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from .errors import LingalignError
+from .experts import DEFAULT_K
+from .fit import DEFAULT_METHOD, METHODS
 from .transform import POSITIONS
 
 
@@ -44,7 +48,8 @@ def _install_error_only_log() -> None:
 def _load_llm(model: str | None, *, n_ctx: int = 1024, threads: int | None = None) -> Any:
     from .hook import open_model
 
-    return open_model(model, n_ctx=n_ctx, n_threads=threads)
+    # --threads sets both: llama-cpp-python would otherwise run prompts on every core.
+    return open_model(model, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads)
 
 
 def _cmd_capture(args: argparse.Namespace) -> int:
@@ -98,11 +103,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     src, tgt = read_pairs(src_file, tgt_file, skip=args.skip, limit=args.limit)
     llm = _load_llm(args.model, threads=args.threads)
     n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
-    fit_layers = parse_layer_spec(args.layers, n_layer) or list(range(n_layer))
+    neurons = args.method in NEURON_METHODS
+    layer_spec = args.layers if args.layers is not None else ("all" if neurons else "-1")
+    fit_layers = parse_layer_spec(layer_spec, n_layer) or list(range(n_layer))
     fp = fingerprint(llm.model_path)
-    print(f"capturing {len(src)} sentence pairs at layers {_span(fit_layers)} ...", file=sys.stderr)
-    X = capture(llm, src, layers=fit_layers)
-    Y = capture(llm, tgt, layers=fit_layers)
     info = {
         "pairs": len(src),
         "skip": args.skip,
@@ -113,6 +117,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         "tgt_sha256": lines_sha256(tgt),
         "pool": "mean",
     }
+    if neurons:
+        transform = _fit_neurons(args, llm, src, tgt, fit_layers, fp, info)
+        transform.save(args.out)
+        n_neurons = sum(lm.clamp_index.size for lm in transform.layers.values())
+        print(f"wrote {args.out}: {args.method}, {n_neurons} neurons clamped over {len(transform.layers)} layers")
+        return 0
+    print(f"capturing {len(src)} sentence pairs at layers {_span(fit_layers)} ...", file=sys.stderr)
+    X = capture(llm, src, layers=fit_layers)
+    Y = capture(llm, tgt, layers=fit_layers)
     transform = fit_transform(
         X,
         Y,
@@ -131,6 +144,58 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     transform.save(args.out)
     print(f"wrote {args.out}: {args.method} at layers {_span(sorted(transform.layers))}, {len(src)} pairs")
     return 0
+
+
+NEURON_METHODS = ("experts", "random-neurons")
+NEGATIVES_PER_LANGUAGE = 100  # embedded sentences of each other language added to the negatives
+
+
+def _fit_neurons(
+    args: argparse.Namespace, llm: Any, src: list[str], tgt: list[str], layers: list[int], fp: Any, info: dict[str, Any]
+) -> Any:
+    """Experts of the target language: its sentences are the positives; the source sentences and
+    the embedded corpus of every other language are the negatives."""
+    from .capture import capture
+    from .data import EMBEDDED_LANGUAGES, embedded_path, normalize_lang, read_lines
+    from .experts import fit_experts
+
+    from .hook import ffn_activation
+
+    ffn = ffn_activation(llm)
+    if ffn is None:
+        raise LingalignError(f"lingalign does not know the MLP neurons of {llm.metadata.get('general.architecture')} models")
+    if not 1 <= args.k <= len(layers) * ffn[1]:  # checked before the slow capture
+        raise LingalignError(f"--k must be in 1..{len(layers) * ffn[1]} (the neurons of the chosen layers), not {args.k}")
+    tgt_lang = normalize_lang(args.tgt_lang)
+    skip_langs = {tgt_lang, normalize_lang(args.src_lang) if args.src_lang else ""}
+    others: list[str] = []
+    used: list[str] = []
+    for lang in EMBEDDED_LANGUAGES:
+        if lang not in skip_langs:
+            others += read_lines(embedded_path(lang), limit=NEGATIVES_PER_LANGUAGE)
+            used.append(lang)
+    print(
+        f"capturing MLP activations: {len(tgt)} positives, {len(src)} + {len(others)} negatives "
+        f"({', '.join(used)}) at layers {_span(layers)} ...",
+        file=sys.stderr,
+    )
+    pos = capture(llm, tgt, layers=layers, site="ffn")
+    neg = np.concatenate([capture(llm, src, layers=layers, site="ffn"), capture(llm, others, layers=layers, site="ffn")])
+    info["negative_languages"] = used
+    return fit_experts(
+        pos,
+        neg,
+        model=fp,
+        layers=layers,
+        k=args.k,
+        random_control=args.method == "random-neurons",
+        seed=args.seed,
+        source_lang=args.src_lang or "",
+        target_lang=args.tgt_lang,
+        alpha=args.alpha,
+        positions=args.positions,
+        fit_info=info,
+    )
 
 
 def _parse_rank(spec: str) -> int | str | None:
@@ -381,10 +446,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--src", help="source-language sentences, one per line")
     sp.add_argument("--tgt", help="their English translations, line-aligned")
     sp.add_argument("--out", required=True, help="output transform .gguf")
-    sp.add_argument("--method", choices=("ridge", "incline", "meanshift"), default="ridge")
+    sp.add_argument("--method", choices=METHODS + NEURON_METHODS, default=DEFAULT_METHOD,
+                    help="how to fit (experts: clamp the target language's expert neurons; random-neurons: its control)")
     sp.add_argument("--src-lang", default="", help="source language code (with no --src: the embedded corpus)")
     sp.add_argument("--tgt-lang", default="eng")
-    sp.add_argument("--layers", default="-1", help="layers to fit: -1 (last, default) | all | 0,4,8 | 2-6")
+    sp.add_argument("--layers", default=None,
+                    help="layers to fit: -1 | all | 0,4,8 | 2-6 (default: -1, the last; all for neuron methods)")
+    sp.add_argument("--k", type=int, default=DEFAULT_K,
+                    help=f"experts / random-neurons: neurons to clamp (default {DEFAULT_K})")
+    sp.add_argument("--seed", type=int, default=0, help="random-neurons: seed of the draw")
     sp.add_argument("--lambda", dest="lam", type=float, default=None, help="ridge strength (default: chosen on held-out pairs)")
     sp.add_argument("--rank", default="auto",
                     help="store maps as I + U V^T of this rank: auto (smallest rank no worse on held-out "

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ._abi import _core
-from .errors import InterventionError, LingalignError, ModelFileError, ModelMismatchError
+from .errors import InterventionError, LingalignError, ModelFileError, ModelMismatchError, TransformFileError
 from .model import ModelFingerprint, fingerprint, resolve_model
 from .transform import POSITIONS, LayerMap, Transform, check_alpha
 
@@ -51,9 +51,58 @@ def quiet_llama_log(verbose: bool) -> Iterator[None]:
         logger.setLevel(old)
 
 
+# The MLP activation that feeds the down projection, as llama.cpp's graph names it (the
+# "neurons" of language-expert clamps): gated GELU in the Gemma family, gated SiLU in llama-like
+# models. Read from llama.cpp's build_ffn (LLM_FFN_PAR + GELU/SILU) for llama-cpp-python 0.3.36.
+FFN_ACTIVATION = {
+    "gemma": "ffn_geglu",
+    "gemma2": "ffn_geglu",
+    "gemma3": "ffn_geglu",
+    "llama": "ffn_swiglu",
+    "mistral3": "ffn_swiglu",
+    "qwen2": "ffn_swiglu",
+    "qwen3": "ffn_swiglu",
+}
+
+
+def ffn_activation(llm: llama_cpp.Llama) -> tuple[str, int] | None:
+    """(tensor name prefix, n_ff) of the model's FFN activation, or None if lingalign does not
+    know where this architecture's neurons are."""
+    meta = llm.metadata
+    arch = meta.get("general.architecture", "")
+    name = FFN_ACTIVATION.get(arch)
+    try:
+        n_ff = int(meta.get(f"{arch}.feed_forward_length", "0"))
+    except ValueError:  # per-layer widths (an array) are not supported
+        return None
+    if name is None or n_ff <= 0:
+        return None
+    return name, n_ff
+
+
+def new_hook(llm: llama_cpp.Llama) -> Any:
+    """A C++ hook sized for `llm`'s model, with llama.cpp's thread count and the FFN tensor known."""
+    hook = _core.Hook(int(llama_cpp.llama_model_n_embd(llm.model)), int(llama_cpp.llama_model_n_layer(llm.model)))
+    hook.threads = _kernel_threads(llm)
+    ffn = ffn_activation(llm)
+    if ffn is not None:
+        hook.set_ffn(*ffn)
+    return hook
+
+
 def _set_hook_layer(hook: Any, layer: int, lm: LayerMap) -> None:
     """Hand one layer's transform to the C++ hook (which checks shapes and values again)."""
-    if lm.matrix is not None:
+    if lm.clamp_index is not None:
+        try:
+            hook.set_clamp(layer, lm.clamp_index, lm.clamp_value)
+        except IndexError as e:  # a neuron past this model's FFN width
+            raise TransformFileError(str(e)) from None
+        except RuntimeError as e:  # no FFN tensor known for this architecture
+            raise LingalignError(
+                f"this transform clamps MLP neurons, which lingalign cannot do for this model's architecture "
+                f"(supported: {', '.join(sorted(FFN_ACTIVATION))})"
+            ) from e
+    elif lm.matrix is not None:
         hook.set_affine(layer, lm.matrix, lm.bias)
     elif lm.lowrank_u is not None:
         hook.set_lowrank(layer, lm.lowrank_u, lm.lowrank_vt, lm.bias)
@@ -185,8 +234,7 @@ class Steering:
         self._llm = llm
         self.model = model
         self._state = _PositionState()
-        self._hook = _core.Hook(model.n_embd, model.n_layer)
-        self._hook.threads = _kernel_threads(llm)
+        self._hook = new_hook(llm)
         self._transform: Transform | None = None
         self._router: Any = None
         self.routed_language: str | None = None

@@ -1,7 +1,8 @@
 """The Transform data object and its GGUF file format.
 
-A transform holds, per layer, either an affine map (h' = h + alpha * (h @ M + b - h)) or an
-additive vector (h' = h + alpha * v), plus the metadata that says where it comes from and what
+A transform holds, per layer, an affine map (h' = h + alpha * (h @ M + b - h)), an additive
+vector (h' = h + alpha * v) or a neuron clamp on the MLP activation (z_m' = z_m + alpha *
+(value_m - z_m) for the listed neurons m), plus the metadata that says where it comes from and what
 it may be applied to. Files are GGUF (written and read with the `gguf` package): data only, no
 code. Loading validates everything and refuses a bad file with a one-line TransformFileError.
 """
@@ -35,7 +36,17 @@ def check_alpha(alpha: float) -> float:
 
 _K = "lingalign."  # metadata key prefix
 # tensor name suffix -> LayerMap field
-_TENSOR_PARTS = {"map": "matrix", "lr_u": "lowrank_u", "lr_vt": "lowrank_vt", "bias": "bias", "vector": "vector"}
+_TENSOR_PARTS = {
+    "map": "matrix",
+    "lr_u": "lowrank_u",
+    "lr_vt": "lowrank_vt",
+    "bias": "bias",
+    "vector": "vector",
+    "clamp_index": "clamp_index",
+    "clamp_value": "clamp_value",
+}
+_INT_PARTS = ("clamp_index",)  # stored as I32; every other tensor is F32
+MAX_NEURON = 1 << 24
 
 
 def write_gguf(path: str | os.PathLike[str], arch: str, fill: Callable[[Any], None]) -> None:
@@ -59,18 +70,23 @@ def write_gguf(path: str | os.PathLike[str], arch: str, fill: Callable[[Any], No
 @dataclass
 class LayerMap:
     """The transform of one layer: an affine map, full (`matrix`) or low-rank (M = I + U @ Vt),
-    with an optional `bias`; or an additive `vector`."""
+    with an optional `bias`; an additive `vector`; or a clamp of the MLP neurons `clamp_index`
+    (int32) to `clamp_value`."""
 
     matrix: np.ndarray | None = None  # [d, d] float32, y = h @ matrix
     bias: np.ndarray | None = None  # [d] float32
     vector: np.ndarray | None = None  # [d] float32, additive
     lowrank_u: np.ndarray | None = None  # [d, r] float32
     lowrank_vt: np.ndarray | None = None  # [r, d] float32
+    clamp_index: np.ndarray | None = None  # [k] int32, neurons of the FFN activation
+    clamp_value: np.ndarray | None = None  # [k] float32
 
     @property
     def kind(self) -> str:
         if self.matrix is not None:
             return "affine"
+        if self.clamp_index is not None:
+            return "clamp"
         return "lowrank" if self.lowrank_u is not None else "additive"
 
     def dense(self) -> np.ndarray:
@@ -92,9 +108,19 @@ class LayerMap:
 
     def validate(self, layer: int, n_embd: int) -> None:
         """Raise TransformFileError unless shapes, dtypes and values are usable."""
-        kinds = [self.matrix is not None, self.lowrank_u is not None or self.lowrank_vt is not None, self.vector is not None]
+        kinds = [
+            self.matrix is not None,
+            self.lowrank_u is not None or self.lowrank_vt is not None,
+            self.vector is not None,
+            self.clamp_index is not None or self.clamp_value is not None,
+        ]
         if sum(kinds) != 1:
-            raise TransformFileError(f"layer {layer}: needs exactly one of a map, low-rank factors or a vector")
+            raise TransformFileError(
+                f"layer {layer}: needs exactly one of a map, low-rank factors, a vector or a neuron clamp"
+            )
+        if self.clamp_index is not None or self.clamp_value is not None:
+            self._validate_clamp(layer)
+            return
         if (self.lowrank_u is None) != (self.lowrank_vt is None):
             raise TransformFileError(f"layer {layer}: low-rank maps need both factors (lr_u and lr_vt)")
         if self.vector is not None and self.bias is not None:
@@ -118,6 +144,25 @@ class LayerMap:
                 raise TransformFileError(f"layer {layer}: {part} is {array.dtype}, expected float32")
             if not np.isfinite(array).all():
                 raise TransformFileError(f"layer {layer}: {part} contains NaN or Inf")
+
+    def _validate_clamp(self, layer: int) -> None:
+        index, value = self.clamp_index, self.clamp_value
+        if index is None or value is None:
+            raise TransformFileError(f"layer {layer}: a neuron clamp needs both clamp_index and clamp_value")
+        if bool(self.bias is not None):
+            raise TransformFileError(f"layer {layer}: a bias belongs to a map, not to a neuron clamp")
+        if index.dtype != np.int32 or value.dtype != np.float32:
+            raise TransformFileError(f"layer {layer}: clamp_index must be int32 and clamp_value float32")
+        if index.ndim != 1 or value.shape != index.shape or index.size == 0:
+            raise TransformFileError(
+                f"layer {layer}: clamp_index {index.shape} and clamp_value {value.shape} must be equal, non-empty 1-D"
+            )
+        if index.min() < 0 or index.max() >= MAX_NEURON:
+            raise TransformFileError(f"layer {layer}: clamp_index holds a neuron index out of range")
+        if np.unique(index).size != index.size:
+            raise TransformFileError(f"layer {layer}: clamp_index lists a neuron twice")
+        if not np.isfinite(value).all():
+            raise TransformFileError(f"layer {layer}: clamp_value contains NaN or Inf")
 
 
 @dataclass
@@ -176,7 +221,8 @@ class Transform:
             add_str(_K + "fit_info", json.dumps(self.fit_info, sort_keys=True))
             for il in sorted(self.layers):
                 for part, array in self.layers[il].arrays().items():
-                    writer.add_tensor(f"blk.{il}.{part}", np.ascontiguousarray(array, dtype=np.float32))
+                    dtype = np.int32 if part in _INT_PARTS else np.float32
+                    writer.add_tensor(f"blk.{il}.{part}", np.ascontiguousarray(array, dtype=dtype))
 
         write_gguf(path, ARCH, fill)
 
@@ -219,7 +265,7 @@ def _field(fields: dict[str, Any], key: str, path: Path, kind: type) -> Any:
     raise TransformFileError(f"{path}: metadata {_K + key} has the wrong type ({type(value).__name__})")
 
 
-_F32 = 0  # ggml type id
+_F32, _I32 = 0, 26  # ggml type ids
 _MAX_TENSOR_DIM = 1 << 20
 
 
@@ -236,8 +282,11 @@ def _check_layout(path: Path) -> None:
         message = str(e).replace(f"{path}: ", "")
         raise TransformFileError(f"{path}: truncated or corrupt GGUF file ({message})") from None
     for name, dims, ttype, offset in header.tensors:
-        if ttype != _F32:
-            raise TransformFileError(f"{path}: tensor {name} has ggml type {ttype}, expected F32")
+        expected = _I32 if name.endswith(tuple("." + p for p in _INT_PARTS)) else _F32
+        if ttype != expected:
+            raise TransformFileError(
+                f"{path}: tensor {name} has ggml type {ttype}, expected {'I32' if expected == _I32 else 'F32'}"
+            )
         if any(d < 1 or d > _MAX_TENSOR_DIM for d in dims):
             raise TransformFileError(f"{path}: tensor {name} has impossible shape {dims}")
         nbytes = 4 * int(np.prod(dims, dtype=np.int64))
@@ -297,14 +346,16 @@ def _read(path: Path) -> Transform:
         parts = t.name.split(".")
         if len(parts) != 3 or parts[0] != "blk" or not parts[1].isdigit() or parts[2] not in _TENSOR_PARTS:
             raise TransformFileError(f"{path}: unexpected tensor {t.name!r}")
-        if t.tensor_type != gguf.GGMLQuantizationType.F32:
-            raise TransformFileError(f"{path}: tensor {t.name} is {t.tensor_type.name}, expected F32")
+        is_int = parts[2] in _INT_PARTS
+        expected_type = gguf.GGMLQuantizationType.I32 if is_int else gguf.GGMLQuantizationType.F32
+        if t.tensor_type != expected_type:
+            raise TransformFileError(f"{path}: tensor {t.name} is {t.tensor_type.name}, expected {expected_type.name}")
         expected_bytes = int(np.prod([int(n) for n in t.shape])) * 4
         if t.n_bytes != expected_bytes or t.data.nbytes != expected_bytes:
             raise TransformFileError(f"{path}: tensor {t.name} is truncated")
         il = int(parts[1])
         lm = layers.setdefault(il, LayerMap())
-        array = np.array(t.data, dtype=np.float32, copy=True)
+        array = np.array(t.data, dtype=np.int32 if is_int else np.float32, copy=True)
         setattr(lm, _TENSOR_PARTS[parts[2]], array)
     if sorted(layers) != sorted(declared):
         raise TransformFileError(
