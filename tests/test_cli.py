@@ -31,7 +31,7 @@ def test_capture_writes_activations(tiny_model, texts, tmp_path, capsys):
     assert json.loads(str(data["model"]))["n_layer"] == 4
 
 
-@pytest.mark.parametrize("method", ["ridge", "incline", "meanshift"])
+@pytest.mark.parametrize("method", ["ridge", "incline", "meanshift", "contrastive"])
 def test_fit_info_run(tiny_model, texts, tmp_path, capsys, method):
     out = tmp_path / f"{method}.gguf"
     args = ["fit", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(texts[1]), "--out", str(out)]

@@ -10,6 +10,8 @@ Inputs are paired arrays [N, n_layers, d] (source sentences, their English trans
   Xc, so lam is scale-free), plus a bias. lam is picked on a held-out fifth of the pairs unless
   given. Shrinking toward I rather than 0 means a weak fit leaves hidden states almost unchanged.
 - meanshift: additive vector v = mean(Y) - mean(X) (difference of means).
+- contrastive: an affine map fitted by in-batch InfoNCE over cosine similarities (AFP's
+  objective), started at and decayed toward the identity; see `contrastive`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .errors import LingalignError
 from .model import ModelFingerprint
 from .transform import LayerMap, Transform
 
-METHODS = ("ridge", "incline", "meanshift")
+METHODS = ("ridge", "incline", "meanshift", "contrastive")
 DEFAULT_METHOD = "ridge"
 RIDGE_LAMBDAS = (1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
 RANK_CANDIDATES = (8, 16, 32, 64, 128, 256)
@@ -156,17 +158,22 @@ def fit_meanshift(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     return Y.astype(np.float64).mean(axis=0) - X.astype(np.float64).mean(axis=0)
 
 
-def squared_error(X: np.ndarray, Y: np.ndarray, layer_map: LayerMap, alpha: float = 1.0) -> float:
-    """Mean squared distance between transformed X and Y (the error the maps minimize at alpha 1)."""
+def apply_map(X: np.ndarray, layer_map: LayerMap, alpha: float = 1.0) -> np.ndarray:
+    """What the hook does to residual-stream rows X [N, d] (float64 here): maps and vectors only."""
     X64 = X.astype(np.float64)
     if layer_map.kind in ("affine", "lowrank"):
         target = X64 @ layer_map.dense().astype(np.float64)
         if layer_map.bias is not None:
             target = target + layer_map.bias
-        moved = X64 + alpha * (target - X64)
-    else:
-        assert layer_map.vector is not None
-        moved = X64 + alpha * layer_map.vector
+        return X64 + alpha * (target - X64)
+    if layer_map.vector is None:
+        raise LingalignError(f"a {layer_map.kind} transform does not act on the residual stream")
+    return X64 + alpha * layer_map.vector.astype(np.float64)
+
+
+def squared_error(X: np.ndarray, Y: np.ndarray, layer_map: LayerMap, alpha: float = 1.0) -> float:
+    """Mean squared distance between transformed X and Y (the error the maps minimize at alpha 1)."""
+    moved = apply_map(X, layer_map, alpha)
     return float(((moved - Y.astype(np.float64)) ** 2).sum(axis=1).mean())
 
 
@@ -208,7 +215,7 @@ def fit_transform(
         raise LingalignError(f"layer(s) {missing} were not captured")
     info: dict[str, Any] = dict(fit_info or {})
     info.setdefault("pairs", int(src.shape[0]))
-    use_bias = (method == "ridge") if bias is None else bool(bias)
+    use_bias = (method in ("ridge", "contrastive")) if bias is None else bool(bias)
     if method != "meanshift":
         info["bias"] = use_bias
     out: dict[int, LayerMap] = {}
@@ -223,6 +230,19 @@ def fit_transform(
             continue
         if method == "incline":
             W, b = fit_incline(X, Y, bias=use_bias)
+        elif method == "contrastive":
+            from .contrastive import WEIGHT_DECAYS, fit_contrastive
+
+            creport: dict[str, float] = {}
+            # the weight decay is chosen on a held-out fifth; with very few pairs, the middle one
+            wd = None if X.shape[0] >= 10 else WEIGHT_DECAYS[len(WEIGHT_DECAYS) // 2]
+            W, b = fit_contrastive(X, Y, weight_decay=wd, report=creport)
+            if not use_bias:
+                b = None
+            if "heldout_top1_identity" in creport:
+                measured[f"layer {il} held-out top-1 (no transform -> map)"] = (
+                    f"{creport['heldout_top1_identity']:.3f} -> {creport['heldout_top1_fitted']:.3f}"
+                )
         else:
             report: dict[str, float] = {}
             W, b, lambdas[str(il)] = fit_ridge(X, Y, lam=lam, bias=use_bias, report=report)
@@ -231,7 +251,7 @@ def fit_transform(
                     f"{report['heldout_mse_identity']:.4g} -> {report['heldout_mse_fitted']:.4g}"
                 )
         r: int | None = rank if isinstance(rank, int) else None
-        if rank == "auto":
+        if rank == "auto" and method != "contrastive":  # refitting per candidate rank would cost minutes
             used_lam = lambdas.get(str(il))
 
             def refit(Xa: np.ndarray, Ya: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -1,0 +1,252 @@
+"""The results table: every method on the same held-out data, with the intervention live.
+
+    python bench/quality.py [--langs spa,deu,...] [--methods meanshift,ridge,...] [--no-xcopa]
+
+Per language (Tatoeba, ../shared/data; 1000 pairs, the English side differs by language):
+- fit on pairs 1-450, tune on pairs 451-500 (dev), measure on pairs 501-1000 (test);
+- retrieval: source -> English top-1 by cosine over the 500 test pairs, at the best layer and
+  at the last layer, the source read with the transform active inside llama.cpp (layers after
+  the intervened one see its effect) and the English side without;
+- XCOPA (id, it, sw, zh, vi, tr): the language's transform, its strength and position policy
+  re-tuned on XCOPA val (summed log-likelihood accuracy), measured on XCOPA test.
+Rows: no transform; per-language mean-centring (an evaluation-side reference, not a transform:
+both sides minus their own training mean); each fitting method. Each method's settings come
+from one rule for all languages (fit layers, dev tuning grid); nothing is tuned on test data.
+
+Equivalent CLI for one cell (spa, ridge):
+    lingalign fit --method ridge --src tatoeba.spa-eng.spa --tgt tatoeba.spa-eng.eng --limit 450 \
+        --layers 4,6,8,10,12,17 --out spa.gguf
+    lingalign tune --transform spa.gguf --dev tatoeba.spa-eng.spa --dev-tgt tatoeba.spa-eng.eng --skip 450 --limit 50
+    lingalign eval retrieval --src tatoeba.spa-eng.spa --tgt tatoeba.spa-eng.eng --skip 500 --limit 500 --transform spa.gguf
+    lingalign tune --transform spa.gguf --metric choice --dev xcopa/sw/val.sw.jsonl  (XCOPA languages)
+    lingalign eval choice --data xcopa/sw/test.sw.jsonl --transform spa.gguf
+
+Results go to bench/results/quality.json after every cell (a rerun skips finished cells unless
+--redo) and the table to docs/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import lingalign
+from lingalign.capture import capture
+from lingalign.data import EMBEDDED_LANGUAGES, embedded_path, read_lines, read_pairs
+from lingalign.evaluate import eval_choice, load_choice_items, retrieval_by_layer, retrieval_top1
+from lingalign.experts import DEFAULT_K, fit_experts
+from lingalign.fit import apply_map, fit_transform
+from lingalign.tune import tune
+from methods_offline import captures  # bench/ is on sys.path when this script runs
+
+REPO = Path(__file__).resolve().parent.parent
+TATOEBA = REPO.parent / "shared" / "data" / "tatoeba"
+XCOPA = REPO.parent / "shared" / "data" / "xcopa"
+RESULTS = REPO / "bench" / "results" / "quality.json"
+TABLE = REPO / "docs" / "results.md"
+
+LANGS = ("spa", "deu", "cmn", "jpn", "swh", "ind", "tur", "ita", "vie")
+XCOPA_OF = {"ind": "id", "ita": "it", "swh": "sw", "cmn": "zh", "vie": "vi", "tur": "tr"}
+METHODS = ("meanshift", "ridge", "incline", "contrastive", "experts", "random-neurons")
+XCOPA_METHODS = ("meanshift", "ridge", "experts")
+N_TRAIN, N_DEV, N_TEST = 450, 50, 500
+MAP_LAYERS = (2, 4, 6, 8, 9, 10, 11, 12, 14, 17)  # candidate layers for maps and vectors; one is chosen on dev
+MAP_ALPHAS = (0.25, 0.5, 0.75, 1.0)
+EXPERT_ALPHAS = (0.5, 1.0)
+CHOICE_ALPHAS = (-0.5, 0.5, 1.0)
+NEGATIVES_PER_LANGUAGE = 100
+
+
+class Study:
+    """Captures of one language, shared by every method."""
+
+    def __init__(self, llm: Any, lang: str) -> None:
+        self.llm = llm
+        self.lang = lang
+        src, eng = read_pairs(TATOEBA / f"tatoeba.{lang}-eng.{lang}", TATOEBA / f"tatoeba.{lang}-eng.eng")
+        self.train = (src[:N_TRAIN], eng[:N_TRAIN])
+        self.dev = (src[N_TRAIN : N_TRAIN + N_DEV], eng[N_TRAIN : N_TRAIN + N_DEV])
+        self.test = (src[N_TRAIN + N_DEV : N_TRAIN + N_DEV + N_TEST], eng[N_TRAIN + N_DEV : N_TRAIN + N_DEV + N_TEST])
+        self.n_layer = lingalign.steering_of(llm).model.n_layer
+        self.layers = list(range(self.n_layer))
+        self._cache: dict[str, np.ndarray] = {}
+
+    def acts(self, key: str) -> np.ndarray:
+        """Unintervened captures, all layers: 'train.src', 'dev.eng', 'test.src', ..."""
+        if not self._cache:
+            # the same captures as bench/methods_offline.py (pairs 1-1000, cached on disk)
+            both = captures(self.llm, self.lang)
+            for side in ("src", "eng"):
+                self._cache[f"train.{side}"] = both[side][:N_TRAIN]
+                self._cache[f"dev.{side}"] = both[side][N_TRAIN : N_TRAIN + N_DEV]
+                self._cache[f"test.{side}"] = both[side][N_TRAIN + N_DEV :]
+        return self._cache[key]
+
+    def measure(self, transform: Any) -> dict[str, Any]:
+        src = capture(self.llm, self.test[0], layers=self.layers, transform=transform)
+        return _summary(retrieval_by_layer(src, self.acts("test.eng"), self.layers))
+
+    def fit(self, method: str) -> Any:
+        fp = lingalign.steering_of(self.llm).model
+        info = {"data": f"tatoeba.{self.lang}-eng lines 1-{N_TRAIN}"}
+        if method in ("experts", "random-neurons"):
+            others = [s for lang in EMBEDDED_LANGUAGES if lang not in ("eng", self.lang)
+                      for s in read_lines(embedded_path(lang), limit=NEGATIVES_PER_LANGUAGE)]
+            pos = capture(self.llm, self.train[1], site="ffn")
+            neg = np.concatenate([capture(self.llm, self.train[0], site="ffn"), capture(self.llm, others, site="ffn")])
+            t = fit_experts(pos, neg, model=fp, layers=self.layers, k=DEFAULT_K,
+                            random_control=method == "random-neurons", source_lang=self.lang, fit_info=info)
+            t, record = tune(self.llm, t, metric="retrieval", dev_src=self.dev[0], dev_tgt=self.dev[1],
+                             alphas=EXPERT_ALPHAS)
+            return t, record
+        X, Y = self.acts("train.src"), self.acts("train.eng")
+        t = fit_transform(X, Y, model=fp, layers=self.layers, fit_layers=list(MAP_LAYERS), method=method,
+                          rank=None, source_lang=self.lang, fit_info=info)
+        return self.choose_layer(t)
+
+    def choose_layer(self, t: Any) -> tuple[Any, dict[str, Any]]:
+        """Keep the one layer and alpha with the best dev top-1 at that layer. Computed on the
+        captured dev vectors: a transform at layer l changes l_out-l exactly as apply_map does,
+        so this equals running the model, without the model."""
+        ds, de = self.acts("dev.src"), self.acts("dev.eng")
+        scores = []
+        for il in sorted(t.layers):
+            for a in MAP_ALPHAS:
+                moved = apply_map(ds[:, il], t.layers[il], a)
+                scores.append((retrieval_top1(moved, de[:, il])[0], -a, il))
+        score, neg_alpha, il = max(scores)  # ties: the gentler strength, then the later layer
+        baseline = max(retrieval_top1(ds[:, k], de[:, k])[0] for k in sorted(t.layers))
+        best = {"layers": [il], "alpha": -neg_alpha, "score": score}
+        chosen = dataclasses.replace(t, layers={il: t.layers[il]}, alpha=-neg_alpha)
+        return chosen, {"best": best, "baseline_score": baseline}
+
+
+def _summary(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "best_layer": r["best_layer"],
+        "best_top1": round(r["best_top1"], 4),
+        "last_top1": round(r["last_top1"], 4),
+        "per_layer": [round(row["src2tgt"], 4) for row in r["layers"]],
+    }
+
+
+def _choice(llm: Any, lang: str, split: str, transform: Any = None) -> float:
+    items = load_choice_items(XCOPA / lang / f"{split}.{lang}.jsonl")
+    steering = lingalign.steering_of(llm)
+    if transform is None:
+        steering.clear()
+    else:
+        steering.set(transform)
+    try:
+        return float(eval_choice(llm, items, lang=lang)["accuracy"])
+    finally:
+        steering.clear()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--langs", default=",".join(LANGS))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--xcopa-methods", default=",".join(XCOPA_METHODS))
+    ap.add_argument("--no-xcopa", action="store_true")
+    ap.add_argument("--redo", action="store_true", help="recompute finished cells")
+    args = ap.parse_args()
+    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.is_file() and not args.redo else {}
+    results.setdefault("command", "python bench/quality.py")
+    cells = results.setdefault("cells", {})
+
+    def save() -> None:
+        RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+        write_table(results)
+
+    llm = lingalign.load(n_ctx=512, verbose=False)
+    choice_llm = lingalign.load(n_ctx=256, logits_all=True, verbose=False)
+    for lang in args.langs.split(","):
+        study = Study(llm, lang)
+        t0 = time.time()
+        key = f"{lang}/none"
+        if key not in cells:
+            plain = _summary(retrieval_by_layer(study.acts("test.src"), study.acts("test.eng"), study.layers))
+            mx, my = study.acts("train.src").mean(0), study.acts("train.eng").mean(0)
+            centred = [retrieval_top1(study.acts("test.src")[:, k] - mx[k], study.acts("test.eng")[:, k] - my[k])[0]
+                       for k in study.layers]
+            cells[key] = plain
+            cells[f"{lang}/centring"] = {"best_top1": round(max(centred), 4), "best_layer": int(np.argmax(centred)),
+                                         "last_top1": round(centred[-1], 4), "per_layer": [round(c, 4) for c in centred]}
+            save()
+        xl = XCOPA_OF.get(lang)
+        if xl and not args.no_xcopa and "xcopa" not in cells[key]:
+            cells[key]["xcopa"] = {"lang": xl, "test": _choice(choice_llm, xl, "test")}
+            save()
+        for method in args.methods.split(","):
+            key = f"{lang}/{method}"
+            if key not in cells:
+                t1 = time.time()
+                transform, record = study.fit(method)
+                cells[key] = {**study.measure(transform), "tuned": {"layers": record["best"]["layers"],
+                              "alpha": record["best"]["alpha"], "dev": round(record["best"]["score"], 4),
+                              "dev_none": round(record["baseline_score"], 4)}, "seconds": round(time.time() - t1)}
+                save()
+                print(f"{lang} {method}: best {cells[key]['best_top1']:.3f} (layer {cells[key]['best_layer']}), "
+                      f"last {cells[key]['last_top1']:.3f}", file=sys.stderr, flush=True)
+            else:
+                transform = None
+            if xl and not args.no_xcopa and method in args.xcopa_methods.split(",") and "xcopa" not in cells[key]:
+                if transform is None:
+                    transform, _ = study.fit(method)
+                items = load_choice_items(XCOPA / xl / f"val.{xl}.jsonl")
+                tuned, record = tune(choice_llm, transform, metric="choice", dev_items=items, lang=xl,
+                                     alphas=CHOICE_ALPHAS, positions=("all",))
+                cells[key]["xcopa"] = {"lang": xl, "val": round(record["best"]["score"], 4),
+                                       "val_none": round(record["baseline_score"], 4), "alpha": tuned.alpha,
+                                       "layers": sorted(tuned.layers), "test": _choice(choice_llm, xl, "test", tuned)}
+                save()
+                print(f"{lang} {method}: XCOPA {xl} test {cells[key]['xcopa']['test']:.3f}", file=sys.stderr, flush=True)
+        print(f"{lang} done in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    save()
+    return 0
+
+
+def write_table(results: dict[str, Any]) -> None:
+    cells = results["cells"]
+    langs = [lang for lang in LANGS if f"{lang}/none" in cells]
+    rows = ["none", "centring"] + [m for m in METHODS if any(f"{lang}/{m}" in cells for lang in langs)]
+    out = ["# Results: lingalign methods on Gemma 3 270M (Q4_K_M)", "",
+           "Made by `python bench/quality.py` (see its docstring for the protocol and the equivalent CLI commands);",
+           "raw numbers in `bench/results/quality.json`.", "",
+           "## Retrieval: held-out Tatoeba top-1 (source -> English, 500 pairs), best layer / last layer", "",
+           "| method | " + " | ".join(langs) + " | mean |", "|---|" + "---|" * (len(langs) + 1)]
+    for m in rows:
+        vals = [cells.get(f"{lang}/{m}") for lang in langs]
+        if all(v is None for v in vals):
+            continue
+        txt = [f"{v['best_top1']:.3f} / {v['last_top1']:.3f}" if v else "" for v in vals]
+        done = [v for v in vals if v]
+        mean = (f"{np.mean([v['best_top1'] for v in done]):.3f} / {np.mean([v['last_top1'] for v in done]):.3f}"
+                if len(done) == len(langs) else "")
+        label = "per-language centring (eval-side reference)" if m == "centring" else m
+        out.append(f"| {label} | " + " | ".join(txt) + f" | {mean} |")
+    xlangs = [lang for lang in langs if lang in XCOPA_OF]
+    out += ["", "## XCOPA test accuracy (500 items; settings tuned on val)", "",
+            "| method | " + " | ".join(XCOPA_OF[lang] for lang in xlangs) + " | mean |", "|---|" + "---|" * (len(xlangs) + 1)]
+    for m in ["none"] + [m for m in METHODS]:
+        vals = [cells.get(f"{lang}/{m}", {}).get("xcopa") for lang in xlangs]
+        if all(v is None for v in vals):
+            continue
+        txt = [f"{v['test']:.3f}" if v else "" for v in vals]
+        done = [v["test"] for v in vals if v]
+        mean = f"{np.mean(done):.3f}" if len(done) == len(xlangs) else ""
+        out.append(f"| {m} | " + " | ".join(txt) + f" | {mean} |")
+    TABLE.parent.mkdir(exist_ok=True)
+    TABLE.write_text("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""Contrastive alignment maps (after AFP, Li et al. NAACL 2024), with numpy only.
+
+Ridge and INCLINE (see `fit`) fit a layer's map by least squares, X W ~ Y, which spends the fit
+on matching norms and the large direction every hidden state shares. What retrieval, and the
+model reading a translated sentence "like English", need is that each mapped sentence lands
+nearest its own translation. AFP pulls translation pairs together with an in-batch InfoNCE loss
+over cosine similarities; here that loss fits the affine map z = X @ W + b of a frozen model, so
+the result is an ordinary affine layer map. Weight decay pulls W toward the identity, not zero,
+for the reason ridge does: a weakly supported fit should leave hidden states almost unchanged.
+Gradients are written out by hand and the optimiser is Adam on mini-batches, so numpy suffices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import LingalignError
+
+TEMPERATURE = 0.05  # AFP's value
+WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2)
+DEFAULT_STEPS = 100
+DEFAULT_LR = 0.3
+DEFAULT_BATCH_SIZE = 128
+VAL_FRACTION = 0.2
+_ADAM_BETAS = (0.9, 0.999)
+_ADAM_EPS = 1e-8
+
+
+def _check_pair(X: np.ndarray, Y: np.ndarray) -> None:
+    # Kept here rather than imported from fit, which will import this module.
+    X, Y = np.asarray(X), np.asarray(Y)
+    if X.ndim != 2 or Y.ndim != 2 or X.shape != Y.shape:
+        raise LingalignError(f"paired arrays must both be [N, d]; got {X.shape} and {Y.shape}")
+    if X.shape[0] < 2:
+        raise LingalignError(f"need at least 2 sentence pairs to fit, got {X.shape[0]}")
+    if not (np.isfinite(X).all() and np.isfinite(Y).all()):
+        raise LingalignError("activations contain NaN or Inf")
+
+
+def _unit_rows(A: np.ndarray) -> np.ndarray:
+    return A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-30)
+
+
+def _infonce(Z: np.ndarray, Y_unit: np.ndarray, temperature: float) -> tuple[float, np.ndarray]:
+    """Mean source->English InfoNCE of rows Z [n, d] against unit rows Y_unit, and its gradient
+    with respect to Z (through the cosine normalisation of Z)."""
+    n = Z.shape[0]
+    norms = np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-30)
+    U = Z / norms
+    logits = (U @ Y_unit.T) / temperature
+    logits -= logits.max(axis=1, keepdims=True)  # exp cannot overflow; softmax is unchanged
+    E = np.exp(logits)
+    rowsum = E.sum(axis=1)
+    loss = float(np.mean(np.log(rowsum) - np.diagonal(logits)))
+    G = E / rowsum[:, None]  # d loss / d logits = (softmax - onehot) / n
+    G[np.arange(n), np.arange(n)] -= 1.0
+    G_U = (G @ Y_unit) * (1.0 / (temperature * n))
+    # d(z/|z|)/dz = (I - u u^T) / |z|: only the part of G_U across u moves the angle.
+    G_Z = (G_U - U * (G_U * U).sum(axis=1, keepdims=True)) / norms
+    return loss, G_Z
+
+
+def contrastive_loss(
+    X: np.ndarray,
+    Y: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    *,
+    temperature: float = TEMPERATURE,
+    weight_decay: float = 0.0,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Full-batch objective `fit_contrastive` minimises, and its gradient: (loss, dW, db).
+
+    loss = mean_i -log softmax_j(cos(X_i W + b, Y_j) / temperature)[i]
+           + weight_decay * (||W - I||_F^2 + ||b||^2 / mean(X**2)).
+    Dividing the bias penalty by the mean squared entry of X prices a shift of the mapped
+    vectors the same whether it comes from b or from W - I, at any activation scale.
+    Computed in float64.
+    """
+    _check_pair(X, Y)
+    X64, Y64 = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    d = X64.shape[1]
+    W64, b64 = np.asarray(W, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if W64.shape != (d, d) or b64.shape != (d,):
+        raise LingalignError(f"W must be [{d}, {d}] and b [{d}]; got {W64.shape} and {b64.shape}")
+    _check_hyper(temperature, weight_decay)
+    loss, G_Z = _infonce(X64 @ W64 + b64, _unit_rows(Y64), temperature)
+    bias_scale = _bias_scale(X64)
+    D = W64 - np.eye(d)
+    loss += weight_decay * (float((D * D).sum()) + float(b64 @ b64) / bias_scale)
+    dW = X64.T @ G_Z + (2.0 * weight_decay) * D
+    db = G_Z.sum(axis=0) + (2.0 * weight_decay / bias_scale) * b64
+    return loss, dW, db
+
+
+def _bias_scale(X: np.ndarray) -> float:
+    return float(np.mean(X * X)) or 1.0
+
+
+def _check_hyper(temperature: float, weight_decay: float) -> None:
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise LingalignError(f"temperature must be > 0, not {temperature!r}")
+    if not (np.isfinite(weight_decay) and weight_decay >= 0):
+        raise LingalignError(f"weight_decay must be >= 0, not {weight_decay!r}")
+
+
+def _fit_fixed(
+    X: np.ndarray,
+    Y: np.ndarray,
+    weight_decay: float,
+    *,
+    temperature: float,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Adam on the objective of `contrastive_loss` for one weight decay; X, Y float64."""
+    n, d = X.shape
+    # Cosines ignore the scale of z, so work on X / s (unit root-mean-square entries): lr then
+    # means the same at every layer, and the bias penalty becomes plain ||b / s||^2.
+    s = np.sqrt(_bias_scale(X))
+    Xs = X / s
+    # W - I only changes the loss through the row space of X, and any part outside it only
+    # adds to the penalty, so the optimum is W = I + Q A with Q the right singular vectors of X
+    # (||W - I||_F = ||A||_F). Optimising A costs r*d, not d*d, when N < d, and gives Adam its
+    # per-coordinate step sizes along the data's principal axes, where the large direction
+    # all states share does not swamp the others.
+    _, S, Vt = np.linalg.svd(Xs, full_matrices=False)
+    Vt = Vt[S > 1e-6 * S[0]]
+    r = Vt.shape[0]
+    # float32 halves the time of the loop; the result is returned in float64.
+    C = (Xs @ Vt.T).astype(np.float32)
+    Xs32 = Xs.astype(np.float32)
+    Y_unit = _unit_rows(Y).astype(np.float32)
+    A = np.zeros((r, d), np.float32)
+    bs = np.zeros(d, np.float32)  # b / s
+    mA, vA = np.zeros_like(A), np.zeros_like(A)
+    mb, vb = np.zeros_like(bs), np.zeros_like(bs)
+    # Steps of lr/d on every entry of A, or lr on every entry of b / s, move a mapped vector by
+    # at most about lr times its norm, so one lr suits both and every width.
+    lr_A, lr_b = lr / d, lr
+    beta1, beta2 = _ADAM_BETAS
+    wd2 = np.float32(2.0 * weight_decay)
+    rng = np.random.default_rng(seed)
+    batch = min(batch_size, n)
+    per_epoch = n // batch
+    order = np.arange(n)
+    for t in range(steps):
+        k = t % per_epoch
+        if k == 0:
+            order = rng.permutation(n)
+        idx = order[k * batch : (k + 1) * batch]
+        _, G_Z = _infonce(Xs32[idx] + C[idx] @ A + bs, Y_unit[idx], temperature)
+        gA = C[idx].T @ G_Z + wd2 * A
+        gb = G_Z.sum(axis=0) + wd2 * bs
+        # Adam's steps keep their size near a minimum; decaying them linearly to zero lets the
+        # fit settle where the loss and the pull toward the identity balance, not jitter around it.
+        decay = 1.0 - t / steps
+        c1, c2 = 1.0 - beta1 ** (t + 1), 1.0 - beta2 ** (t + 1)
+        for p, g, m, v, step in ((A, gA, mA, vA, lr_A), (bs, gb, mb, vb, lr_b)):
+            m *= beta1
+            m += (1.0 - beta1) * g
+            v *= beta2
+            v += (1.0 - beta2) * (g * g)
+            p -= np.float32(step * decay / c1) * m / (np.sqrt(v * np.float32(1.0 / c2)) + np.float32(_ADAM_EPS))
+    W = np.eye(d) + Vt.T @ A.astype(np.float64)
+    return W, bs.astype(np.float64) * s
+
+
+def _top1(Z: np.ndarray, Y: np.ndarray) -> float:
+    sim = _unit_rows(Z) @ _unit_rows(Y).T
+    return float((sim.argmax(axis=1) == np.arange(Z.shape[0])).mean())
+
+
+def fit_contrastive(
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    temperature: float = TEMPERATURE,
+    weight_decay: float | None = None,
+    weight_decays: Sequence[float] = WEIGHT_DECAYS,
+    steps: int = DEFAULT_STEPS,
+    lr: float = DEFAULT_LR,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seed: int = 0,
+    report: dict[str, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Affine map from source to English sentence vectors by contrastive fitting: (W [d, d], b [d]),
+    float64, to be applied as X @ W + b.
+
+    Minimises `contrastive_loss` with Adam: `steps` steps on shuffled mini-batches of
+    `batch_size` pairs (the other pairs of a batch are the negatives), from W = I, b = 0. `lr` is
+    relative: a step moves a mapped vector by at most about lr times its norm. With
+    weight_decay=None, each of `weight_decays` is fitted on the first four fifths of the pairs
+    and the one with the best top-1 retrieval (by cosine, source -> English) of the last fifth is
+    refitted on all pairs; ties go to the lower held-out InfoNCE loss. Pass the pairs in no
+    particular order (not sorted by length, say), since the held-out fifth is the last one. The
+    fit is deterministic for a given seed.
+
+    Caution: cosines ignore the scale of the mapped vectors, and InfoNCE gains by shrinking the
+    direction all states share (it sharpens the similarities like a lower temperature would), so
+    with a weak weight decay the map can shrink hidden states well beyond the gap to their
+    translations. Check how far it moves them (|X W + b - X| / |X|) before steering with it.
+
+    `report` (if given) receives `weight_decay`, `train_loss_initial` and `train_loss_final`
+    (the full-batch objective on all pairs at the identity and at the result), and, when the
+    weight decay was chosen here, `heldout_top1_identity` and `heldout_top1_fitted` (of the map
+    fitted without the held-out pairs): numbers a model card can quote.
+    """
+    _check_pair(X, Y)
+    _check_hyper(temperature, 0.0 if weight_decay is None else weight_decay)
+    if not (isinstance(steps, (int, np.integer)) and steps >= 0):
+        raise LingalignError(f"steps must be an integer >= 0, not {steps!r}")
+    if not (np.isfinite(lr) and lr > 0):
+        raise LingalignError(f"lr must be > 0, not {lr!r}")
+    if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 2):
+        raise LingalignError(f"batch_size must be an integer >= 2, not {batch_size!r}")
+    X64, Y64 = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    n = X64.shape[0]
+
+    def fit_one(Xa: np.ndarray, Ya: np.ndarray, wd: float) -> tuple[np.ndarray, np.ndarray]:
+        return _fit_fixed(
+            Xa, Ya, wd, temperature=temperature, steps=int(steps), lr=float(lr), batch_size=int(batch_size), seed=seed
+        )
+
+    measured: dict[str, float] = {}
+    if weight_decay is None:
+        if len(weight_decays) == 0:
+            raise LingalignError("weight_decays is empty; pass weight_decay or some candidates")
+        for wd in weight_decays:
+            _check_hyper(temperature, wd)
+        n_val = int(round(n * VAL_FRACTION))
+        if n_val < 2 or n - n_val < 2:
+            raise LingalignError(f"too few pairs ({n}) to choose weight_decay; pass weight_decay explicitly")
+        Xtr, Ytr, Xva, Yva = X64[:-n_val], Y64[:-n_val], X64[-n_val:], Y64[-n_val:]
+        Yva_unit = _unit_rows(Yva)
+        scored = []
+        for wd in weight_decays:
+            W, b = fit_one(Xtr, Ytr, float(wd))
+            Z = Xva @ W + b
+            heldout_loss, _ = _infonce(Z, Yva_unit, temperature)
+            scored.append((-_top1(Z, Yva), heldout_loss, float(wd)))
+        best = min(scored)  # best top-1, then lowest loss (then the smaller weight decay)
+        weight_decay = best[2]
+        measured["heldout_top1_identity"] = _top1(Xva, Yva)
+        measured["heldout_top1_fitted"] = -best[0]
+    W, b = fit_one(X64, Y64, float(weight_decay))
+    if report is not None:
+        d = X64.shape[1]
+        report["weight_decay"] = float(weight_decay)
+        report["train_loss_initial"] = contrastive_loss(
+            X64, Y64, np.eye(d), np.zeros(d), temperature=temperature, weight_decay=weight_decay
+        )[0]
+        report["train_loss_final"] = contrastive_loss(
+            X64, Y64, W, b, temperature=temperature, weight_decay=weight_decay
+        )[0]
+        report.update(measured)
+    return W, b
