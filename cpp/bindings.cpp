@@ -24,6 +24,20 @@ static py::array_t<double> to_array(std::vector<double> && v, std::vector<py::ss
     return py::array_t<double>(shape, holder->data(), owner);
 }
 
+// float16 numpy arrays are passed to the hook as their IEEE binary16 bit patterns.
+static bool is_half(const py::array & a) {
+    return a.dtype().kind() == 'f' && a.dtype().itemsize() == 2;
+}
+
+// A C-contiguous, native-order float16 copy or view of `a`, and its bits.
+static py::array half_array(const py::array & a) {
+    return py::module_::import("numpy").attr("ascontiguousarray")(a, "float16");
+}
+
+static const uint16_t * half_bits(const py::array & a) {
+    return static_cast<const uint16_t *>(a.data());
+}
+
 PYBIND11_MODULE(_core, m) {
     m.doc() = "lingalign's C++ hook for llama.cpp's graph-evaluation callback (private; use the lingalign package)";
     m.attr("LLAMA_CPP_VERSION") = LINGALIGN_LLAMA_CPP_VERSION;
@@ -35,6 +49,22 @@ PYBIND11_MODULE(_core, m) {
     m.attr("SITE_FFN") = (int) lingalign::SITE_FFN;
     m.attr("CALLBACK_ADDRESS") = (uintptr_t) &Hook::eval_callback;
 
+    m.def("half_to_float",
+          [](py::array bits, bool portable) {
+              const auto b = py::array_t<uint16_t, py::array::c_style | py::array::forcecast>::ensure(bits);
+              if (!b) {
+                  throw py::type_error("half_to_float needs an array of uint16 bit patterns");
+              }
+              py::array_t<float> out(b.size());
+              lingalign::half_to_float_array(b.data(), (size_t) b.size(), out.mutable_data(), portable);
+              return out;
+          },
+          py::arg("bits"), py::arg("portable") = true,
+          "float32 values of IEEE binary16 bit patterns (uint16), with the kernels' conversion (for tests).");
+    m.def("set_portable_half_conversion", &lingalign::set_portable_half_conversion, py::arg("portable"),
+          "Kernels convert float16 maps with the portable code instead of F16C (process-wide; for tests).");
+    m.def("half_conversion_uses_f16c", &lingalign::half_conversion_uses_f16c);
+
     py::class_<Hook>(m, "Hook")
         .def(py::init<int, int>(), py::arg("n_embd"), py::arg("n_layer"))
         .def_property_readonly("n_embd", &Hook::n_embd)
@@ -42,26 +72,56 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("address", [](Hook & h) { return (uintptr_t) &h; },
                                "Address to pass as cb_eval_user_data.")
         .def("set_affine",
-             [](Hook & h, int layer, CArray<float> matrix, std::optional<CArray<float>> bias) {
+             [](Hook & h, int layer, py::array matrix, std::optional<CArray<float>> bias) {
                  if (matrix.ndim() != 2) {
                      throw py::value_error("layer " + std::to_string(layer) + ": map must be 2-D");
                  }
                  const float * b = bias ? bias->data() : nullptr;
                  const size_t bn = bias ? (size_t) bias->size() : 0;
-                 h.set_affine(layer, matrix.data(), (size_t) matrix.size(), b, bn);
+                 if (is_half(matrix)) {
+                     const py::array m16 = half_array(matrix);
+                     h.set_affine_f16(layer, half_bits(m16), (size_t) m16.size(), b, bn);
+                 } else {
+                     const CArray<float> m32 = CArray<float>::ensure(matrix);
+                     if (!m32) {
+                         throw py::type_error("layer " + std::to_string(layer) + ": map must be a numeric array");
+                     }
+                     h.set_affine(layer, m32.data(), (size_t) m32.size(), b, bn);
+                 }
              },
-             py::arg("layer"), py::arg("matrix"), py::arg("bias") = py::none())
+             py::arg("layer"), py::arg("matrix"), py::arg("bias") = py::none(),
+             "A float16 matrix is stored as float16 (converted in the kernel, accumulated in float32); "
+             "any other dtype as float32.")
         .def("set_lowrank",
-             [](Hook & h, int layer, CArray<float> u, CArray<float> vt, std::optional<CArray<float>> bias) {
+             [](Hook & h, int layer, py::array u, py::array vt, std::optional<CArray<float>> bias) {
                  if (u.ndim() != 2 || vt.ndim() != 2 || u.shape(1) != vt.shape(0)) {
                      throw py::value_error("layer " + std::to_string(layer) +
                                            ": low-rank factors must be 2-D, [d, r] and [r, d]");
                  }
+                 if (is_half(u) != is_half(vt)) {
+                     throw py::value_error("layer " + std::to_string(layer) +
+                                           ": low-rank factors must both be float16 or neither");
+                 }
                  const float * b = bias ? bias->data() : nullptr;
                  const size_t bn = bias ? (size_t) bias->size() : 0;
-                 h.set_lowrank(layer, u.data(), (size_t) u.size(), vt.data(), (size_t) vt.size(), (int) u.shape(1), b, bn);
+                 const int rank = (int) u.shape(1);
+                 if (is_half(u)) {
+                     const py::array u16 = half_array(u), vt16 = half_array(vt);
+                     h.set_lowrank_f16(layer, half_bits(u16), (size_t) u16.size(), half_bits(vt16), (size_t) vt16.size(),
+                                       rank, b, bn);
+                 } else {
+                     const CArray<float> u32 = CArray<float>::ensure(u), vt32 = CArray<float>::ensure(vt);
+                     if (!u32 || !vt32) {
+                         throw py::type_error("layer " + std::to_string(layer) +
+                                              ": low-rank factors must be numeric arrays");
+                     }
+                     h.set_lowrank(layer, u32.data(), (size_t) u32.size(), vt32.data(), (size_t) vt32.size(), rank, b, bn);
+                 }
              },
-             py::arg("layer"), py::arg("u"), py::arg("vt"), py::arg("bias") = py::none())
+             py::arg("layer"), py::arg("u"), py::arg("vt"), py::arg("bias") = py::none(),
+             "Float16 factors (both) are stored as float16; any other dtype as float32.")
+        .def("map_bytes", &Hook::map_bytes, py::arg("layer"),
+             "Bytes of the map or low-rank factors stored for a layer (0 if none).")
         .def("set_additive",
              [](Hook & h, int layer, CArray<float> vector) {
                  h.set_additive(layer, vector.data(), (size_t) vector.size());

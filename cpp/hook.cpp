@@ -63,18 +63,37 @@ int Hook::threads() const {
 // as ggml's OpenMP workers are still spinning on the other core when the callback runs.
 constexpr size_t kParallelWork = size_t(1) << 21;
 
-void Hook::multiply(const float * const * rows, int n, int K, const float * M, int ncols, float * Y) {
+static float * grow(std::vector<float> & v, size_t n) {
+    if (v.size() < n) {
+        v.resize(n);
+    }
+    return v.data();
+}
+
+void Hook::multiply(const float * const * rows, int n, int K, const float * M, const uint16_t * M16, int ncols,
+                    float * Y) {
     if (n < kRows) {
-        matmul_few_rows(rows, n, K, M, ncols, Y);
+        if (M16 != nullptr) {
+            matmul_few_rows_f16(rows, n, K, M16, ncols, Y, grow(half_scratch_, (size_t) ncols));
+        } else {
+            matmul_few_rows(rows, n, K, M, ncols, Y);
+        }
         return;
     }
     const int n_panels = (ncols + kPanel - 1) / kPanel;
     const size_t work = (size_t) n * K * ncols;
     const int n_tasks = pool_ && work >= kParallelWork ? std::min(pool_->size(), n_panels) : 1;
+    // float16: one converted [K x kPanel] panel per task, grown once and reused
+    const size_t panel_floats = (size_t) K * kPanel;
+    float * panels = M16 != nullptr ? grow(half_scratch_, panel_floats * n_tasks) : nullptr;
     const std::function<void(int)> task = [&](int t) {
         const int c0 = std::min(ncols, (n_panels * t / n_tasks) * kPanel);
         const int c1 = std::min(ncols, (n_panels * (t + 1) / n_tasks) * kPanel);
-        matmul_columns(rows, n, K, M, ncols, c0, c1, Y, ncols);
+        if (M16 != nullptr) {
+            matmul_columns_f16(rows, n, K, M16, ncols, c0, c1, Y, ncols, panels + panel_floats * t);
+        } else {
+            matmul_columns(rows, n, K, M, ncols, c0, c1, Y, ncols);
+        }
     };
     if (n_tasks > 1) {
         pool_->run(n_tasks, task);
@@ -83,17 +102,14 @@ void Hook::multiply(const float * const * rows, int n, int K, const float * M, i
     }
 }
 
-static float * grow(std::vector<float> & v, size_t n) {
-    if (v.size() < n) {
-        v.resize(n);
-    }
-    return v.data();
-}
-
 void Hook::apply_affine(float * const * rows, int n, const LayerTransform & lt) {
     const int d = n_embd_;
     float * Y = grow(map_out_, (size_t) n * d);
-    multiply(rows, n, d, lt.matrix.data(), d, Y);
+    if (lt.half) {
+        multiply(rows, n, d, nullptr, lt.matrix_h.data(), d, Y);
+    } else {
+        multiply(rows, n, d, lt.matrix.data(), nullptr, d, Y);
+    }
     // Every row is read by every task above, so the rows change only after all have finished.
     blend_columns(rows, n, Y, lt.bias.empty() ? nullptr : lt.bias.data(), alpha_, d, 0, d);
 }
@@ -103,13 +119,21 @@ void Hook::apply_lowrank(float * const * rows, int n, const LayerTransform & lt)
     const int d = n_embd_;
     const int r = lt.rank;
     float * T = grow(low_out_, (size_t) n * r);
-    multiply(rows, n, d, lt.lr_u.data(), r, T);
+    if (lt.half) {
+        multiply(rows, n, d, nullptr, lt.lr_u_h.data(), r, T);
+    } else {
+        multiply(rows, n, d, lt.lr_u.data(), nullptr, r, T);
+    }
     low_ptrs_.resize(n);
     for (int k = 0; k < n; ++k) {
         low_ptrs_[k] = T + (size_t) k * r;
     }
     float * D = grow(map_out_, (size_t) n * d);
-    multiply(low_ptrs_.data(), n, r, lt.lr_vt.data(), d, D);
+    if (lt.half) {
+        multiply(low_ptrs_.data(), n, r, nullptr, lt.lr_vt_h.data(), d, D);
+    } else {
+        multiply(low_ptrs_.data(), n, r, lt.lr_vt.data(), nullptr, d, D);
+    }
     add_delta_rows(rows, n, D, lt.bias.empty() ? nullptr : lt.bias.data(), alpha_, d);
 }
 
@@ -141,26 +165,23 @@ static std::vector<float> checked_bias(int layer, size_t d, const float * bias, 
     return std::vector<float>(bias, bias + bias_len);
 }
 
-void Hook::set_affine(int layer, const float * matrix, size_t matrix_len, const float * bias, size_t bias_len) {
-    check_layer(layer, n_layer_);
-    const size_t d = (size_t) n_embd_;
+// float16: finite unless the exponent bits are all ones (Inf or NaN).
+static void check_finite(const uint16_t * v, size_t n, int layer, const char * what) {
+    for (size_t i = 0; i < n; ++i) {
+        if ((v[i] & 0x7C00u) == 0x7C00u) {
+            throw std::invalid_argument("layer " + std::to_string(layer) + ": " + what + " contains NaN or Inf");
+        }
+    }
+}
+
+static void check_affine_shape(int layer, size_t d, size_t matrix_len) {
     if (matrix_len != d * d) {
         throw std::invalid_argument("layer " + std::to_string(layer) + ": map has " + std::to_string(matrix_len) +
                                     " values, the model needs " + std::to_string(d) + "x" + std::to_string(d));
     }
-    check_finite(matrix, matrix_len, layer, "map");
-    LayerTransform lt;
-    lt.kind = LayerTransform::AFFINE;
-    lt.matrix.assign(matrix, matrix + matrix_len);
-    lt.bias = checked_bias(layer, d, bias, bias_len);
-    std::lock_guard<std::mutex> lock(mutex_);
-    layers_[layer] = std::move(lt);
 }
 
-void Hook::set_lowrank(int layer, const float * u, size_t u_len, const float * vt, size_t vt_len, int rank,
-                       const float * bias, size_t bias_len) {
-    check_layer(layer, n_layer_);
-    const size_t d = (size_t) n_embd_;
+static void check_lowrank_shape(int layer, size_t d, size_t u_len, size_t vt_len, int rank) {
     if (rank < 1 || (size_t) rank > d) {
         throw std::invalid_argument("layer " + std::to_string(layer) + ": rank " + std::to_string(rank) +
                                     " must be in 1.." + std::to_string(d));
@@ -170,6 +191,41 @@ void Hook::set_lowrank(int layer, const float * u, size_t u_len, const float * v
                                     std::to_string(d) + " x " + std::to_string(rank) + "] and [" +
                                     std::to_string(rank) + " x " + std::to_string(d) + "]");
     }
+}
+
+void Hook::set_affine(int layer, const float * matrix, size_t matrix_len, const float * bias, size_t bias_len) {
+    check_layer(layer, n_layer_);
+    const size_t d = (size_t) n_embd_;
+    check_affine_shape(layer, d, matrix_len);
+    check_finite(matrix, matrix_len, layer, "map");
+    LayerTransform lt;
+    lt.kind = LayerTransform::AFFINE;
+    lt.matrix.assign(matrix, matrix + matrix_len);
+    lt.bias = checked_bias(layer, d, bias, bias_len);
+    std::lock_guard<std::mutex> lock(mutex_);
+    layers_[layer] = std::move(lt);
+}
+
+void Hook::set_affine_f16(int layer, const uint16_t * matrix, size_t matrix_len, const float * bias,
+                          size_t bias_len) {
+    check_layer(layer, n_layer_);
+    const size_t d = (size_t) n_embd_;
+    check_affine_shape(layer, d, matrix_len);
+    check_finite(matrix, matrix_len, layer, "map");
+    LayerTransform lt;
+    lt.kind = LayerTransform::AFFINE;
+    lt.half = true;
+    lt.matrix_h.assign(matrix, matrix + matrix_len);
+    lt.bias = checked_bias(layer, d, bias, bias_len);
+    std::lock_guard<std::mutex> lock(mutex_);
+    layers_[layer] = std::move(lt);
+}
+
+void Hook::set_lowrank(int layer, const float * u, size_t u_len, const float * vt, size_t vt_len, int rank,
+                       const float * bias, size_t bias_len) {
+    check_layer(layer, n_layer_);
+    const size_t d = (size_t) n_embd_;
+    check_lowrank_shape(layer, d, u_len, vt_len, rank);
     check_finite(u, u_len, layer, "low-rank factor U");
     check_finite(vt, vt_len, layer, "low-rank factor V");
     LayerTransform lt;
@@ -180,6 +236,32 @@ void Hook::set_lowrank(int layer, const float * u, size_t u_len, const float * v
     lt.bias = checked_bias(layer, d, bias, bias_len);
     std::lock_guard<std::mutex> lock(mutex_);
     layers_[layer] = std::move(lt);
+}
+
+void Hook::set_lowrank_f16(int layer, const uint16_t * u, size_t u_len, const uint16_t * vt, size_t vt_len, int rank,
+                           const float * bias, size_t bias_len) {
+    check_layer(layer, n_layer_);
+    const size_t d = (size_t) n_embd_;
+    check_lowrank_shape(layer, d, u_len, vt_len, rank);
+    check_finite(u, u_len, layer, "low-rank factor U");
+    check_finite(vt, vt_len, layer, "low-rank factor V");
+    LayerTransform lt;
+    lt.kind = LayerTransform::LOWRANK;
+    lt.half = true;
+    lt.lr_u_h.assign(u, u + u_len);
+    lt.lr_vt_h.assign(vt, vt + vt_len);
+    lt.rank = rank;
+    lt.bias = checked_bias(layer, d, bias, bias_len);
+    std::lock_guard<std::mutex> lock(mutex_);
+    layers_[layer] = std::move(lt);
+}
+
+size_t Hook::map_bytes(int layer) const {
+    check_layer(layer, n_layer_);
+    std::lock_guard<std::mutex> lock(mutex_);
+    const LayerTransform & lt = layers_[layer];
+    return (lt.matrix.size() + lt.lr_u.size() + lt.lr_vt.size()) * sizeof(float) +
+           (lt.matrix_h.size() + lt.lr_u_h.size() + lt.lr_vt_h.size()) * sizeof(uint16_t);
 }
 
 void Hook::set_additive(int layer, const float * vector, size_t len) {
@@ -584,6 +666,32 @@ bool Hook::on_data(ggml_tensor * t) {
     // Nothing after the last captured layer is read in a capture-only context: returning false
     // skips the rest of the graph (the later layers and the output head).
     return keep_going;
+}
+
+void half_to_float_array(const uint16_t * src, size_t n, float * dst, bool portable) {
+    if (portable) {
+        for (size_t i = 0; i < n; ++i) {
+            dst[i] = half_to_float(src[i]);
+        }
+        return;
+    }
+    constexpr size_t kChunk = 1 << 16;  // halves_to_floats takes an int count
+    for (size_t i = 0; i < n; i += kChunk) {
+        const size_t m = std::min(kChunk, n - i);
+        halves_to_floats(src + i, m, 1, (int) m, dst + i);
+    }
+}
+
+void set_portable_half_conversion(bool portable) {
+    half_conversion_mode().store(portable ? 1 : 0);
+}
+
+bool half_conversion_uses_f16c() {
+#ifdef LINGALIGN_F16C
+    return half_conversion_mode().load() == 0 && cpu_has_f16c();
+#else
+    return false;
+#endif
 }
 
 bool Hook::eval_callback(ggml_tensor * t, bool ask, void * user_data) {

@@ -51,9 +51,13 @@ struct NeuronClamp {
 
 struct LayerTransform {
     enum Kind { NONE, AFFINE, LOWRANK, ADDITIVE } kind = NONE;
+    // float32 maps use matrix/lr_u/lr_vt; float16 maps (half = true) the *_h copies instead
+    // (IEEE binary16 bit patterns), converted to float32 in the kernels, accumulated in float32.
+    bool half = false;
     std::vector<float> matrix;  // AFFINE: [d*d], y = h @ M
     std::vector<float> lr_u;    // LOWRANK: [d*r], M = I + U @ Vt
     std::vector<float> lr_vt;   // LOWRANK: [r*d]
+    std::vector<uint16_t> matrix_h, lr_u_h, lr_vt_h;
     int rank = 0;
     std::vector<float> bias;    // AFFINE, LOWRANK: [d] or empty
     std::vector<float> vector;  // ADDITIVE: [d]
@@ -73,7 +77,14 @@ public:
     void set_affine(int layer, const float * matrix, size_t matrix_len, const float * bias, size_t bias_len);
     void set_lowrank(int layer, const float * u, size_t u_len, const float * vt, size_t vt_len, int rank,
                      const float * bias, size_t bias_len);
+    // The same with float16 storage: IEEE binary16 bit patterns, half the bytes read per row.
+    // The bias stays float32.
+    void set_affine_f16(int layer, const uint16_t * matrix, size_t matrix_len, const float * bias, size_t bias_len);
+    void set_lowrank_f16(int layer, const uint16_t * u, size_t u_len, const uint16_t * vt, size_t vt_len, int rank,
+                         const float * bias, size_t bias_len);
     void set_additive(int layer, const float * vector, size_t len);
+    // Bytes of the map or factors stored for a layer (0 for none, an additive vector or a clamp).
+    size_t map_bytes(int layer) const;
     // The FFN activation tensor's name prefix ("ffn_geglu") and width; needed before clamps or
     // FFN capture. Indices are checked against n_ff here and against the tensor at run time.
     void set_ffn(const std::string & tensor_prefix, int n_ff);
@@ -121,7 +132,9 @@ private:
     void apply_affine(float * const * rows, int n, const LayerTransform & lt);
     void apply_lowrank(float * const * rows, int n, const LayerTransform & lt);
     // Y [n x ncols] = rows [n x K] @ M [K x ncols], on the pool when the work is large enough.
-    void multiply(const float * const * rows, int n, int K, const float * M, int ncols, float * Y);
+    // M is float32 (M) or float16 (M16): exactly one of them is given.
+    void multiply(const float * const * rows, int n, int K, const float * M, const uint16_t * M16, int ncols,
+                  float * Y);
     void fail(const std::string & message);           // mutex_ held
     void fail_locked(const std::string & message) noexcept;  // takes mutex_
 
@@ -166,10 +179,20 @@ private:
     std::vector<float> map_out_;  // [rows x d] results of the map, grown as needed
     std::vector<float> low_out_;  // [rows x rank] for low-rank maps
     std::vector<const float *> low_ptrs_;
+    std::vector<float> half_scratch_;  // float16 maps: converted panels (one per task) or one row
     std::unique_ptr<ThreadPool> pool_;
 
     std::string error_;
     int64_t rows_transformed_ = 0;
 };
+
+// IEEE binary16 -> float32 for n values, with the conversion the kernels use (F16C where the
+// CPU has it), or the portable one; for tests.
+void half_to_float_array(const uint16_t * src, size_t n, float * dst, bool portable);
+// Kernel half -> float conversion: false = F16C where available (default), true = the portable
+// conversion everywhere (tests); process-wide.
+void set_portable_half_conversion(bool portable);
+// Whether the kernels convert halves with F16C now.
+bool half_conversion_uses_f16c();
 
 } // namespace lingalign

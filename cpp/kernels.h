@@ -7,11 +7,23 @@
 // for d = 640, stays in L2 while every block of kRows rows streams past it), and the
 // micro-kernel keeps a kRows x kPanel tile of Y in registers (8 AVX registers). Panels are
 // independent, which is how the work is split between threads.
+//
+// Maps may be stored as IEEE float16 (half the bytes to stream per token). The f16 kernels
+// convert M to float32 (F16C where the CPU has it, a portable exact conversion elsewhere) into a
+// small buffer and run the float32 code above on it, so every product and sum is the one the
+// float32 kernel computes for the same (float16-representable) values: identical results.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#  include <immintrin.h>
+#  define LINGALIGN_F16C 1
+#endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
 #  if __has_attribute(target_clones)
@@ -86,6 +98,115 @@ static void matmul_few_rows(const float * const * rows, int n, int K, const floa
                 y[i] += a * m[i];
             }
         }
+    }
+}
+
+// IEEE 754 binary16 -> binary32. Exact for every bit pattern: normals, subnormals, zeros and
+// infinities; a NaN keeps its sign and payload (as numpy's float16 -> float32 does).
+inline float half_to_float(uint16_t h) {
+    const uint32_t sign = (uint32_t) (h & 0x8000u) << 16;
+    const uint32_t exponent = (uint32_t) (h >> 10) & 0x1Fu;
+    uint32_t mantissa = (uint32_t) h & 0x3FFu;
+    uint32_t bits = sign;
+    if (exponent == 0x1Fu) {
+        bits |= 0x7F800000u | (mantissa << 13);
+    } else if (exponent != 0) {
+        bits |= ((exponent + 112u) << 23) | (mantissa << 13);  // rebias: 127 - 15
+    } else if (mantissa != 0) {
+        // subnormal m * 2^-24: shift the leading one into the implicit bit
+        uint32_t e = 113u;  // biased float32 exponent of 2^-14, the smallest normal half
+        while ((mantissa & 0x400u) == 0) {
+            mantissa <<= 1;
+            --e;
+        }
+        bits |= (e << 23) | ((mantissa & 0x3FFu) << 13);
+    }
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+// Half -> float conversion for the kernels: 0 = F16C where the CPU has it, 1 = always the
+// portable conversion (tests use it to cover the path other CPUs take).
+inline std::atomic<int> & half_conversion_mode() {
+    static std::atomic<int> mode{0};
+    return mode;
+}
+
+#ifdef LINGALIGN_F16C
+inline bool cpu_has_f16c() {
+    static const bool has = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+    }();
+    return has;
+}
+
+// dst[r * cols + i] = src[r * ld + i] for rows x cols halves, 8 at a time with F16C.
+__attribute__((target("avx,f16c"))) inline void halves_to_floats_f16c(const uint16_t * src, size_t ld, int n_rows,
+                                                                      int cols, float * dst) {
+    for (int r = 0; r < n_rows; ++r) {
+        const uint16_t * s = src + (size_t) r * ld;
+        float * o = dst + (size_t) r * cols;
+        int i = 0;
+        for (; i + 8 <= cols; i += 8) {
+            _mm256_storeu_ps(o + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(s + i))));
+        }
+        for (; i < cols; ++i) {
+            o[i] = half_to_float(s[i]);
+        }
+    }
+}
+#endif
+
+// dst [n_rows x cols] (row-major, dense) = the halves src[r * ld + i], converted exactly.
+inline void halves_to_floats(const uint16_t * src, size_t ld, int n_rows, int cols, float * dst) {
+#ifdef LINGALIGN_F16C
+    if (half_conversion_mode().load(std::memory_order_relaxed) == 0 && cpu_has_f16c()) {
+        halves_to_floats_f16c(src, ld, n_rows, cols, dst);
+        return;
+    }
+#endif
+    for (int r = 0; r < n_rows; ++r) {
+        const uint16_t * s = src + (size_t) r * ld;
+        float * o = dst + (size_t) r * cols;
+        for (int i = 0; i < cols; ++i) {
+            o[i] = half_to_float(s[i]);
+        }
+    }
+}
+
+// matmul_columns for a float16 M: each panel M[:, p0:p0+kPanel] is converted into `panel`
+// ([K x kPanel] floats, the caller's scratch) and multiplied by matmul_columns itself.
+static void matmul_columns_f16(const float * const * rows, int n, int K, const uint16_t * M, int ldm, int c0, int c1,
+                               float * Y, int ldy, float * panel) {
+    for (int p0 = c0; p0 < c1; p0 += kPanel) {
+        const int pw = std::min(kPanel, c1 - p0);
+        halves_to_floats(M + p0, (size_t) ldm, K, pw, panel);
+        matmul_columns(rows, n, K, panel, pw, 0, pw, Y + p0, ldy);
+    }
+}
+
+// Y[k] += rows[k][j] * m for the n rows: one step of matmul_few_rows.
+LINGALIGN_MULTIVERSION
+static void axpy_rows(const float * const * rows, int n, int j, const float * m, int ncols, float * Y) {
+    for (int k = 0; k < n; ++k) {
+        const float a = rows[k][j];
+        float * y = Y + (size_t) k * ncols;
+        for (int i = 0; i < ncols; ++i) {
+            y[i] += a * m[i];
+        }
+    }
+}
+
+// matmul_few_rows for a float16 M: each row of M is converted into `row` ([ncols] floats, the
+// caller's scratch) before the same accumulation step.
+static void matmul_few_rows_f16(const float * const * rows, int n, int K, const uint16_t * M, int ncols, float * Y,
+                                float * row) {
+    std::fill(Y, Y + (size_t) n * ncols, 0.0f);
+    for (int j = 0; j < K; ++j) {
+        halves_to_floats(M + (size_t) j * ncols, (size_t) ncols, 1, ncols, row);
+        axpy_rows(rows, n, j, row, ncols, Y);
     }
 }
 

@@ -120,6 +120,7 @@ def run_bench(
     steering = attach(hooked)
     fp = steering.model
     full = Transform(layers=_random_maps(fp), model=fp, method="bench")
+    full_f16 = full.to_precision("f16")  # the same maps stored as float16 (float32 accumulation)
     lowrank = Transform(layers=_random_maps(fp, BENCH_RANK), model=fp, method="bench")
     text = " ".join(read_lines(embedded_path("eng")))
     prompt = plain.tokenize(text.encode())[:n_prompt]
@@ -130,6 +131,7 @@ def run_bench(
         "plain": (plain, None, None),
         "idle": (hooked, None, None),
         "full": (hooked, full, "all"),
+        "full_f16": (hooked, full_f16, "all"),
         "last": (hooked, full, "last"),
         "lowrank": (hooked, lowrank, "all"),
     }
@@ -176,7 +178,7 @@ def run_bench(
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
     result["lowrank_rank"] = BENCH_RANK
-    for name in ("idle", "full", "last", "lowrank"):
+    for name in ("idle", "full", "full_f16", "last", "lowrank"):
         result[f"pp_ratio_{name}"] = med(a / b for a, b in zip(pp[name], pp["plain"]))
         result[f"decode_ratio_{name}"] = med(a / b for a, b in zip(tg[name], tg["plain"]))
     result["capture_ratio"] = med(a / b for a, b in zip(cap["capture"], cap["plain"]))
@@ -193,6 +195,7 @@ def format_bench(r: dict[str, Any]) -> str:
         f"{'hook installed, idle':<36} {r['pp_ratio_idle']:>7.3f}x {r['decode_ratio_idle']:>7.3f}x",
         f"{'full-rank maps, all layers, all tokens':<36} {r['pp_ratio_full']:>7.3f}x {r['decode_ratio_full']:>7.3f}x",
         f"{'same, last prompt token only':<36} {r['pp_ratio_last']:>7.3f}x {r['decode_ratio_last']:>7.3f}x",
+        f"{'full-rank f16 maps at all layers':<36} {r['pp_ratio_full_f16']:>7.3f}x {r['decode_ratio_full_f16']:>7.3f}x",
         f"{'rank-' + str(r['lowrank_rank']) + ' maps, all layers, all tokens':<36} {r['pp_ratio_lowrank']:>7.3f}x "
         f"{r['decode_ratio_lowrank']:>7.3f}x",
         f"capture (all layers, mean+last pooled): {r['capture_sps']:.1f} sent/s = {r['capture_ratio']:.3f}x "

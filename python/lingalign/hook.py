@@ -91,7 +91,11 @@ def new_hook(llm: llama_cpp.Llama) -> Any:
 
 
 def _set_hook_layer(hook: Any, layer: int, lm: LayerMap) -> None:
-    """Hand one layer's transform to the C++ hook (which checks shapes and values again)."""
+    """Hand one layer's transform to the C++ hook (which checks shapes and values again).
+
+    float16 maps and low-rank factors are passed as they are: the hook stores them as float16
+    and converts in its kernels (float32 accumulation); other dtypes are stored as float32.
+    """
     if lm.clamp_index is not None:
         try:
             hook.set_clamp(layer, lm.clamp_index, lm.clamp_value)

@@ -9,6 +9,7 @@ code. Loading validates everything and refuses a bad file with a one-line Transf
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -45,7 +46,10 @@ _TENSOR_PARTS = {
     "clamp_index": "clamp_index",
     "clamp_value": "clamp_value",
 }
-_INT_PARTS = ("clamp_index",)  # stored as I32; every other tensor is F32
+_INT_PARTS = ("clamp_index",)  # stored as I32
+_HALF_PARTS = ("map", "lr_u", "lr_vt")  # F32, or F16 for float16 maps; every other tensor is F32
+PRECISIONS = ("f32", "f16")
+_F16_MAX = float(np.finfo(np.float16).max)
 MAX_NEURON = 1 << 24
 
 
@@ -71,13 +75,18 @@ def write_gguf(path: str | os.PathLike[str], arch: str, fill: Callable[[Any], No
 class LayerMap:
     """The transform of one layer: an affine map, full (`matrix`) or low-rank (M = I + U @ Vt),
     with an optional `bias`; an additive `vector`; or a clamp of the MLP neurons `clamp_index`
-    (int32) to `clamp_value`."""
+    (int32) to `clamp_value`.
 
-    matrix: np.ndarray | None = None  # [d, d] float32, y = h @ matrix
+    `matrix` and the low-rank factors may be float16 (half the memory and the bytes the hook
+    reads per token; the hook accumulates in float32): see `to_precision`. Everything else is
+    float32. Numpy users of the map should go through `dense()`, which is float32.
+    """
+
+    matrix: np.ndarray | None = None  # [d, d] float32 or float16, y = h @ matrix
     bias: np.ndarray | None = None  # [d] float32
     vector: np.ndarray | None = None  # [d] float32, additive
-    lowrank_u: np.ndarray | None = None  # [d, r] float32
-    lowrank_vt: np.ndarray | None = None  # [r, d] float32
+    lowrank_u: np.ndarray | None = None  # [d, r] float32 or float16
+    lowrank_vt: np.ndarray | None = None  # [r, d] float32 or float16 (the same as lowrank_u)
     clamp_index: np.ndarray | None = None  # [k] int32, neurons of the FFN activation
     clamp_value: np.ndarray | None = None  # [k] float32
 
@@ -89,13 +98,40 @@ class LayerMap:
             return "clamp"
         return "lowrank" if self.lowrank_u is not None else "additive"
 
+    @property
+    def precision(self) -> str:
+        """"f16" if the map or low-rank factors are stored as float16, else "f32"."""
+        parts = (self.matrix, self.lowrank_u, self.lowrank_vt)
+        return "f16" if any(a is not None and a.dtype == np.float16 for a in parts) else "f32"
+
     def dense(self) -> np.ndarray:
-        """The map as a full [d, d] matrix (affine or low-rank kinds)."""
+        """The map as a full [d, d] float32 matrix (affine or low-rank kinds; float16 maps are
+        converted, exactly)."""
         if self.matrix is not None:
-            return self.matrix
+            return self.matrix.astype(np.float32, copy=False)
         if self.lowrank_u is None or self.lowrank_vt is None:
             raise TransformFileError("an additive vector has no matrix")
-        return (np.eye(self.lowrank_u.shape[0]) + self.lowrank_u.astype(np.float64) @ self.lowrank_vt).astype(np.float32)
+        u, vt = self.lowrank_u.astype(np.float64), self.lowrank_vt.astype(np.float64)
+        return (np.eye(u.shape[0]) + u @ vt).astype(np.float32)
+
+    def to_precision(self, precision: str, layer: int | None = None) -> LayerMap:
+        """A copy whose map or low-rank factors are stored as float16 ("f16") or float32 ("f32");
+        bias, vector and clamp stay as they are. float16 -> float32 is exact; float32 -> float16
+        rounds to nearest, and values beyond float16's range (+-65504) raise TransformFileError."""
+        if precision not in PRECISIONS:
+            raise TransformFileError(f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
+        dtype = np.float16 if precision == "f16" else np.float32
+        out = dataclasses.replace(self)
+        for part in _HALF_PARTS:
+            attr = _TENSOR_PARTS[part]
+            array = getattr(self, attr)
+            if array is None or array.dtype == dtype:
+                continue
+            if dtype == np.float16 and np.isfinite(array).all() and np.abs(array).max(initial=0.0) > _F16_MAX:
+                where = f"layer {layer}: " if layer is not None else ""
+                raise TransformFileError(f"{where}{part} has values beyond float16's range (+-{_F16_MAX:g})")
+            setattr(out, attr, np.ascontiguousarray(array, dtype=dtype))
+        return out
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The tensors this layer stores, by file suffix."""
@@ -125,6 +161,10 @@ class LayerMap:
             raise TransformFileError(f"layer {layer}: low-rank maps need both factors (lr_u and lr_vt)")
         if self.vector is not None and self.bias is not None:
             raise TransformFileError(f"layer {layer}: a bias belongs to a map, not to a vector")
+        if self.lowrank_u is not None and self.lowrank_vt is not None and self.lowrank_u.dtype != self.lowrank_vt.dtype:
+            raise TransformFileError(
+                f"layer {layer}: lr_u is {self.lowrank_u.dtype} and lr_vt {self.lowrank_vt.dtype}: both must be the same"
+            )
         rank = self.lowrank_u.shape[-1] if self.lowrank_u is not None and self.lowrank_u.ndim == 2 else 0
         if self.lowrank_u is not None and not 1 <= rank <= n_embd:
             raise TransformFileError(f"layer {layer}: low-rank factor has rank {rank}, expected 1..{n_embd}")
@@ -140,8 +180,9 @@ class LayerMap:
                 raise TransformFileError(
                     f"layer {layer}: {part} has shape {array.shape}, the model needs {expected[part]}"
                 )
-            if array.dtype != np.float32:
-                raise TransformFileError(f"layer {layer}: {part} is {array.dtype}, expected float32")
+            if array.dtype != np.float32 and not (part in _HALF_PARTS and array.dtype == np.float16):
+                allowed = "float32 or float16" if part in _HALF_PARTS else "float32"
+                raise TransformFileError(f"layer {layer}: {part} is {array.dtype}, expected {allowed}")
             if not np.isfinite(array).all():
                 raise TransformFileError(f"layer {layer}: {part} contains NaN or Inf")
 
@@ -193,8 +234,22 @@ class Transform:
             raise TransformFileError(f"unknown position policy {self.positions!r} (one of {', '.join(POSITIONS)})")
         check_alpha(self.alpha)
 
+    @property
+    def precision(self) -> str:
+        """"f16" if any layer's map or low-rank factors are float16, else "f32"."""
+        return "f16" if any(lm.precision == "f16" for lm in self.layers.values()) else "f32"
+
+    def to_precision(self, precision: str) -> Transform:
+        """A copy with every map and low-rank factor stored as float16 ("f16": half the size on
+        disk, in memory and in what the hook reads per token; the hook still accumulates in
+        float32) or float32 ("f32"). Biases, vectors and clamps stay float32. Raises
+        TransformFileError for a map with values beyond float16's range."""
+        layers = {il: lm.to_precision(precision, il) for il, lm in self.layers.items()}
+        return dataclasses.replace(self, layers=layers, fit_info=dict(self.fit_info))
+
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the transform as a GGUF file (float32, bit-exact round trip)."""
+        """Write the transform as a GGUF file (bit-exact round trip): F32 tensors, and F16 for
+        maps and low-rank factors held as float16."""
         import gguf
 
         self.validate()
@@ -221,7 +276,12 @@ class Transform:
             add_str(_K + "fit_info", json.dumps(self.fit_info, sort_keys=True))
             for il in sorted(self.layers):
                 for part, array in self.layers[il].arrays().items():
-                    dtype = np.int32 if part in _INT_PARTS else np.float32
+                    if part in _INT_PARTS:
+                        dtype: Any = np.int32
+                    elif part in _HALF_PARTS and array.dtype == np.float16:
+                        dtype = np.float16  # written as F16
+                    else:
+                        dtype = np.float32
                     writer.add_tensor(f"blk.{il}.{part}", np.ascontiguousarray(array, dtype=dtype))
 
         write_gguf(path, ARCH, fill)
@@ -265,8 +325,20 @@ def _field(fields: dict[str, Any], key: str, path: Path, kind: type) -> Any:
     raise TransformFileError(f"{path}: metadata {_K + key} has the wrong type ({type(value).__name__})")
 
 
-_F32, _I32 = 0, 26  # ggml type ids
+_F32, _F16, _I32 = 0, 1, 26  # ggml type ids
+_TYPE_NAMES = {_F32: "F32", _F16: "F16", _I32: "I32"}
+_TYPE_SIZES = {_F32: 4, _F16: 2, _I32: 4}
 _MAX_TENSOR_DIM = 1 << 20
+
+
+def _allowed_types(tensor_name: str) -> tuple[int, ...]:
+    """ggml types a tensor may have, by its name's last part (F32 first)."""
+    part = tensor_name.rsplit(".", 1)[-1]
+    if part in _INT_PARTS:
+        return (_I32,)
+    if part in _HALF_PARTS:
+        return (_F32, _F16)
+    return (_F32,)
 
 
 def _check_layout(path: Path) -> None:
@@ -282,14 +354,15 @@ def _check_layout(path: Path) -> None:
         message = str(e).replace(f"{path}: ", "")
         raise TransformFileError(f"{path}: truncated or corrupt GGUF file ({message})") from None
     for name, dims, ttype, offset in header.tensors:
-        expected = _I32 if name.endswith(tuple("." + p for p in _INT_PARTS)) else _F32
-        if ttype != expected:
+        allowed = _allowed_types(name)
+        if ttype not in allowed:
             raise TransformFileError(
-                f"{path}: tensor {name} has ggml type {ttype}, expected {'I32' if expected == _I32 else 'F32'}"
+                f"{path}: tensor {name} has ggml type {_TYPE_NAMES.get(ttype, ttype)}, "
+                f"expected {' or '.join(_TYPE_NAMES[t] for t in allowed)}"
             )
         if any(d < 1 or d > _MAX_TENSOR_DIM for d in dims):
             raise TransformFileError(f"{path}: tensor {name} has impossible shape {dims}")
-        nbytes = 4 * int(np.prod(dims, dtype=np.int64))
+        nbytes = _TYPE_SIZES[ttype] * int(np.prod(dims, dtype=np.int64))
         if header.data_start + offset + nbytes > size:
             raise TransformFileError(f"{path}: tensor {name} is truncated (data runs past the end of the file)")
 
@@ -346,16 +419,19 @@ def _read(path: Path) -> Transform:
         parts = t.name.split(".")
         if len(parts) != 3 or parts[0] != "blk" or not parts[1].isdigit() or parts[2] not in _TENSOR_PARTS:
             raise TransformFileError(f"{path}: unexpected tensor {t.name!r}")
-        is_int = parts[2] in _INT_PARTS
-        expected_type = gguf.GGMLQuantizationType.I32 if is_int else gguf.GGMLQuantizationType.F32
-        if t.tensor_type != expected_type:
-            raise TransformFileError(f"{path}: tensor {t.name} is {t.tensor_type.name}, expected {expected_type.name}")
-        expected_bytes = int(np.prod([int(n) for n in t.shape])) * 4
+        allowed = _allowed_types(t.name)
+        ttype = int(t.tensor_type)
+        if ttype not in allowed:
+            raise TransformFileError(
+                f"{path}: tensor {t.name} is {t.tensor_type.name}, expected {' or '.join(_TYPE_NAMES[a] for a in allowed)}"
+            )
+        expected_bytes = int(np.prod([int(n) for n in t.shape])) * _TYPE_SIZES[ttype]
         if t.n_bytes != expected_bytes or t.data.nbytes != expected_bytes:
             raise TransformFileError(f"{path}: tensor {t.name} is truncated")
         il = int(parts[1])
         lm = layers.setdefault(il, LayerMap())
-        array = np.array(t.data, dtype=np.int32 if is_int else np.float32, copy=True)
+        dtype = {_I32: np.int32, _F16: np.float16, _F32: np.float32}[ttype]
+        array = np.array(t.data, dtype=dtype, copy=True)
         setattr(lm, _TENSOR_PARTS[parts[2]], array)
     if sorted(layers) != sorted(declared):
         raise TransformFileError(
