@@ -46,7 +46,9 @@ def captures(llm, lang: str) -> dict[str, np.ndarray]:
     src, eng = read_pairs(DATA / f"tatoeba.{lang}-eng.{lang}", DATA / f"tatoeba.{lang}-eng.eng")
     out = {"src": capture(llm, src[: N_TRAIN + N_DEV + N_TEST]), "eng": capture(llm, eng[: N_TRAIN + N_DEV + N_TEST])}
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **out)
+    tmp = path.with_name(path.name + ".tmp.npz")  # renamed when complete: readers never see a partial file
+    np.savez(tmp, **out)
+    tmp.replace(path)
     return out
 
 

@@ -57,6 +57,21 @@ def test_fit_default_layer_is_last(tiny_model, texts, tmp_path):
     assert sorted(Transform.load(out).layers) == [3]
 
 
+def test_fit_precision_f16_halves_the_file(tiny_model, texts, tmp_path, capsys):
+    sizes = {}
+    for precision in ("f32", "f16"):
+        out = tmp_path / f"{precision}.gguf"
+        assert main(["fit", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(texts[1]), "--out", str(out),
+                     "--lambda", "1", "--rank", "full", "--layers", "all", "--precision", precision]) == 0
+        t = Transform.load(out)
+        assert t.precision == precision and t.layers[0].matrix.dtype == np.dtype(precision.replace("f", "float"))
+        sizes[precision] = out.stat().st_size
+        capsys.readouterr()
+        assert main(["info", str(out)]) == 0
+        assert f"precision:   {precision}" in capsys.readouterr().out
+    assert sizes["f16"] < 0.6 * sizes["f32"]
+
+
 def test_bad_input_exits_1_with_message(tiny_model, texts, tmp_path, capsys):
     short = tmp_path / "short.txt"
     short.write_text("one line\n", encoding="utf-8")

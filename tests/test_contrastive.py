@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lingalign import LingalignError
-from lingalign.contrastive import contrastive_loss, fit_contrastive
+from lingalign.contrastive import ANCHOR, contrastive_loss, fit_contrastive
 
 D = 16
 
@@ -41,8 +41,11 @@ def test_gradient_matches_finite_differences():
     Y = _states(n, d, seed=3)
     W = np.eye(d) + 0.3 * rng.standard_normal((d, d))
     b = 5.0 * rng.standard_normal(d)
-    kw = dict(temperature=0.05, weight_decay=0.1)
+    kw = dict(temperature=0.05, weight_decay=0.1, anchor=0.5)
     loss, dW, db = contrastive_loss(X, Y, W, b, **kw)
+    # the anchor term must carry weight in the gradient, or a wrong one could hide
+    _, dW0, db0 = contrastive_loss(X, Y, W, b, temperature=0.05, weight_decay=0.1, anchor=0.0)
+    assert np.abs(dW - dW0).max() > 1e-2 * np.abs(dW).max() and np.abs(db - db0).max() > 1e-2 * np.abs(db).max()
     h = 1e-6
     num_W = np.zeros_like(W)
     for i in range(d):
@@ -72,13 +75,54 @@ def test_weight_decay_term_and_gradient():
     np.testing.assert_allclose(db1 - db0, 0.4 * b / scale, atol=1e-12)
 
 
+def test_anchor_term_and_gradient():
+    X, Y = _states(8, seed=4), 3.0 * _states(8, seed=5)
+    W = np.eye(D) + 0.1 * np.random.default_rng(6).standard_normal((D, D))
+    b = np.full(D, 0.5)
+    l0, dW0, db0 = contrastive_loss(X, Y, W, b, weight_decay=0.1, anchor=0.0)
+    l1, dW1, db1 = contrastive_loss(X, Y, W, b, weight_decay=0.1, anchor=2.0)
+    R = X @ W + b - Y
+    y2 = float(np.mean((Y * Y).sum(axis=1)))
+    assert l1 - l0 == pytest.approx(2.0 * float(np.mean((R * R).sum(axis=1))) / y2)
+    np.testing.assert_allclose(dW1 - dW0, 4.0 * X.T @ R / (8 * y2), atol=1e-12)
+    np.testing.assert_allclose(db1 - db0, 4.0 * R.sum(axis=0) / (8 * y2), atol=1e-12)
+    # the default objective is the anchored one
+    assert contrastive_loss(X, Y, W, b)[0] == pytest.approx(contrastive_loss(X, Y, W, b, anchor=ANCHOR)[0])
+
+
+def test_anchor_keeps_norms_where_infonce_alone_shrinks_them():
+    # a large direction every state shares (98% of the norm, as in a residual stream) and
+    # translations that differ in the per-sentence part: cosine InfoNCE alone gains by shrinking
+    # the shared direction and maps states to a fraction of their norm; the anchor keeps them
+    d, n_fit, n_test = 16, 300, 200
+    rng = np.random.default_rng(30)
+    common = 6.0 * rng.standard_normal(d)
+    R = rng.standard_normal((n_fit + n_test, d))
+    X = common + R
+    Y = common + R @ (0.6 * np.eye(d) + 0.8 * _rotation(d, 31)) + 0.3 * rng.standard_normal(R.shape)
+    Xt, Yt = X[n_fit:], Y[n_fit:]
+
+    def ratio(W, b):
+        return float(np.mean(np.linalg.norm(Xt @ W + b, axis=1) / np.linalg.norm(Xt, axis=1)))
+
+    W, b = fit_contrastive(X[:n_fit], Y[:n_fit])
+    W0, b0 = fit_contrastive(X[:n_fit], Y[:n_fit], anchor=0.0)  # the objective without the anchor
+    before = _top1(Xt, Yt)
+    assert 0.8 < ratio(W, b) < 1.2
+    assert ratio(W0, b0) < 0.5
+    assert _top1(Xt @ W + b, Yt) > before + 0.4
+    assert _top1(Xt @ W + b, Yt) >= _top1(Xt @ W0 + b0, Yt)
+    dist = lambda Z: float(np.mean(np.linalg.norm(Z - Yt, axis=1) / np.linalg.norm(Yt, axis=1)))  # noqa: E731
+    assert dist(Xt @ W + b) < 0.5 * dist(Xt @ W0 + b0)
+
+
 def test_fitting_lowers_the_loss():
     X = _states(200, seed=7)
     Y = X @ _rotation(D, 8) + 0.3 * np.random.default_rng(9).standard_normal((200, D))
     report: dict[str, float] = {}
     W, b = fit_contrastive(X.astype(np.float32), Y.astype(np.float32), weight_decay=1e-3, report=report)
     assert W.dtype == np.float64 and W.shape == (D, D) and b.dtype == np.float64 and b.shape == (D,)
-    assert report["weight_decay"] == 1e-3
+    assert report["weight_decay"] == 1e-3 and report["anchor"] == ANCHOR
     assert report["train_loss_final"] < 0.5 * report["train_loss_initial"]
     assert report["train_loss_final"] == pytest.approx(contrastive_loss(X, Y, W, b, weight_decay=1e-3)[0], rel=1e-4)
     assert "heldout_top1_fitted" not in report  # nothing held out when weight_decay is given
@@ -92,8 +136,9 @@ def test_aligned_data_keep_the_map_near_identity():
     W, b = fits[10.0]
     assert dist[10.0] < 0.05
     assert np.linalg.norm(b) < 0.05 * np.linalg.norm(X, axis=1).mean()
-    # InfoNCE alone does move W (it gains by shrinking the shared direction); the pull toward
-    # the identity is what holds it back, the more the stronger it is
+    # without weight decay the fit does move W (InfoNCE gains by shrinking the shared direction,
+    # which the anchor only partly resists); the pull toward the identity is what holds it back,
+    # the more the stronger it is
     assert dist[0.0] > 10 * dist[10.0]
     assert dist[0.0] > dist[1e-2] > dist[1.0] > dist[10.0]
 
@@ -179,6 +224,8 @@ def test_bad_input_raises():
         contrastive_loss(X, Y, np.eye(D + 1), np.zeros(D))
     with pytest.raises(LingalignError, match="too few pairs"):
         fit_contrastive(X[:5], Y[:5])  # no held-out fifth worth the name
+    with pytest.raises(LingalignError, match="anchor"):
+        fit_contrastive(X, Y, anchor=-1.0, weight_decay=1e-3)
     with pytest.raises(LingalignError, match="temperature"):
         fit_contrastive(X, Y, temperature=0.0, weight_decay=1e-3)
     W, b = fit_contrastive(X[:2], Y[:2], weight_decay=1e-3, steps=5)  # two pairs do fit

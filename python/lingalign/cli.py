@@ -141,6 +141,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         positions=args.positions,
         fit_info=info,
     )
+    transform = transform.to_precision(args.precision)
     transform.save(args.out)
     print(f"wrote {args.out}: {args.method} at layers {_span(sorted(transform.layers))}, {len(src)} pairs")
     return 0
@@ -258,6 +259,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"languages:   {t.source_lang or '?'} -> {t.target_lang}")
     print(f"layers:      {_span(sorted(t.layers))}")
     print(f"defaults:    alpha {t.alpha:g}, positions {t.positions}")
+    print(f"precision:   {t.precision}")
     print(f"model:       {m.name or m.architecture} ({m.architecture}, n_embd {m.n_embd}, n_layer {m.n_layer})")
     print(f"vocab hash:  {m.vocab_sha256}")
     print(f"weights:     {m.weights_sha256}")
@@ -455,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--k", type=int, default=DEFAULT_K,
                     help=f"experts / random-neurons: neurons to clamp (default {DEFAULT_K})")
     sp.add_argument("--seed", type=int, default=0, help="random-neurons: seed of the draw")
+    sp.add_argument("--precision", choices=("f32", "f16"), default="f32",
+                    help="storage of maps: f16 halves the file and the memory read per token (float32 accumulation)")
     sp.add_argument("--lambda", dest="lam", type=float, default=None, help="ridge strength (default: chosen on held-out pairs)")
     sp.add_argument("--rank", default="auto",
                     help="store maps as I + U V^T of this rank: auto (smallest rank no worse on held-out "
