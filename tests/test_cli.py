@@ -57,6 +57,22 @@ def test_fit_default_layer_is_last(tiny_model, texts, tmp_path):
     assert sorted(Transform.load(out).layers) == [3]
 
 
+def test_fit_layers_auto_picks_one_layer_and_alpha(tiny_model, tmp_path):
+    src, tgt = tmp_path / "s.txt", tmp_path / "t.txt"
+    words = ["hola amigo", "buenos dias", "la casa es azul", "me gusta el cafe", "donde esta el tren", "tengo hambre"]
+    src.write_text("\n".join(f"{w} {i}" for i in range(4) for w in words) + "\n", encoding="utf-8")
+    tgt.write_text("\n".join(f"{w.upper()} {i}" for i in range(4) for w in words) + "\n", encoding="utf-8")
+    out = tmp_path / "auto.gguf"
+    assert main(["fit", "--model", str(tiny_model), "--src", str(src), "--tgt", str(tgt), "--out", str(out),
+                 "--layers", "auto", "--lambda", "1"]) == 0
+    t = Transform.load(out)
+    choice = t.fit_info["layer_choice"]
+    assert len(t.layers) == 1 and sorted(choice["gain_by_layer"]) == ["0", "1", "2", "3"]
+    assert choice["heldout_pairs"] == 4 and t.alpha in (0.25, 0.5, 0.75, 1.0)
+    assert main(["fit", "--model", str(tiny_model), "--method", "experts", "--src", str(src), "--tgt", str(tgt),
+                 "--out", str(out), "--layers", "auto"]) == 1
+
+
 def test_fit_precision_f16_halves_the_file(tiny_model, texts, tmp_path, capsys):
     sizes = {}
     for precision in ("f32", "f16"):

@@ -125,3 +125,21 @@ def test_rank_auto_finds_low_rank_maps_and_keeps_full_ones():
     assert t.layers[0].kind == "lowrank" and t.layers[0].lowrank_u.shape == (d, 8) and t.fit_info["rank"] == {"0": 8}
     with pytest.raises(LingalignError, match="rank"):
         fit_transform(X[:, None, :], Y[:, None, :], model=ModelFingerprint("llama", d, 1, "v", "w"), layers=[0], rank=0)
+
+
+def test_choose_layer_finds_the_layer_a_map_can_fix():
+    from lingalign.fit import choose_layer
+
+    rng = np.random.default_rng(5)
+    n = 300
+    base = rng.standard_normal((n, D))
+    Q, _ = np.linalg.qr(rng.standard_normal((D, D)))
+    src = np.stack([base + 2 * rng.standard_normal((n, D)), base @ Q, base + 2 * rng.standard_normal((n, D))], axis=1)
+    tgt = np.stack([base, base, base], axis=1)  # layer 1 is a pure rotation away: a map fixes it exactly
+    layer, alpha, record = choose_layer(src.astype(np.float32), tgt.astype(np.float32), model=FP, layers=[0, 1, 2],
+                                        method="ridge", lam=1e-3)
+    assert layer == 1 and alpha in (0.25, 0.5, 0.75, 1.0)
+    assert record["heldout_pairs"] == 60 and record["heldout_top1"] > 0.95
+    assert record["gain_by_layer"]["1"] > record["gain_by_layer"]["0"]
+    with pytest.raises(LingalignError, match="at least 10"):
+        choose_layer(src[:9], tgt[:9], model=FP, layers=[0, 1, 2])

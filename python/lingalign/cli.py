@@ -104,8 +104,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     llm = _load_llm(args.model, threads=args.threads)
     n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
     neurons = args.method in NEURON_METHODS
-    layer_spec = args.layers if args.layers is not None else ("all" if neurons else "-1")
-    fit_layers = parse_layer_spec(layer_spec, n_layer) or list(range(n_layer))
+    layer_spec = args.layers if args.layers is not None else ("all" if neurons else DEFAULT_MAP_LAYERS)
+    auto = layer_spec == "auto"
+    if auto and neurons:
+        raise LingalignError("--layers auto chooses one layer for a map; neuron methods take a layer list or all")
+    fit_layers = (None if auto else parse_layer_spec(layer_spec, n_layer)) or list(range(n_layer))
     fp = fingerprint(llm.model_path)
     info = {
         "pairs": len(src),
@@ -126,18 +129,30 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     print(f"capturing {len(src)} sentence pairs at layers {_span(fit_layers)} ...", file=sys.stderr)
     X = capture(llm, src, layers=fit_layers)
     Y = capture(llm, tgt, layers=fit_layers)
+    alpha = args.alpha
+    captured = fit_layers
+    if auto:
+        from .fit import choose_layer
+
+        layer, chosen_alpha, record = choose_layer(X, Y, model=fp, layers=captured, method=args.method, lam=args.lam,
+                                                   bias=args.bias)
+        alpha = chosen_alpha if args.alpha is None else args.alpha
+        info["layer_choice"] = record
+        fit_layers = [layer]
+        print(f"layer {layer} (alpha {chosen_alpha:g}) helps held-out retrieval most", file=sys.stderr)
     transform = fit_transform(
         X,
         Y,
         model=fp,
-        layers=fit_layers,
+        layers=captured,
+        fit_layers=fit_layers,
         method=args.method,
         lam=args.lam,
         bias=args.bias,
         rank=_parse_rank(args.rank),
         source_lang=args.src_lang or "",
         target_lang=args.tgt_lang,
-        alpha=args.alpha,
+        alpha=1.0 if alpha is None else alpha,
         positions=args.positions,
         fit_info=info,
     )
@@ -148,6 +163,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 NEURON_METHODS = ("experts", "random-neurons")
+DEFAULT_MAP_LAYERS = "-1"
 NEGATIVES_PER_LANGUAGE = 100  # embedded sentences of each other language added to the negatives
 
 
@@ -193,7 +209,7 @@ def _fit_neurons(
         seed=args.seed,
         source_lang=args.src_lang or "",
         target_lang=args.tgt_lang,
-        alpha=args.alpha,
+        alpha=1.0 if args.alpha is None else args.alpha,
         positions=args.positions,
         fit_info=info,
     )
@@ -453,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--src-lang", default="", help="source language code (with no --src: the embedded corpus)")
     sp.add_argument("--tgt-lang", default="eng")
     sp.add_argument("--layers", default=None,
-                    help="layers to fit: -1 | all | 0,4,8 | 2-6 (default: -1, the last; all for neuron methods)")
+                    help=f"layers to fit: auto (the one layer where a map helps held-out retrieval most) | -1 | all | "
+                         f"0,4,8 | 2-6 (default: {DEFAULT_MAP_LAYERS} for maps and vectors, all for neuron methods)")
     sp.add_argument("--k", type=int, default=DEFAULT_K,
                     help=f"experts / random-neurons: neurons to clamp (default {DEFAULT_K})")
     sp.add_argument("--seed", type=int, default=0, help="random-neurons: seed of the draw")
@@ -465,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "pairs, default), full, or a number")
     sp.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
                     help="fit a bias with the map (default: yes for ridge, no for incline)")
-    sp.add_argument("--alpha", type=float, default=1.0, help="default strength stored in the file")
+    sp.add_argument("--alpha", type=float, default=None,
+                    help="default strength stored in the file (default: 1, or the one --layers auto chose)")
     sp.add_argument("--positions", choices=POSITIONS, default="all", help="default position policy stored in the file")
     sp.add_argument("--skip", type=int, default=0, help="skip the first N line pairs")
     sp.add_argument("--limit", type=int, default=None, help="use at most N line pairs")
