@@ -3,10 +3,12 @@
     python bench/make_matrices.py [--langs spa,deu,...]
 
 Per language, from ../shared/data/tatoeba (N line pairs; the English side differs by language):
-fit on lines [0, N/2 - 50) with `lingalign fit`'s defaults (ridge at the last layer, rank
-auto), tune alpha on the dev lines [N/2 - 50, N/2) by retrieval, and measure on the held-out
-lines [N/2, N): retrieval top-1 at the last layer and at the best layer, with and without the
-transform applied inside llama.cpp. Writes matrices/<lang>-eng.gguf and matrices/manifest.json.
+fit on lines [0, N/2 - 50) with `lingalign fit`'s defaults (ridge, `--layers auto`: the layer
+where the map helps held-out retrieval most, rank auto), tune alpha on the dev lines
+[N/2 - 50, N/2) by retrieval, and measure on the held-out lines [N/2, N): retrieval top-1 at
+the last layer and at the best layer, with and without the transform applied inside llama.cpp.
+Writes matrices/<lang>-eng.gguf and matrices/manifest.json. Captures of the fitting pairs are
+shared with bench/methods_offline.py and bench/quality.py (cached outside the repository).
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import lingalign
 from lingalign.capture import capture
 from lingalign.data import lines_sha256, read_lines
 from lingalign.evaluate import retrieval_by_layer
-from lingalign.fit import fit_transform
+from lingalign.fit import choose_layer, fit_transform
+from methods_offline import captures, split_pairs  # bench/ is on sys.path when this script runs
 from lingalign.tune import tune
 
 REPO = Path(__file__).resolve().parent.parent
 TATOEBA = REPO.parent / "shared" / "data" / "tatoeba"
 LANGS = ("spa", "deu", "cmn", "jpn", "swh", "ind", "tur")
-DEV = 50
 
 
 def main() -> None:
@@ -48,20 +50,20 @@ def main() -> None:
         t0 = time.time()
         src_all = read_lines(TATOEBA / f"tatoeba.{lang}-eng.{lang}")
         eng_all = read_lines(TATOEBA / f"tatoeba.{lang}-eng.eng")
-        n = len(src_all)
-        half = n // 2
-        fit_end = half - DEV
+        train, _, test = split_pairs(len(src_all))
+        n, half, fit_end = test.stop, test.start, train.stop
         src, eng = src_all[:fit_end], eng_all[:fit_end]
-        X = capture(llm, src, layers=[n_layer - 1])
-        Y = capture(llm, eng, layers=[n_layer - 1])
+        cached = captures(llm, lang)
+        X, Y = cached["src"][train], cached["eng"][train]
+        layer, _, choice = choose_layer(X, Y, model=fp, layers=all_layers, method="ridge")
         info = {"data": f"tatoeba.{lang}-eng lines 1-{fit_end}", "pairs": fit_end, "src_sha256": lines_sha256(src),
-                "tgt_sha256": lines_sha256(eng), "pool": "mean"}
-        t = fit_transform(X, Y, model=fp, layers=[n_layer - 1], method="ridge", rank="auto", source_lang=lang,
-                          fit_info=info)
+                "tgt_sha256": lines_sha256(eng), "pool": "mean", "layer_choice": choice}
+        t = fit_transform(X, Y, model=fp, layers=all_layers, fit_layers=[layer], method="ridge", rank="auto",
+                          source_lang=lang, fit_info=info)
         t, record = tune(llm, t, metric="retrieval", dev_src=src_all[fit_end:half], dev_tgt=eng_all[fit_end:half])
-        test_src, test_eng = src_all[half:], eng_all[half:]
-        E = capture(llm, test_eng, layers=all_layers)
-        plain = retrieval_by_layer(capture(llm, test_src, layers=all_layers), E, all_layers)
+        test_src = src_all[test]
+        E = cached["eng"][test]
+        plain = retrieval_by_layer(cached["src"][test], E, all_layers)
         moved = retrieval_by_layer(capture(llm, test_src, layers=all_layers, transform=t), E, all_layers)
         measured = {
             "test_pairs": n - half,

@@ -33,7 +33,14 @@ from lingalign.model import cache_dir
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tatoeba"
 RESULTS = Path(__file__).resolve().parent / "results"
 LANGS = ("spa", "deu", "cmn", "jpn", "swh", "ind", "tur")
-N_TRAIN, N_DEV, N_TEST = 450, 50, 500
+N_PAIRS, N_DEV = 1000, 50
+
+
+def split_pairs(n: int) -> tuple[slice, slice, slice]:
+    """train, dev, test: the first half minus N_DEV, the next N_DEV, the second half (450/50/500
+    of 1000 pairs; languages with fewer pairs, such as swh with 390, shrink the same way)."""
+    half = min(n, N_PAIRS) // 2
+    return slice(0, half - N_DEV), slice(half - N_DEV, half), slice(half, 2 * half)
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
 
 Mapper = Callable[[np.ndarray, float], np.ndarray]  # (source vectors, alpha) -> moved vectors
@@ -44,7 +51,7 @@ def captures(llm, lang: str) -> dict[str, np.ndarray]:
     if path.is_file():
         return dict(np.load(path))
     src, eng = read_pairs(DATA / f"tatoeba.{lang}-eng.{lang}", DATA / f"tatoeba.{lang}-eng.eng")
-    out = {"src": capture(llm, src[: N_TRAIN + N_DEV + N_TEST]), "eng": capture(llm, eng[: N_TRAIN + N_DEV + N_TEST])}
+    out = {"src": capture(llm, src[:N_PAIRS]), "eng": capture(llm, eng[:N_PAIRS])}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")  # renamed when complete: readers never see a partial file
     np.savez(tmp, **out)
@@ -80,7 +87,7 @@ def methods(X: np.ndarray, Y: np.ndarray) -> dict[str, Mapper]:
 
 def study(data: dict[str, np.ndarray]) -> dict[str, object]:
     src, eng = data["src"].astype(np.float64), data["eng"].astype(np.float64)
-    tr, dv, te = slice(0, N_TRAIN), slice(N_TRAIN, N_TRAIN + N_DEV), slice(N_TRAIN + N_DEV, None)
+    tr, dv, te = split_pairs(src.shape[0])
     n_layer = src.shape[1]
     per_layer: dict[str, list[float]] = {}
     chosen: dict[str, dict[str, float]] = {}

@@ -3,7 +3,8 @@
     python bench/quality.py [--langs spa,deu,...] [--methods meanshift,ridge,...] [--no-xcopa]
 
 Per language (Tatoeba, ../shared/data; 1000 pairs, the English side differs by language):
-- fit on pairs 1-450, tune on pairs 451-500 (dev), measure on pairs 501-1000 (test);
+- fit on pairs 1-450, tune on pairs 451-500 (dev), measure on pairs 501-1000 (test) (swh has
+  390 pairs: 1-145, 146-195, 196-390);
 - retrieval: source -> English top-1 by cosine over the 500 test pairs, at the best layer and
   at the last layer, the source read with the transform active inside llama.cpp (layers after
   the intervened one see its effect) and the English side without;
@@ -44,7 +45,7 @@ from lingalign.evaluate import eval_choice, load_choice_items, retrieval_by_laye
 from lingalign.experts import DEFAULT_K, fit_experts
 from lingalign.fit import apply_map, fit_transform
 from lingalign.tune import tune
-from methods_offline import captures  # bench/ is on sys.path when this script runs
+from methods_offline import captures, split_pairs  # bench/ is on sys.path when this script runs
 
 REPO = Path(__file__).resolve().parent.parent
 TATOEBA = REPO.parent / "shared" / "data" / "tatoeba"
@@ -56,7 +57,6 @@ LANGS = ("spa", "deu", "cmn", "jpn", "swh", "ind", "tur", "ita", "vie")
 XCOPA_OF = {"ind": "id", "ita": "it", "swh": "sw", "cmn": "zh", "vie": "vi", "tur": "tr"}
 METHODS = ("meanshift", "ridge", "incline", "contrastive", "experts", "random-neurons")
 XCOPA_METHODS = ("meanshift", "ridge", "experts")
-N_TRAIN, N_DEV, N_TEST = 450, 50, 500
 MAP_LAYERS = (2, 4, 6, 8, 9, 10, 11, 12, 14, 17)  # candidate layers for maps and vectors; one is chosen on dev
 MAP_ALPHAS = (0.25, 0.5, 0.75, 1.0)
 EXPERT_ALPHAS = (0.5, 1.0)
@@ -71,9 +71,8 @@ class Study:
         self.llm = llm
         self.lang = lang
         src, eng = read_pairs(TATOEBA / f"tatoeba.{lang}-eng.{lang}", TATOEBA / f"tatoeba.{lang}-eng.eng")
-        self.train = (src[:N_TRAIN], eng[:N_TRAIN])
-        self.dev = (src[N_TRAIN : N_TRAIN + N_DEV], eng[N_TRAIN : N_TRAIN + N_DEV])
-        self.test = (src[N_TRAIN + N_DEV : N_TRAIN + N_DEV + N_TEST], eng[N_TRAIN + N_DEV : N_TRAIN + N_DEV + N_TEST])
+        self.split = split_pairs(len(src))
+        self.train, self.dev, self.test = ((src[sl], eng[sl]) for sl in self.split)
         self.n_layer = lingalign.steering_of(llm).model.n_layer
         self.layers = list(range(self.n_layer))
         self._cache: dict[str, np.ndarray] = {}
@@ -84,9 +83,8 @@ class Study:
             # the same captures as bench/methods_offline.py (pairs 1-1000, cached on disk)
             both = captures(self.llm, self.lang)
             for side in ("src", "eng"):
-                self._cache[f"train.{side}"] = both[side][:N_TRAIN]
-                self._cache[f"dev.{side}"] = both[side][N_TRAIN : N_TRAIN + N_DEV]
-                self._cache[f"test.{side}"] = both[side][N_TRAIN + N_DEV :]
+                for part, sl in zip(("train", "dev", "test"), self.split):
+                    self._cache[f"{part}.{side}"] = both[side][sl]
         return self._cache[key]
 
     def measure(self, transform: Any) -> dict[str, Any]:
@@ -95,7 +93,7 @@ class Study:
 
     def fit(self, method: str) -> Any:
         fp = lingalign.steering_of(self.llm).model
-        info = {"data": f"tatoeba.{self.lang}-eng lines 1-{N_TRAIN}"}
+        info = {"data": f"tatoeba.{self.lang}-eng lines 1-{self.split[0].stop}"}
         if method in ("experts", "random-neurons"):
             others = [s for lang in EMBEDDED_LANGUAGES if lang not in ("eng", self.lang)
                       for s in read_lines(embedded_path(lang), limit=NEGATIVES_PER_LANGUAGE)]
@@ -137,8 +135,8 @@ def _summary(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _choice(llm: Any, lang: str, split: str, transform: Any = None) -> float:
-    items = load_choice_items(XCOPA / lang / f"{split}.{lang}.jsonl")
+def _choice(llm: Any, lang: str, split: str, transform: Any = None, limit: int | None = None) -> float:
+    items = load_choice_items(XCOPA / lang / f"{split}.{lang}.jsonl")[:limit]
     steering = lingalign.steering_of(llm)
     if transform is None:
         steering.clear()
@@ -156,23 +154,33 @@ def main() -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--xcopa-methods", default=",".join(XCOPA_METHODS))
     ap.add_argument("--no-xcopa", action="store_true")
+    ap.add_argument("--xcopa-only", action="store_true", help="only the XCOPA numbers (retrieval cells untouched)")
+    ap.add_argument("--results", default=str(RESULTS),
+                    help="JSON to write (the table merges every bench/results/quality*.json)")
     ap.add_argument("--redo", action="store_true", help="recompute finished cells")
+    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: its choice)")
+    ap.add_argument("--xcopa-test-limit", type=int, default=None, help="score only the first N test items")
     args = ap.parse_args()
-    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.is_file() and not args.redo else {}
+    out_path = Path(args.results)
+    results: dict[str, Any] = json.loads(out_path.read_text()) if out_path.is_file() and not args.redo else {}
     results.setdefault("command", "python bench/quality.py")
     cells = results.setdefault("cells", {})
 
     def save() -> None:
-        RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-        write_table(results)
+        out_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+        write_table()
 
-    llm = lingalign.load(n_ctx=512, verbose=False)
-    choice_llm = lingalign.load(n_ctx=256, logits_all=True, verbose=False)
+    threads = {} if args.threads is None else {"n_threads": args.threads, "n_threads_batch": args.threads}
+    llm = lingalign.load(n_ctx=512, verbose=False, **threads)
+    choice_llm = lingalign.load(n_ctx=256, logits_all=True, verbose=False, **threads)
+    test_limit = args.xcopa_test_limit
     for lang in args.langs.split(","):
         study = Study(llm, lang)
         t0 = time.time()
         key = f"{lang}/none"
-        if key not in cells:
+        if args.xcopa_only:
+            cells.setdefault(key, {})
+        elif key not in cells:
             plain = _summary(retrieval_by_layer(study.acts("test.src"), study.acts("test.eng"), study.layers))
             mx, my = study.acts("train.src").mean(0), study.acts("train.eng").mean(0)
             centred = [retrieval_top1(study.acts("test.src")[:, k] - mx[k], study.acts("test.eng")[:, k] - my[k])[0]
@@ -183,11 +191,15 @@ def main() -> int:
             save()
         xl = XCOPA_OF.get(lang)
         if xl and not args.no_xcopa and "xcopa" not in cells[key]:
-            cells[key]["xcopa"] = {"lang": xl, "test": _choice(choice_llm, xl, "test")}
+            cells[key]["xcopa"] = {"lang": xl, "test": _choice(choice_llm, xl, "test", limit=test_limit),
+                                   "n_test": test_limit or 500}
             save()
         for method in args.methods.split(","):
             key = f"{lang}/{method}"
-            if key not in cells:
+            if args.xcopa_only:
+                cells.setdefault(key, {})
+                transform = None
+            elif key not in cells:
                 t1 = time.time()
                 transform, record = study.fit(method)
                 cells[key] = {**study.measure(transform), "tuned": {"layers": record["best"]["layers"],
@@ -206,7 +218,8 @@ def main() -> int:
                                      alphas=CHOICE_ALPHAS, positions=("all",))
                 cells[key]["xcopa"] = {"lang": xl, "val": round(record["best"]["score"], 4),
                                        "val_none": round(record["baseline_score"], 4), "alpha": tuned.alpha,
-                                       "layers": sorted(tuned.layers), "test": _choice(choice_llm, xl, "test", tuned)}
+                                       "layers": sorted(tuned.layers), "n_test": test_limit or 500,
+                                       "test": _choice(choice_llm, xl, "test", tuned, limit=test_limit)}
                 save()
                 print(f"{lang} {method}: XCOPA {xl} test {cells[key]['xcopa']['test']:.3f}", file=sys.stderr, flush=True)
         print(f"{lang} done in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
@@ -214,9 +227,18 @@ def main() -> int:
     return 0
 
 
-def write_table(results: dict[str, Any]) -> None:
-    cells = results["cells"]
-    langs = [lang for lang in LANGS if f"{lang}/none" in cells]
+def merged_cells() -> dict[str, Any]:
+    """The cells of every bench/results/quality*.json (runs may be split, e.g. --xcopa-only)."""
+    cells: dict[str, Any] = {}
+    for path in sorted(RESULTS.parent.glob("quality*.json")):
+        for key, cell in json.loads(path.read_text()).get("cells", {}).items():
+            cells[key] = {**cells.get(key, {}), **cell}
+    return cells
+
+
+def write_table() -> None:
+    cells = merged_cells()
+    langs = [lang for lang in LANGS if "best_top1" in cells.get(f"{lang}/none", {})]
     rows = ["none", "centring"] + [m for m in METHODS if any(f"{lang}/{m}" in cells for lang in langs)]
     out = ["# Results: lingalign methods on Gemma 3 270M (Q4_K_M)", "",
            "Made by `python bench/quality.py` (see its docstring for the protocol and the equivalent CLI commands);",
@@ -224,7 +246,7 @@ def write_table(results: dict[str, Any]) -> None:
            "## Retrieval: held-out Tatoeba top-1 (source -> English, 500 pairs), best layer / last layer", "",
            "| method | " + " | ".join(langs) + " | mean |", "|---|" + "---|" * (len(langs) + 1)]
     for m in rows:
-        vals = [cells.get(f"{lang}/{m}") for lang in langs]
+        vals = [cells.get(f"{lang}/{m}") if "best_top1" in cells.get(f"{lang}/{m}", {}) else None for lang in langs]
         if all(v is None for v in vals):
             continue
         txt = [f"{v['best_top1']:.3f} / {v['last_top1']:.3f}" if v else "" for v in vals]
@@ -233,8 +255,9 @@ def write_table(results: dict[str, Any]) -> None:
                 if len(done) == len(langs) else "")
         label = "per-language centring (eval-side reference)" if m == "centring" else m
         out.append(f"| {label} | " + " | ".join(txt) + f" | {mean} |")
-    xlangs = [lang for lang in langs if lang in XCOPA_OF]
-    out += ["", "## XCOPA test accuracy (500 items; settings tuned on val)", "",
+    xlangs = [lang for lang in LANGS if lang in XCOPA_OF]
+    n_test = sorted({c["xcopa"].get("n_test", 500) for c in cells.values() if "xcopa" in c}) or [500]
+    out += ["", f"## XCOPA test accuracy (first {'/'.join(map(str, n_test))} test items; settings tuned on val)", "",
             "| method | " + " | ".join(XCOPA_OF[lang] for lang in xlangs) + " | mean |", "|---|" + "---|" * (len(xlangs) + 1)]
     for m in ["none"] + [m for m in METHODS]:
         vals = [cells.get(f"{lang}/{m}", {}).get("xcopa") for lang in xlangs]

@@ -51,10 +51,11 @@ def test_fit_info_run(tiny_model, texts, tmp_path, capsys, method):
     assert capsys.readouterr().out.strip() != ""
 
 
-def test_fit_default_layer_is_last(tiny_model, texts, tmp_path):
+def test_fit_with_too_few_pairs_to_choose_a_layer_uses_the_last(tiny_model, texts, tmp_path, capsys):
     out = tmp_path / "t.gguf"
     assert main(["fit", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(texts[1]), "--out", str(out), "--lambda", "1"]) == 0
     assert sorted(Transform.load(out).layers) == [3]
+    assert "too few to choose a layer" in capsys.readouterr().err
 
 
 def test_fit_layers_auto_picks_one_layer_and_alpha(tiny_model, tmp_path):
@@ -64,7 +65,7 @@ def test_fit_layers_auto_picks_one_layer_and_alpha(tiny_model, tmp_path):
     tgt.write_text("\n".join(f"{w.upper()} {i}" for i in range(4) for w in words) + "\n", encoding="utf-8")
     out = tmp_path / "auto.gguf"
     assert main(["fit", "--model", str(tiny_model), "--src", str(src), "--tgt", str(tgt), "--out", str(out),
-                 "--layers", "auto", "--lambda", "1"]) == 0
+                 "--lambda", "1"]) == 0  # --layers auto is the default
     t = Transform.load(out)
     choice = t.fit_info["layer_choice"]
     assert len(t.layers) == 1 and sorted(choice["gain_by_layer"]) == ["0", "1", "2", "3"]
