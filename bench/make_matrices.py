@@ -3,8 +3,8 @@
     python bench/make_matrices.py [--langs spa,deu,...]
 
 Per language, from ../shared/data/tatoeba (N line pairs; the English side differs by language):
-fit on lines [0, N/2 - 50) with `lingalign fit`'s defaults (ridge, `--layers auto`: the layer
-where the map helps held-out retrieval most, rank auto), tune alpha on the dev lines
+fit on lines [0, N/2 - 50) with `lingalign fit`'s defaults (contrastive, `--layers auto`: the
+layer where the map helps held-out retrieval most), stored as float16, tune alpha on the dev lines
 [N/2 - 50, N/2) by retrieval, and measure on the held-out lines [N/2, N): retrieval top-1 at
 the last layer and at the best layer, with and without the transform applied inside llama.cpp.
 Writes matrices/<lang>-eng.gguf and matrices/manifest.json. Captures of the fitting pairs are
@@ -22,7 +22,7 @@ import lingalign
 from lingalign.capture import capture
 from lingalign.data import lines_sha256, read_lines
 from lingalign.evaluate import retrieval_by_layer
-from lingalign.fit import choose_layer, fit_transform
+from lingalign.fit import DEFAULT_METHOD, choose_layer, fit_transform
 from methods_offline import captures, split_pairs  # bench/ is on sys.path when this script runs
 from lingalign.tune import tune
 
@@ -35,10 +35,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--langs", default=",".join(LANGS))
     ap.add_argument("--out", default=str(REPO / "matrices"))
+    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: its choice)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(exist_ok=True)
-    llm = lingalign.load(n_ctx=512)
+    ap_threads = {} if args.threads is None else {"n_threads": args.threads, "n_threads_batch": args.threads}
+    llm = lingalign.load(n_ctx=512, verbose=False, **ap_threads)
     fp = lingalign.steering_of(llm).model
     n_layer = fp.n_layer
     all_layers = list(range(n_layer))
@@ -55,11 +57,11 @@ def main() -> None:
         src, eng = src_all[:fit_end], eng_all[:fit_end]
         cached = captures(llm, lang)
         X, Y = cached["src"][train], cached["eng"][train]
-        layer, _, choice = choose_layer(X, Y, model=fp, layers=all_layers, method="ridge")
+        layer, _, choice = choose_layer(X, Y, model=fp, layers=all_layers, method=DEFAULT_METHOD)
         info = {"data": f"tatoeba.{lang}-eng lines 1-{fit_end}", "pairs": fit_end, "src_sha256": lines_sha256(src),
                 "tgt_sha256": lines_sha256(eng), "pool": "mean", "layer_choice": choice}
-        t = fit_transform(X, Y, model=fp, layers=all_layers, fit_layers=[layer], method="ridge", rank="auto",
-                          source_lang=lang, fit_info=info)
+        t = fit_transform(X, Y, model=fp, layers=all_layers, fit_layers=[layer], method=DEFAULT_METHOD, rank="auto",
+                          source_lang=lang, fit_info=info).to_precision("f16")
         t, record = tune(llm, t, metric="retrieval", dev_src=src_all[fit_end:half], dev_tgt=eng_all[fit_end:half])
         test_src = src_all[test]
         E = cached["eng"][test]

@@ -120,7 +120,7 @@ def test_rank_auto_finds_low_rank_maps_and_keeps_full_ones():
     U, Vt = truncate_map(np.eye(d) + low, 4)
     np.testing.assert_allclose(U @ Vt, low, atol=1e-10)
 
-    t = fit_transform(X[:, None, :].astype(np.float32), Y[:, None, :].astype(np.float32), model=ModelFingerprint("llama", d, 1, "v", "w"), layers=[0], rank="auto", lam=1e-3)
+    t = fit_transform(X[:, None, :].astype(np.float32), Y[:, None, :].astype(np.float32), model=ModelFingerprint("llama", d, 1, "v", "w"), layers=[0], method="ridge", rank="auto", lam=1e-3)
     # default candidates start at 8: the smallest one that holds the rank-4 map
     assert t.layers[0].kind == "lowrank" and t.layers[0].lowrank_u.shape == (d, 8) and t.fit_info["rank"] == {"0": 8}
     with pytest.raises(LingalignError, match="rank"):
