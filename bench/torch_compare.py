@@ -13,6 +13,8 @@ Nothing here is imported by the tests. Both sides use the same GGUF (default: Ge
 Q4_K_M): lingalign runs it quantized in llama.cpp; transformers loads it with its own GGUF support
 (`from_pretrained(dir, gguf_file=...)`, which dequantizes every tensor to float32) and builds the
 tokenizer from the same file, offline. Both use the same number of threads (default 2).
+`--torch-dtype bfloat16` casts the torch model to bfloat16 afterwards (a variant; float32 is what
+the GGUF route gives and is the default).
 
 What is timed, per round, for each side (each step runs in A B B A order, the side that goes first
 alternating from round to round):
@@ -98,7 +100,7 @@ def lingalign_decode(llm: Any, prompt_tokens: list[int], n_tokens: int, transfor
 class TorchSide:
     """Gemma 3 from the GGUF via transformers, with forward hooks for capture and intervention."""
 
-    def __init__(self, model_path: Path, threads: int, batch_size: int) -> None:
+    def __init__(self, model_path: Path, threads: int, batch_size: int, dtype: str = "float32") -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -110,6 +112,9 @@ class TorchSide:
         self.model = AutoModelForCausalLM.from_pretrained(
             model_path.parent, gguf_file=model_path.name, dtype=torch.float32
         ).eval()
+        self.dtype = getattr(torch, dtype)
+        if self.dtype != torch.float32:
+            self.model.to(self.dtype)
         t2 = time.perf_counter()
         self.load_s = {"tokenizer_from_gguf": t1 - t0, "model_from_gguf": t2 - t1}
         self.layers = self.model.model.layers
@@ -132,7 +137,7 @@ class TorchSide:
         def make_hook(il: int) -> Any:
             def hook(module: Any, args: Any, output: Any) -> None:
                 h = output[0] if isinstance(output, tuple) else output  # [B, T, d], residual after layer il
-                pooled["out"][:, il] = torch.bmm(pooled["w"], h).squeeze(1)  # weighted mean over tokens
+                pooled["out"][:, il] = torch.bmm(pooled["w"], h).squeeze(1).float()  # weighted mean over tokens
 
             return hook
 
@@ -147,7 +152,7 @@ class TorchSide:
                     for r, i in enumerate(rows):  # right padding: positions start at 0 for every row
                         input_ids[r, : len(ids[i])] = torch.tensor(ids[i])
                         mask[r, : len(ids[i])] = 1
-                    w = mask.to(torch.float32)
+                    w = mask.to(self.dtype)
                     w[input_ids[:, 0] == self.bos_id, 0] = 0.0  # BOS: the same state for every sentence
                     w = w / w.sum(dim=1, keepdim=True)
                     pooled["w"] = w.unsqueeze(1)  # [B, 1, T]
@@ -165,7 +170,7 @@ class TorchSide:
         handles = []
         if transform is not None:
             maps = {
-                il: (torch.from_numpy(lm.dense().astype(np.float32)), torch.from_numpy(lm.bias.astype(np.float32)))
+                il: (torch.from_numpy(lm.dense()).to(self.dtype), torch.from_numpy(lm.bias).to(self.dtype))
                 for il, lm in transform.layers.items()
             }
 
@@ -268,6 +273,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128, help="tokens to generate with the intervention")
     ap.add_argument("--batch", type=int, default=32, help="torch capture batch size")
     ap.add_argument("--model", default=None, help="GGUF model (default: lingalign's default model)")
+    ap.add_argument("--torch-dtype", default="float32", choices=("float32", "bfloat16"),
+                    help="torch weights: float32 as transformers dequantizes the GGUF (default), or cast to bfloat16")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "torch_compare.json"))
     args = ap.parse_args()
     if args.repeats < 1 or args.sentences < 10:
@@ -289,7 +296,7 @@ def main() -> None:
     llama_load_s = time.perf_counter() - t0
     fp = lingalign.fingerprint(llm.model_path)
     print("loading the model in transformers from the GGUF (dequantized to float32)...", flush=True)
-    ts = TorchSide(model_path, args.threads, args.batch)
+    ts = TorchSide(model_path, args.threads, args.batch, args.torch_dtype)
     layers = list(range(fp.n_layer))
     if len(ts.layers) != fp.n_layer or ts.n_embd != fp.n_embd:
         raise SystemExit(f"torch model has {len(ts.layers)} layers x {ts.n_embd}, GGUF says {fp.n_layer} x {fp.n_embd}")
@@ -447,6 +454,7 @@ def main() -> None:
             "generated_tokens": args.tokens,
             "prompt_tokens": len(prompt_tokens),
             "torch_batch": args.batch,
+            "torch_dtype": args.torch_dtype,
             "torch_attn_implementation": ts.model.config._attn_implementation,
             "transform": f"ridge, full {fp.n_embd}x{fp.n_embd} map + bias at each of {fp.n_layer} layers, alpha 1, "
                          f"positions all (fitted on each side's own captures)",
