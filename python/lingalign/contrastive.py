@@ -47,6 +47,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import LingalignError
+from .fit import _check_pair  # fit imports this module only inside fit_transform: no cycle
 
 TEMPERATURE = 0.05  # AFP's value
 ANCHOR = 3.0  # weight of the pull of mapped states toward their translations; see the docstring
@@ -57,17 +58,6 @@ DEFAULT_BATCH_SIZE = 128
 VAL_FRACTION = 0.2
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
-
-
-def _check_pair(X: np.ndarray, Y: np.ndarray) -> None:
-    # Kept here rather than imported from fit, which will import this module.
-    X, Y = np.asarray(X), np.asarray(Y)
-    if X.ndim != 2 or Y.ndim != 2 or X.shape != Y.shape:
-        raise LingalignError(f"paired arrays must both be [N, d]; got {X.shape} and {Y.shape}")
-    if X.shape[0] < 2:
-        raise LingalignError(f"need at least 2 sentence pairs to fit, got {X.shape[0]}")
-    if not (np.isfinite(X).all() and np.isfinite(Y).all()):
-        raise LingalignError("activations contain NaN or Inf")
 
 
 def _unit_rows(A: np.ndarray) -> np.ndarray:

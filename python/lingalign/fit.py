@@ -33,6 +33,7 @@ RANK_TOLERANCE = 0.005  # a low rank is kept when its held-out error is within 0
 
 
 def _check_pair(X: np.ndarray, Y: np.ndarray) -> None:
+    X, Y = np.asarray(X), np.asarray(Y)
     if X.ndim != 2 or Y.ndim != 2 or X.shape != Y.shape:
         raise LingalignError(f"paired arrays must both be [N, d]; got {X.shape} and {Y.shape}")
     if X.shape[0] < 2:
