@@ -56,11 +56,12 @@ TABLE = REPO / "docs" / "results.md"
 LANGS = ("spa", "deu", "cmn", "jpn", "swh", "ind", "tur", "ita", "vie")
 XCOPA_OF = {"ind": "id", "ita": "it", "swh": "sw", "cmn": "zh", "vie": "vi", "tur": "tr"}
 METHODS = ("meanshift", "ridge", "incline", "contrastive", "experts", "random-neurons")
-XCOPA_METHODS = ("meanshift", "ridge", "experts")
+XCOPA_METHODS = ("meanshift", "ridge", "contrastive")
 MAP_LAYERS = (2, 4, 6, 8, 9, 10, 11, 12, 14, 17)  # candidate layers for maps and vectors; one is chosen on dev
 MAP_ALPHAS = (0.25, 0.5, 0.75, 1.0)
 EXPERT_ALPHAS = (0.5, 1.0)
-CHOICE_ALPHAS = (-0.5, 0.5, 1.0)
+CHOICE_ALPHAS = (-0.5, 0.25, 0.5, 1.0)
+CHOICE_POSITIONS = ("all", "last")
 NEGATIVES_PER_LANGUAGE = 100
 
 
@@ -137,15 +138,7 @@ def _summary(r: dict[str, Any]) -> dict[str, Any]:
 
 def _choice(llm: Any, lang: str, split: str, transform: Any = None, limit: int | None = None) -> float:
     items = load_choice_items(XCOPA / lang / f"{split}.{lang}.jsonl")[:limit]
-    steering = lingalign.steering_of(llm)
-    if transform is None:
-        steering.clear()
-    else:
-        steering.set(transform)
-    try:
-        return float(eval_choice(llm, items, lang=lang)["accuracy"])
-    finally:
-        steering.clear()
+    return float(eval_choice(llm, items, lang=lang, transform=transform)["accuracy"])
 
 
 def main() -> int:
@@ -172,7 +165,6 @@ def main() -> int:
 
     threads = {} if args.threads is None else {"n_threads": args.threads, "n_threads_batch": args.threads}
     llm = lingalign.load(n_ctx=512, verbose=False, **threads)
-    choice_llm = lingalign.load(n_ctx=256, logits_all=True, verbose=False, **threads)
     test_limit = args.xcopa_test_limit
     for lang in args.langs.split(","):
         study = Study(llm, lang)
@@ -191,7 +183,7 @@ def main() -> int:
             save()
         xl = XCOPA_OF.get(lang)
         if xl and not args.no_xcopa and "xcopa" not in cells[key]:
-            cells[key]["xcopa"] = {"lang": xl, "test": _choice(choice_llm, xl, "test", limit=test_limit),
+            cells[key]["xcopa"] = {"lang": xl, "test": _choice(llm, xl, "test", limit=test_limit),
                                    "n_test": test_limit or 500}
             save()
         for method in args.methods.split(","):
@@ -214,12 +206,13 @@ def main() -> int:
                 if transform is None:
                     transform, _ = study.fit(method)
                 items = load_choice_items(XCOPA / xl / f"val.{xl}.jsonl")
-                tuned, record = tune(choice_llm, transform, metric="choice", dev_items=items, lang=xl,
-                                     alphas=CHOICE_ALPHAS, positions=("all",))
+                tuned, record = tune(llm, transform, metric="choice", dev_items=items, lang=xl,
+                                     alphas=CHOICE_ALPHAS, positions=CHOICE_POSITIONS)
                 cells[key]["xcopa"] = {"lang": xl, "val": round(record["best"]["score"], 4),
                                        "val_none": round(record["baseline_score"], 4), "alpha": tuned.alpha,
+                                       "positions": tuned.positions,
                                        "layers": sorted(tuned.layers), "n_test": test_limit or 500,
-                                       "test": _choice(choice_llm, xl, "test", tuned, limit=test_limit)}
+                                       "test": _choice(llm, xl, "test", tuned, limit=test_limit)}
                 save()
                 print(f"{lang} {method}: XCOPA {xl} test {cells[key]['xcopa']['test']:.3f}", file=sys.stderr, flush=True)
         print(f"{lang} done in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)

@@ -12,7 +12,7 @@ from test_hook import _transform
 import lingalign
 from lingalign import LingalignError
 from lingalign.cli import main
-from lingalign.evaluate import _log_softmax_rows, eval_choice, load_choice_items
+from lingalign.evaluate import _log_softmax_rows, choice_scores, eval_choice, load_choice_items
 
 ITEMS = [
     {"premise": "the man opened the tap.", "choice1": "the toilet filled.", "choice2": "water flowed out.", "question": "effect", "label": 1},
@@ -44,23 +44,41 @@ def _reference_choice_scores(llm, item, connector):
 
 def test_choice_scores_match_a_plain_reference(tiny_model):
     llm = tiny_llm(tiny_model, logits_all=True)
-    ref = [_reference_choice_scores(llm, it, "kwa hiyo" if it["question"] == "effect" else "kwa sababu") for it in ITEMS]
+    ref = np.array([_reference_choice_scores(llm, it, "kwa hiyo" if it["question"] == "effect" else "kwa sababu") for it in ITEMS])
+    # Several items per decode, shared contexts, logits only where needed: the same numbers.
+    sums, counts, _ = choice_scores(tiny_llm(tiny_model), ITEMS, lang="sw")
+    np.testing.assert_allclose(sums, ref, rtol=1e-4, atol=1e-4)
+    lens = [[len(llm.tokenize((" " + it[k][:1].lower() + it[k][1:]).encode(), add_bos=False)) for k in ("choice1", "choice2")] for it in ITEMS]
+    assert counts.tolist() == lens
+    # One item per decode gives the same as many.
+    one, _, _ = choice_scores(tiny_llm(tiny_model), ITEMS, lang="sw", max_outputs=1)
+    np.testing.assert_allclose(one, sums, rtol=1e-4, atol=1e-4)
     expected = np.mean([(s[1] > s[0]) == (it["label"] == 1) for s, it in zip(ref, ITEMS)])
-    result = eval_choice(llm, ITEMS, lang="sw")
+    result = eval_choice(tiny_llm(tiny_model), ITEMS, lang="sw")
     assert result["n"] == 3 and result["accuracy"] == pytest.approx(expected)
-    with pytest.raises(LingalignError, match="logits_all"):
-        eval_choice(tiny_llm(tiny_model), ITEMS)
+
+
+def test_choice_with_a_transform_matches_the_attached_hook(tiny_model):
+    t = _transform(tiny_model, [1, 2])
+    llm = tiny_llm(tiny_model, logits_all=True)
+    lingalign.attach(llm, t)
+    ref = np.array([_reference_choice_scores(llm, it, "kwa hiyo" if it["question"] == "effect" else "kwa sababu") for it in ITEMS])
+    sums, _, info = choice_scores(tiny_llm(tiny_model), ITEMS, lang="sw", transform=t)
+    np.testing.assert_allclose(sums, ref, rtol=1e-4, atol=1e-4)
+    plain, _, _ = choice_scores(tiny_llm(tiny_model), ITEMS, lang="sw")
+    assert not np.allclose(plain, sums)
+    off, _, _ = choice_scores(tiny_llm(tiny_model), ITEMS, lang="sw", transform=t, alpha=0.0)
+    np.testing.assert_array_equal(off, plain)
 
 
 def test_choice_with_last_policy_moves_only_the_context_token(tiny_model):
-    llm = tiny_llm(tiny_model, logits_all=True)
-    steering = lingalign.attach(llm, _transform(tiny_model, [1], positions="last"))
-    eval_choice(llm, ITEMS[:1])
-    assert steering.take_rows_transformed() == 1  # the context's last token, not the choices'
-    steering.set(_transform(tiny_model, [1], positions="generated"))
-    eval_choice(llm, ITEMS[:1])
-    n_cont = sum(len(llm.tokenize((" " + ITEMS[0][k][:1].lower() + ITEMS[0][k][1:]).encode(), add_bos=False)) for k in ("choice1", "choice2"))
-    assert steering.take_rows_transformed() == n_cont
+    llm = tiny_llm(tiny_model)
+    r = eval_choice(llm, ITEMS[:1], transform=_transform(tiny_model, [1], positions="last"))
+    assert r["rows_transformed"] == 1  # the context's last token (shared by both choices), not the choices'
+    r = eval_choice(llm, ITEMS[:1], transform=_transform(tiny_model, [1], positions="generated"))
+    # every choice token but the last, whose logits would predict nothing and are not computed
+    n_cont = sum(len(llm.tokenize((" " + ITEMS[0][k][:1].lower() + ITEMS[0][k][1:]).encode(), add_bos=False)) - 1 for k in ("choice1", "choice2"))
+    assert r["rows_transformed"] == n_cont
 
 
 def test_eval_cli_json(tiny_model, choice_file, tmp_path, capsys):

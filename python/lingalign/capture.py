@@ -17,7 +17,7 @@ import numpy as np
 
 from ._abi import _core
 from .errors import LingalignError
-from .hook import _hooked_params, configure_hook, ffn_activation, new_hook, quiet_llama_log
+from .hook import batch_context, configure_hook, ffn_activation, new_hook, quiet_llama_log
 from .transform import Transform
 
 import llama_cpp
@@ -181,18 +181,8 @@ def capture(
     n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(llm.model)) or batch_tokens
     n_batch = max(min(batch_tokens, n_ctx_train), max(len(t) for t in tokens))
     n_seq = max(1, min(max_sequences, int(llama_cpp.llama_max_parallel_sequences())))
-    base = llama_cpp.llama_context_default_params()
-    base.n_ctx = n_batch
-    base.n_batch = n_batch
-    base.n_ubatch = min(n_batch, 512)
-    base.n_seq_max = n_seq
-    base.kv_unified = True  # one KV stream: llama.cpp keeps batch order (split_simple)
-    base.n_threads = llm.context_params.n_threads
-    base.n_threads_batch = llm.context_params.n_threads_batch
-    base.embeddings = True  # outputs are n_embd wide: no n_vocab-wide logits buffer per token
-    params, callback = _hooked_params(base, hook)
-    with quiet_llama_log(llm.verbose):
-        ctx = llama_internals.LlamaContext(model=llm._model, params=params, verbose=False)
+    # embeddings=True: outputs are n_embd wide, no n_vocab-wide logits buffer per token
+    ctx, callback = batch_context(llm, hook, n_batch=n_batch, n_seq=n_seq, embeddings=True)
     n_ubatch = int(llama_cpp.llama_n_ubatch(ctx.ctx))
     batch = llama_internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
     need_all_outputs = cap_layers[-1] == n_layer - 1
@@ -241,6 +231,7 @@ def capture(
         bar.close()
         hook.stop_capture()
         batch.close()
-        ctx.close()
+        with quiet_llama_log(llm.verbose):
+            ctx.close()
         del callback
     return result

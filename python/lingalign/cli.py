@@ -329,16 +329,15 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
 
 def _cmd_eval_choice(args: argparse.Namespace) -> int:
     from .evaluate import choice_language, eval_choice, load_choice_items
-    from .hook import attach, open_model
+    from .hook import open_model
 
     items = load_choice_items(args.data)[: args.limit]
     transform = _load_transform(args)
-    llm = open_model(args.model, n_ctx=args.ctx, n_threads=args.threads, logits_all=True)
-    steering = attach(llm)
-    if transform is not None:
-        for w in steering.set(transform, alpha=args.alpha, positions=args.positions, force=args.force):
-            print(f"lingalign: warning: {w}", file=sys.stderr)
-    result = eval_choice(llm, items, lang=args.lang or choice_language(args.data))
+    llm = open_model(args.model, n_ctx=args.ctx, n_threads=args.threads)
+    result = eval_choice(llm, items, lang=args.lang or choice_language(args.data), transform=transform,
+                         alpha=args.alpha, positions=args.positions, force=args.force)
+    for w in result.pop("warnings"):
+        print(f"lingalign: warning: {w}", file=sys.stderr)
     if args.json:
         print(json.dumps(result))
     else:
@@ -373,7 +372,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         dev_src, dev_tgt = read_pairs(args.dev, args.dev_tgt, skip=args.skip, limit=args.limit)
     else:
         items = load_choice_items(args.dev)[: args.limit]
-    llm = open_model(args.model, n_ctx=args.ctx, n_threads=args.threads, logits_all=args.metric == "choice")
+    llm = open_model(args.model, n_ctx=args.ctx, n_threads=args.threads)
     for w in transform.model.check(fingerprint(llm.model_path), force=args.force):
         print(f"lingalign: warning: {w}", file=sys.stderr)
     tuned, record = tune(llm, transform, metric=args.metric, dev_src=dev_src, dev_tgt=dev_tgt, dev_items=items,

@@ -3,10 +3,9 @@ that run the model (bitext retrieval, multiple choice by log-likelihood)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,60 +134,192 @@ def _log_softmax_rows(logits: np.ndarray) -> np.ndarray:
     return logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
 
 
+def choice_tokens(llm: Any, item: dict[str, Any], lang: str) -> tuple[list[int], list[list[int]]]:
+    """Tokens of an item's context (premise + connector, with BOS) and of its two choices
+    (lower-cased first letter, after a space), as lm-evaluation-harness builds XCOPA prompts."""
+    cause, effect = CHOICE_CONNECTORS.get(lang, CHOICE_CONNECTORS["en"])
+    premise = item["premise"].strip()
+    if premise[-1:] in ".。!?":
+        premise = premise[:-1]
+    context = f"{premise} {cause if item['question'] == 'cause' else effect}"
+    ctx = llm.tokenize(context.encode("utf-8"), add_bos=True, special=False)
+    conts = []
+    for key in ("choice1", "choice2"):
+        choice = item[key].strip()
+        choice = choice[:1].lower() + choice[1:]
+        conts.append(llm.tokenize((" " + choice).encode("utf-8"), add_bos=False, special=False))
+    return ctx, conts
+
+
+def _pack_items(sizes: Sequence[tuple[int, int]], max_tokens: int, max_outputs: int, max_items: int) -> Iterator[list[int]]:
+    """Consecutive groups of item indices whose (tokens, outputs) fit one decode."""
+    start = 0
+    while start < len(sizes):
+        group, tokens, outputs = [start], *sizes[start]
+        while start + len(group) < len(sizes) and len(group) < max_items:
+            t, o = sizes[start + len(group)]
+            if tokens + t > max_tokens or outputs + o > max_outputs:
+                break
+            group.append(start + len(group))
+            tokens, outputs = tokens + t, outputs + o
+        yield group
+        start += len(group)
+
+
+def choice_scores(
+    llm: Any,
+    items: Sequence[dict[str, Any]],
+    *,
+    lang: str = "en",
+    transform: Any = None,
+    alpha: float | None = None,
+    positions: str | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+    batch_tokens: int = 512,
+    max_outputs: int = 64,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Log-likelihood of each item's two choices after its context: (sums [n, 2], token counts
+    [n, 2], info with the transform's warnings and the number of rows it changed).
+
+    Runs in a context of its own on llm's model, several items per llama_decode. Each item's
+    context is evaluated once for both choices (its tokens belong to two sequences), and logits
+    (n_vocab wide, the costly part) are computed only for the rows that predict a choice token.
+    With `transform`, the context's tokens count as prompt and the choices' as generated for
+    the position policy: positions='last' moves the context's last token, as when generating.
+    """
+    import llama_cpp
+    from llama_cpp import _internals as llama_internals
+
+    from ._abi import _core
+    from .capture import _Progress
+    from .hook import batch_context, configure_hook, new_hook, quiet_llama_log
+
+    n = len(items)
+    sums, counts = np.zeros((n, 2)), np.zeros((n, 2), dtype=np.int64)
+    info: dict[str, Any] = {"warnings": [], "rows_transformed": 0}
+    if n == 0:
+        return sums, counts, info
+    encoded = [choice_tokens(llm, it, lang) for it in items]
+    for k, (ctx_toks, conts) in enumerate(encoded):
+        if not all(conts):
+            raise LingalignError(f"item {k + 1}: a choice is empty")
+        if len(ctx_toks) + len(conts[0]) + len(conts[1]) - 2 > batch_tokens:
+            raise LingalignError(f"item {k + 1} is longer than {batch_tokens} tokens: {items[k]['premise'][:40]!r}")
+    # An item: context + each choice but its last token (whose logits would predict nothing).
+    sizes = [(len(c) + len(a) + len(b) - 2, len(a) + len(b) - 1) for c, (a, b) in encoded]
+
+    hook = new_hook(llm)
+    policy = "all"
+    if transform is not None:
+        from .model import fingerprint
+
+        info["warnings"], policy = configure_hook(
+            hook, transform, fingerprint(llm.model_path), alpha=alpha, positions=positions, force=force
+        )
+    apply_ctx = policy in ("all", "prompt")
+    apply_cont = policy in ("all", "generated")
+    max_items = max(1, min(32, int(llama_cpp.llama_max_parallel_sequences()) // 2))
+    ctx, callback = batch_context(llm, hook, n_batch=batch_tokens, n_seq=2 * max_items, embeddings=False)
+    n_ubatch = int(llama_cpp.llama_n_ubatch(ctx.ctx))
+    n_vocab = int(llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(llm.model)))
+    batch = llama_internals.LlamaBatch(n_tokens=batch_tokens, embd=0, n_seq_max=2, verbose=False)
+    bar = _Progress(n, progress, "choice")
+    try:
+        for group in _pack_items(sizes, batch_tokens, max_outputs, max_items):
+            b = batch.batch
+            flags: list[int] = []
+            targets: list[tuple[int, int, int]] = []  # (item, choice, token) per output row, in order
+
+            def add(tok: int, pos: int, seqs: tuple[int, ...], output: bool, apply: bool) -> None:
+                row = len(flags)
+                b.token[row], b.pos[row], b.n_seq_id[row] = tok, pos, len(seqs)
+                for j, s in enumerate(seqs):
+                    b.seq_id[row][j] = s
+                b.logits[row] = int(output)
+                flags.append((_core.ROW_OUTPUT if output else 0) | (_core.ROW_APPLY if apply else 0))
+
+            for slot, k in enumerate(group):
+                ctx_toks, conts = encoded[k]
+                n0, last = len(ctx_toks), len(ctx_toks) - 1
+                for pos, tok in enumerate(ctx_toks):
+                    add(tok, pos, (2 * slot, 2 * slot + 1), pos == last, apply_ctx or (policy == "last" and pos == last))
+                targets += [(k, 0, conts[0][0]), (k, 1, conts[1][0])]  # both predicted by the last context row
+                for c, cont in enumerate(conts):
+                    for j, tok in enumerate(cont[:-1]):
+                        add(tok, n0 + j, (2 * slot + c,), True, apply_cont)
+                        targets.append((k, c, cont[j + 1]))
+            b.n_tokens = len(flags)
+            hook.set_batch(n_ubatch, np.asarray(flags, dtype=np.uint8))
+            try:
+                rc = llama_cpp.llama_decode(ctx.ctx, b)
+            finally:
+                hook.end_batch()
+            error = hook.take_error()
+            if error:
+                raise LingalignError(f"choice scoring failed: {error}")
+            if rc != 0:
+                raise LingalignError(f"llama_decode failed with code {rc} while scoring choices")
+            n_out = sum(1 for f in flags if f & _core.ROW_OUTPUT)
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx.ctx), shape=(n_out, n_vocab))
+            m = logits.max(axis=1)
+            lse = m + np.log(np.exp(logits - m[:, None]).sum(axis=1, dtype=np.float64))
+            # The last context row predicts both choices' first tokens: it is used twice.
+            rows = []
+            out_row = -1
+            for slot, k in enumerate(group):
+                out_row += 1
+                rows += [out_row, out_row]
+                for cont in encoded[k][1]:
+                    rows += list(range(out_row + 1, out_row + len(cont)))
+                    out_row += len(cont) - 1
+            rows_a = np.asarray(rows)
+            toks = np.asarray([t for _, _, t in targets])
+            logp = logits[rows_a, toks].astype(np.float64) - lse[rows_a]
+            for (k, c, _), lp in zip(targets, logp):
+                sums[k, c] += lp
+                counts[k, c] += 1
+            ctx.kv_cache_clear()
+            bar.update(len(group))
+    finally:
+        bar.close()
+        info["rows_transformed"] = int(hook.take_rows_transformed())
+        batch.close()
+        with quiet_llama_log(llm.verbose):
+            ctx.close()
+        del callback
+    return sums, counts, info
+
+
 def eval_choice(
     llm: Any,
     items: Sequence[dict[str, Any]],
     *,
     lang: str = "en",
+    transform: Any = None,
+    alpha: float | None = None,
+    positions: str | None = None,
+    force: bool = False,
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """Two-way multiple choice by log-likelihood of each choice after premise + connector.
 
-    `llm` needs logits_all=True. If a lingalign Steering is attached, its transform is active:
-    the context is evaluated as prompt tokens and each choice as generated tokens (so
-    positions='last' moves the context's last token). Accuracy with summed and with
-    length-normalized (mean per token) scores.
+    Accuracy with summed and with length-normalized (mean per token) scores; with `transform`
+    active inside llama.cpp (see choice_scores). A tie counts as choice 1.
     """
-    from .capture import _Progress
-    from .hook import steering_of
-
-    if not getattr(llm, "_logits_all", False):
-        raise LingalignError("eval_choice needs a Llama made with logits_all=True")
-    cause, effect = CHOICE_CONNECTORS.get(lang, CHOICE_CONNECTORS["en"])
-    steering = steering_of(llm)
-    correct_sum = correct_norm = 0
-    bar = _Progress(len(items), progress, "choice")
-    try:
-        for item in items:
-            premise = item["premise"].strip()
-            if premise[-1:] in ".。!?":
-                premise = premise[:-1]
-            context = f"{premise} {cause if item['question'] == 'cause' else effect}"
-            ctx_tokens = llm.tokenize(context.encode("utf-8"), add_bos=True, special=False)
-            scores = []
-            for key in ("choice1", "choice2"):
-                choice = item[key].strip()
-                choice = choice[:1].lower() + choice[1:]
-                cont = llm.tokenize((" " + choice).encode("utf-8"), add_bos=False, special=False)
-                if len(ctx_tokens) + len(cont) > llm.n_ctx():
-                    raise LingalignError(f"item too long for n_ctx={llm.n_ctx()}: {item['premise'][:40]!r}")
-                if key == "choice1":
-                    llm.reset()
-                    with steering.tokens_are("prompt") if steering else contextlib.nullcontext():
-                        llm.eval(ctx_tokens)
-                else:
-                    llm.n_tokens = len(ctx_tokens)  # keep the context's KV, drop choice1's
-                with steering.tokens_are("generated") if steering else contextlib.nullcontext():
-                    llm.eval(cont)
-                n0 = len(ctx_tokens)
-                logp = _log_softmax_rows(np.asarray(llm.scores[n0 - 1 : n0 + len(cont) - 1], dtype=np.float64))
-                total = float(logp[np.arange(len(cont)), cont].sum())
-                scores.append((total, total / len(cont)))
-            label = int(item["label"])
-            correct_sum += int((scores[1][0] > scores[0][0]) == (label == 1))
-            correct_norm += int((scores[1][1] > scores[0][1]) == (label == 1))
-            bar.update(1)
-    finally:
-        bar.close()
+    sums, counts, info = choice_scores(
+        llm, items, lang=lang, transform=transform, alpha=alpha, positions=positions, force=force, progress=progress
+    )
+    labels = np.asarray([int(it["label"]) for it in items])
     n = len(items)
-    return {"accuracy": correct_sum / n, "accuracy_norm": correct_norm / n, "n": n, "lang": lang}
+    norm = sums / np.maximum(counts, 1)
+    correct_sum = int(((sums[:, 1] > sums[:, 0]).astype(int) == labels).sum())
+    correct_norm = int(((norm[:, 1] > norm[:, 0]).astype(int) == labels).sum())
+    return {
+        "accuracy": correct_sum / n if n else 0.0,
+        "accuracy_norm": correct_norm / n if n else 0.0,
+        "n": n,
+        "lang": lang,
+        "warnings": info["warnings"],
+        "rows_transformed": info["rows_transformed"],
+    }

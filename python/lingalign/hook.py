@@ -43,12 +43,16 @@ def quiet_llama_log(verbose: bool) -> Iterator[None]:
     """
     logger = logging.getLogger("llama-cpp-python")
     old = logger.level
+    quiet = logging.CRITICAL + 1
     if not verbose:
-        logger.setLevel(logging.CRITICAL + 1)
+        logger.setLevel(quiet)
     try:
         yield
     finally:
-        logger.setLevel(old)
+        # Llama() sets the level itself (set_verbose): keep that rather than the level from before
+        # the first Llama (NOTSET, which would print everything llama.cpp logs from then on).
+        if verbose or logger.level == quiet:
+            logger.setLevel(old)
 
 
 # The MLP activation that feeds the down projection, as llama.cpp's graph names it (the
@@ -165,6 +169,29 @@ def _hooked_params(base: llama_cpp.llama_context_params, hook: Any) -> tuple[Any
     return params, callback
 
 
+def batch_context(
+    llm: llama_cpp.Llama, hook: Any, *, n_batch: int, n_seq: int, embeddings: bool
+) -> tuple[llama_internals.LlamaContext, Any]:
+    """A context of its own on `llm`'s model, with `hook` as cb_eval, for whole-batch work
+    (capture, choice scoring): n_batch tokens per decode, n_seq sequences in one unified KV
+    stream (so llama.cpp keeps batch order), llm's thread counts. embeddings=True makes outputs
+    n_embd wide (no n_vocab-wide logits buffer). Returns (context, callback object); keep the
+    callback referenced until the context is closed."""
+    base = llama_cpp.llama_context_default_params()
+    base.n_ctx = n_batch
+    base.n_batch = n_batch
+    base.n_ubatch = min(n_batch, 512)
+    base.n_seq_max = n_seq
+    base.kv_unified = True
+    base.n_threads = llm.context_params.n_threads
+    base.n_threads_batch = llm.context_params.n_threads_batch
+    base.embeddings = embeddings
+    params, callback = _hooked_params(base, hook)
+    with quiet_llama_log(llm.verbose):
+        ctx = llama_internals.LlamaContext(model=llm._model, params=params, verbose=False)
+    return ctx, callback
+
+
 class _PositionState:
     """Which tokens the policy selects, from what Llama.eval/generate are doing."""
 
@@ -222,7 +249,8 @@ class _HookedContext(llama_internals.LlamaContext):
             )
 
     def close(self) -> None:
-        super().close()  # frees the native context: no callback can run after this
+        with quiet_llama_log(self.verbose):
+            super().close()  # frees the native context: no callback can run after this
         self.hook = None
 
 
@@ -392,7 +420,8 @@ class Steering:
                 raise LingalignError("could not re-apply the Llama's LoRA adapter to the new context")
         llm._ctx = ctx
         llm._stack.enter_context(contextlib.closing(ctx))
-        old.close()
+        with quiet_llama_log(llm.verbose):
+            old.close()
         self._invalidate_cache()
 
     def _eval(self, tokens: Any) -> None:

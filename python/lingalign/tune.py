@@ -60,8 +60,7 @@ def tune(
 
     retrieval: mean top-1 (source -> English) over the transform's layers, the source read with
     the candidate active (positions other than 'all' barely move mean-pooled sentences, so only
-    'all' is tried). choice: accuracy (summed log-likelihood) on XCOPA-format items; `llm` needs
-    logits_all=True.
+    'all' is tried). choice: accuracy (summed log-likelihood) on XCOPA-format items.
     """
     if metric not in METRICS:
         raise LingalignError(f"unknown metric {metric!r} (one of {', '.join(METRICS)})")
@@ -86,21 +85,12 @@ def tune(
         baseline = score(None)
     else:
         from .evaluate import eval_choice
-        from .hook import attach
 
         if not dev_items:
             raise LingalignError("choice tuning needs dev items (XCOPA-format JSONL)")
-        steering = attach(llm)
 
         def score(t: Transform | None) -> float:
-            if t is None:
-                steering.clear()
-            else:
-                steering.set(t)
-            try:
-                return float(eval_choice(llm, dev_items, lang=lang, progress=progress)["accuracy"])
-            finally:
-                steering.clear()
+            return float(eval_choice(llm, dev_items, lang=lang, transform=t, progress=progress)["accuracy"])
 
         baseline = score(None)
 
