@@ -45,23 +45,44 @@ void Hook::set_threads(int n_threads) {
         throw std::invalid_argument("n_threads must be in 1..512");
     }
     std::lock_guard<std::mutex> lock(mutex_);
-    if (threads() == n_threads) {
+    if (n_threads_ == n_threads) {
         return;
     }
+    n_threads_ = n_threads;
+#ifndef _OPENMP
     pool_.reset();
     if (n_threads > 1) {
         pool_ = std::make_unique<ThreadPool>(n_threads - 1);
     }
+#endif
 }
 
 int Hook::threads() const {
-    return pool_ ? pool_->size() : 1;
+    return n_threads_;
 }
 
-// Below this many multiply-adds, waking the pool costs more than it saves: measured with
-// `lingalign bench`, one 640-wide row per layer (decode) ran slower on 2 threads than on one,
-// as ggml's OpenMP workers are still spinning on the other core when the callback runs.
-constexpr size_t kParallelWork = size_t(1) << 21;
+// Below this many multiply-adds a single thread is faster than a parallel region.
+constexpr size_t kParallelWork = size_t(1) << 16;
+// Columns per task are a multiple of this: tasks never write the same cache line of Y.
+constexpr int kColumnAlign = 16;
+
+void Hook::run_tasks(int n_tasks, const std::function<void(int)> & task) {
+    if (n_tasks <= 1) {
+        task(0);
+        return;
+    }
+#ifdef _OPENMP
+    // ggml's CPU backend computes on OpenMP threads, which spin for a while after each graph
+    // split before sleeping: this region reuses that same team, already awake, instead of
+    // waking threads of our own that would compete with the spinning ones for the cores.
+#pragma omp parallel for num_threads(n_tasks) schedule(static, 1)
+    for (int t = 0; t < n_tasks; ++t) {
+        task(t);
+    }
+#else
+    pool_->run(n_tasks, task);
+#endif
+}
 
 static float * grow(std::vector<float> & v, size_t n) {
     if (v.size() < n) {
@@ -72,21 +93,30 @@ static float * grow(std::vector<float> & v, size_t n) {
 
 void Hook::multiply(const float * const * rows, int n, int K, const float * M, const uint16_t * M16, int ncols,
                     float * Y) {
+    const size_t work = (size_t) n * K * ncols;
     if (n < kRows) {
-        if (M16 != nullptr) {
-            matmul_few_rows_f16(rows, n, K, M16, ncols, Y, grow(half_scratch_, (size_t) ncols));
-        } else {
-            matmul_few_rows(rows, n, K, M, ncols, Y);
-        }
+        // decode: each task streams its own columns of M
+        const int n_chunks = (ncols + kColumnAlign - 1) / kColumnAlign;
+        const int n_tasks = work >= kParallelWork ? std::min(n_threads_, n_chunks) : 1;
+        const size_t row_floats = (size_t) ncols;
+        float * rows16 = M16 != nullptr ? grow(half_scratch_, row_floats * n_tasks) : nullptr;
+        run_tasks(n_tasks, [&](int t) {
+            const int c0 = std::min(ncols, (n_chunks * t / n_tasks) * kColumnAlign);
+            const int c1 = std::min(ncols, (n_chunks * (t + 1) / n_tasks) * kColumnAlign);
+            if (M16 != nullptr) {
+                matmul_few_rows_f16(rows, n, K, M16, ncols, c0, c1, Y, rows16 + row_floats * t);
+            } else {
+                matmul_few_rows(rows, n, K, M, ncols, c0, c1, Y);
+            }
+        });
         return;
     }
     const int n_panels = (ncols + kPanel - 1) / kPanel;
-    const size_t work = (size_t) n * K * ncols;
-    const int n_tasks = pool_ && work >= kParallelWork ? std::min(pool_->size(), n_panels) : 1;
+    const int n_tasks = work >= kParallelWork ? std::min(n_threads_, n_panels) : 1;
     // float16: one converted [K x kPanel] panel per task, grown once and reused
     const size_t panel_floats = (size_t) K * kPanel;
     float * panels = M16 != nullptr ? grow(half_scratch_, panel_floats * n_tasks) : nullptr;
-    const std::function<void(int)> task = [&](int t) {
+    run_tasks(n_tasks, [&](int t) {
         const int c0 = std::min(ncols, (n_panels * t / n_tasks) * kPanel);
         const int c1 = std::min(ncols, (n_panels * (t + 1) / n_tasks) * kPanel);
         if (M16 != nullptr) {
@@ -94,12 +124,7 @@ void Hook::multiply(const float * const * rows, int n, int K, const float * M, c
         } else {
             matmul_columns(rows, n, K, M, ncols, c0, c1, Y, ncols);
         }
-    };
-    if (n_tasks > 1) {
-        pool_->run(n_tasks, task);
-    } else {
-        task(0);
-    }
+    });
 }
 
 void Hook::apply_affine(float * const * rows, int n, const LayerTransform & lt) {

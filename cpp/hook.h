@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -133,6 +134,8 @@ private:
     void apply_lowrank(float * const * rows, int n, const LayerTransform & lt);
     // Y [n x ncols] = rows [n x K] @ M [K x ncols], on the pool when the work is large enough.
     // M is float32 (M) or float16 (M16): exactly one of them is given.
+    // Calls task(t) for t in [0, n_tasks) on the kernel threads; returns when all are done.
+    void run_tasks(int n_tasks, const std::function<void(int)> & task);
     void multiply(const float * const * rows, int n, int K, const float * M, const uint16_t * M16, int ncols,
                   float * Y);
     void fail(const std::string & message);           // mutex_ held
@@ -180,7 +183,8 @@ private:
     std::vector<float> low_out_;  // [rows x rank] for low-rank maps
     std::vector<const float *> low_ptrs_;
     std::vector<float> half_scratch_;  // float16 maps: converted panels (one per task) or one row
-    std::unique_ptr<ThreadPool> pool_;
+    int n_threads_ = 1;
+    std::unique_ptr<ThreadPool> pool_;  // without OpenMP: the kernel threads
 
     std::string error_;
     int64_t rows_transformed_ = 0;

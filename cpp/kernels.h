@@ -84,17 +84,21 @@ static void matmul_columns(const float * const * rows, int n, int K, const float
     }
 }
 
-// Y = H @ M for a few rows (decode): streams M row by row, contiguous, which the prefetcher
-// follows best when the map does not fit in cache. Same exactness as matmul_columns.
+// Y[:, c0:c1] = H @ M[:, c0:c1] for a few rows (decode): streams M row by row, contiguous,
+// which the prefetcher follows best when the map does not fit in cache. Y is [n x ncols].
+// Same exactness as matmul_columns.
 LINGALIGN_MULTIVERSION
-static void matmul_few_rows(const float * const * rows, int n, int K, const float * M, int ncols, float * Y) {
-    std::fill(Y, Y + (size_t) n * ncols, 0.0f);
+static void matmul_few_rows(const float * const * rows, int n, int K, const float * M, int ncols, int c0, int c1,
+                            float * Y) {
+    for (int k = 0; k < n; ++k) {
+        std::fill(Y + (size_t) k * ncols + c0, Y + (size_t) k * ncols + c1, 0.0f);
+    }
     for (int j = 0; j < K; ++j) {
         const float * m = M + (size_t) j * ncols;
         for (int k = 0; k < n; ++k) {
             const float a = rows[k][j];
             float * y = Y + (size_t) k * ncols;
-            for (int i = 0; i < ncols; ++i) {
+            for (int i = c0; i < c1; ++i) {
                 y[i] += a * m[i];
             }
         }
@@ -187,26 +191,29 @@ static void matmul_columns_f16(const float * const * rows, int n, int K, const u
     }
 }
 
-// Y[k] += rows[k][j] * m for the n rows: one step of matmul_few_rows.
+// Y[k][c0:c1] += rows[k][j] * m[0:c1-c0] for the n rows: one step of matmul_few_rows.
 LINGALIGN_MULTIVERSION
-static void axpy_rows(const float * const * rows, int n, int j, const float * m, int ncols, float * Y) {
+static void axpy_rows(const float * const * rows, int n, int j, const float * m, int ncols, int c0, int c1,
+                      float * Y) {
     for (int k = 0; k < n; ++k) {
         const float a = rows[k][j];
-        float * y = Y + (size_t) k * ncols;
-        for (int i = 0; i < ncols; ++i) {
+        float * y = Y + (size_t) k * ncols + c0;
+        for (int i = 0; i < c1 - c0; ++i) {
             y[i] += a * m[i];
         }
     }
 }
 
-// matmul_few_rows for a float16 M: each row of M is converted into `row` ([ncols] floats, the
-// caller's scratch) before the same accumulation step.
-static void matmul_few_rows_f16(const float * const * rows, int n, int K, const uint16_t * M, int ncols, float * Y,
-                                float * row) {
-    std::fill(Y, Y + (size_t) n * ncols, 0.0f);
+// matmul_few_rows for a float16 M: each row's columns c0..c1 are converted into `row` (c1 - c0
+// floats, the caller's scratch) before the same accumulation step.
+static void matmul_few_rows_f16(const float * const * rows, int n, int K, const uint16_t * M, int ncols, int c0,
+                                int c1, float * Y, float * row) {
+    for (int k = 0; k < n; ++k) {
+        std::fill(Y + (size_t) k * ncols + c0, Y + (size_t) k * ncols + c1, 0.0f);
+    }
     for (int j = 0; j < K; ++j) {
-        halves_to_floats(M + (size_t) j * ncols, (size_t) ncols, 1, ncols, row);
-        axpy_rows(rows, n, j, row, ncols, Y);
+        halves_to_floats(M + (size_t) j * ncols + c0, (size_t) ncols, 1, c1 - c0, row);
+        axpy_rows(rows, n, j, row, ncols, c0, c1, Y);
     }
 }
 

@@ -1,6 +1,8 @@
-// A small fixed pool for the map kernels: llama.cpp's own threads are idle while the eval
-// callback runs, so the callback can use that many threads itself. Owned by one Hook (no global
-// state); the calling thread works too, and run() returns when every task is done.
+// A small fixed pool for the map kernels where the build has no OpenMP (with OpenMP, the hook
+// runs its kernels on OpenMP's team, the one ggml's CPU backend uses). llama.cpp's own threads
+// are idle while the eval callback runs, so the callback can use that many threads itself.
+// Owned by one Hook (no global state); the calling thread works too, and run() returns when
+// every task is done.
 #pragma once
 
 #include <atomic>

@@ -124,7 +124,8 @@ def test_f16_map_equals_f32_map_of_the_same_values(tiny_model, conversion, kind)
 
 
 def test_f16_map_equals_f32_map_with_threads_and_long_ubatches(tmp_path):
-    """Column panels on the thread pool (enough rows x width to use it), f16 and f32 alike."""
+    """Columns split between the kernel threads (enough work to use them), in prompt processing
+    and in decode, f16 and f32 alike: the same sums as one thread."""
     from tinymodel import write_tiny_llama
 
     path = write_tiny_llama(tmp_path / "wide.gguf", n_embd=256, n_layer=2, n_ff=256)
@@ -137,6 +138,14 @@ def test_f16_map_equals_f32_map_with_threads_and_long_ubatches(tmp_path):
     assert steering._hook.threads == 2
     assert out16.shape[0] >= 32
     assert np.array_equal(out16, out32)
+    # decode: one row, its 256 columns split between the threads (256^2 multiply-adds per layer)
+    kw = dict(n_ctx=256, n_batch=128, n_ubatch=128)
+    one32, _, one = _run(path, t32, _decode_logits, n_threads=1, n_threads_batch=1, **kw)
+    two32, _, two = _run(path, t32, _decode_logits, n_threads=2, n_threads_batch=2, **kw)
+    two16, _, _ = _run(path, t16, _decode_logits, n_threads=2, n_threads_batch=2, **kw)
+    assert one._hook.threads == 1 and two._hook.threads == 2
+    assert np.array_equal(one32, two32)
+    assert np.array_equal(two16, two32)
 
 
 def test_f16_identity_is_bit_identical_to_no_transform(tiny_model, conversion):
