@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 
 namespace lingalign {
 
@@ -218,67 +219,72 @@ static void check_lowrank_shape(int layer, size_t d, size_t u_len, size_t vt_len
     }
 }
 
-void Hook::set_affine(int layer, const float * matrix, size_t matrix_len, const float * bias, size_t bias_len) {
-    check_layer(layer, n_layer_);
-    const size_t d = (size_t) n_embd_;
+// A map's storage for its element type: float32, or float16 halves (`half` layers).
+template <typename T> static std::vector<T> & storage(std::vector<float> & f32, std::vector<uint16_t> & f16);
+template <> std::vector<float> & storage<float>(std::vector<float> & f32, std::vector<uint16_t> &) {
+    return f32;
+}
+template <> std::vector<uint16_t> & storage<uint16_t>(std::vector<float> &, std::vector<uint16_t> & f16) {
+    return f16;
+}
+
+// y = h @ M + b, M [d x d], as float32 or float16: checked, then stored for the layer.
+template <typename T>
+static LayerTransform make_affine(int layer, size_t d, const T * matrix, size_t matrix_len, const float * bias,
+                                  size_t bias_len) {
     check_affine_shape(layer, d, matrix_len);
     check_finite(matrix, matrix_len, layer, "map");
     LayerTransform lt;
     lt.kind = LayerTransform::AFFINE;
-    lt.matrix.assign(matrix, matrix + matrix_len);
+    lt.half = std::is_same<T, uint16_t>::value;
+    storage<T>(lt.matrix, lt.matrix_h).assign(matrix, matrix + matrix_len);
     lt.bias = checked_bias(layer, d, bias, bias_len);
+    return lt;
+}
+
+// y = h + h @ U @ Vt + b, U [d x rank], Vt [rank x d], as float32 or float16.
+template <typename T>
+static LayerTransform make_lowrank(int layer, size_t d, const T * u, size_t u_len, const T * vt, size_t vt_len,
+                                   int rank, const float * bias, size_t bias_len) {
+    check_lowrank_shape(layer, d, u_len, vt_len, rank);
+    check_finite(u, u_len, layer, "low-rank factor U");
+    check_finite(vt, vt_len, layer, "low-rank factor V");
+    LayerTransform lt;
+    lt.kind = LayerTransform::LOWRANK;
+    lt.half = std::is_same<T, uint16_t>::value;
+    storage<T>(lt.lr_u, lt.lr_u_h).assign(u, u + u_len);
+    storage<T>(lt.lr_vt, lt.lr_vt_h).assign(vt, vt + vt_len);
+    lt.rank = rank;
+    lt.bias = checked_bias(layer, d, bias, bias_len);
+    return lt;
+}
+
+void Hook::store_layer(int layer, LayerTransform lt) {
     std::lock_guard<std::mutex> lock(mutex_);
     layers_[layer] = std::move(lt);
+}
+
+void Hook::set_affine(int layer, const float * matrix, size_t matrix_len, const float * bias, size_t bias_len) {
+    check_layer(layer, n_layer_);
+    store_layer(layer, make_affine(layer, (size_t) n_embd_, matrix, matrix_len, bias, bias_len));
 }
 
 void Hook::set_affine_f16(int layer, const uint16_t * matrix, size_t matrix_len, const float * bias,
                           size_t bias_len) {
     check_layer(layer, n_layer_);
-    const size_t d = (size_t) n_embd_;
-    check_affine_shape(layer, d, matrix_len);
-    check_finite(matrix, matrix_len, layer, "map");
-    LayerTransform lt;
-    lt.kind = LayerTransform::AFFINE;
-    lt.half = true;
-    lt.matrix_h.assign(matrix, matrix + matrix_len);
-    lt.bias = checked_bias(layer, d, bias, bias_len);
-    std::lock_guard<std::mutex> lock(mutex_);
-    layers_[layer] = std::move(lt);
+    store_layer(layer, make_affine(layer, (size_t) n_embd_, matrix, matrix_len, bias, bias_len));
 }
 
 void Hook::set_lowrank(int layer, const float * u, size_t u_len, const float * vt, size_t vt_len, int rank,
                        const float * bias, size_t bias_len) {
     check_layer(layer, n_layer_);
-    const size_t d = (size_t) n_embd_;
-    check_lowrank_shape(layer, d, u_len, vt_len, rank);
-    check_finite(u, u_len, layer, "low-rank factor U");
-    check_finite(vt, vt_len, layer, "low-rank factor V");
-    LayerTransform lt;
-    lt.kind = LayerTransform::LOWRANK;
-    lt.lr_u.assign(u, u + u_len);
-    lt.lr_vt.assign(vt, vt + vt_len);
-    lt.rank = rank;
-    lt.bias = checked_bias(layer, d, bias, bias_len);
-    std::lock_guard<std::mutex> lock(mutex_);
-    layers_[layer] = std::move(lt);
+    store_layer(layer, make_lowrank(layer, (size_t) n_embd_, u, u_len, vt, vt_len, rank, bias, bias_len));
 }
 
 void Hook::set_lowrank_f16(int layer, const uint16_t * u, size_t u_len, const uint16_t * vt, size_t vt_len, int rank,
                            const float * bias, size_t bias_len) {
     check_layer(layer, n_layer_);
-    const size_t d = (size_t) n_embd_;
-    check_lowrank_shape(layer, d, u_len, vt_len, rank);
-    check_finite(u, u_len, layer, "low-rank factor U");
-    check_finite(vt, vt_len, layer, "low-rank factor V");
-    LayerTransform lt;
-    lt.kind = LayerTransform::LOWRANK;
-    lt.half = true;
-    lt.lr_u_h.assign(u, u + u_len);
-    lt.lr_vt_h.assign(vt, vt + vt_len);
-    lt.rank = rank;
-    lt.bias = checked_bias(layer, d, bias, bias_len);
-    std::lock_guard<std::mutex> lock(mutex_);
-    layers_[layer] = std::move(lt);
+    store_layer(layer, make_lowrank(layer, (size_t) n_embd_, u, u_len, vt, vt_len, rank, bias, bias_len));
 }
 
 size_t Hook::map_bytes(int layer) const {
@@ -299,8 +305,7 @@ void Hook::set_additive(int layer, const float * vector, size_t len) {
     LayerTransform lt;
     lt.kind = LayerTransform::ADDITIVE;
     lt.vector.assign(vector, vector + len);
-    std::lock_guard<std::mutex> lock(mutex_);
-    layers_[layer] = std::move(lt);
+    store_layer(layer, std::move(lt));
 }
 
 void Hook::set_ffn(const std::string & tensor_prefix, int n_ff) {

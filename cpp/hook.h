@@ -132,10 +132,11 @@ private:
     int parse_layer(const char * digits) const;
     void apply_affine(float * const * rows, int n, const LayerTransform & lt);
     void apply_lowrank(float * const * rows, int n, const LayerTransform & lt);
-    // Y [n x ncols] = rows [n x K] @ M [K x ncols], on the pool when the work is large enough.
-    // M is float32 (M) or float16 (M16): exactly one of them is given.
+    void store_layer(int layer, LayerTransform lt);  // takes mutex_
     // Calls task(t) for t in [0, n_tasks) on the kernel threads; returns when all are done.
     void run_tasks(int n_tasks, const std::function<void(int)> & task);
+    // Y [n x ncols] = rows [n x K] @ M [K x ncols], on the kernel threads when the work is large
+    // enough. M is float32 (M) or float16 (M16): exactly one of them is given.
     void multiply(const float * const * rows, int n, int K, const float * M, const uint16_t * M16, int ncols,
                   float * Y);
     void fail(const std::string & message);           // mutex_ held
