@@ -46,3 +46,18 @@ def test_tune_refuses_test_data(tiny_model, tmp_path, capsys):
     assert main(["tune", "--model", str(tiny_model), "--transform", str(t), "--dev", str(tmp_path / "test.sw.jsonl"), "--metric", "choice"]) == 1
     assert "test data" in capsys.readouterr().err
     assert layer_subsets([3, 1]) == [[1, 3], [1], [3]] and layer_subsets(list(range(8))) == [list(range(8))]
+
+
+def test_tune_keeps_the_transform_off_when_nothing_beats_no_transform(tiny_model, tmp_path, capsys):
+    # Identical dev pairs: no transform already retrieves every sentence (top-1 1.0 at every
+    # layer), so no candidate can score above it.
+    t = _transform(tiny_model, [1, 2], alpha=1.0)
+    path = tmp_path / "t.gguf"
+    t.save(path)
+    dev = tmp_path / "dev.txt"
+    dev.write_text("hola amigo\nbuenos dias\nla casa azul\nel perro\nme gusta\n", encoding="utf-8")
+    assert main(["tune", "--model", str(tiny_model), "--transform", str(path), "--dev", str(dev), "--dev-tgt", str(dev)]) == 0
+    assert "alpha set to 0 (off)" in capsys.readouterr().out
+    tuned = Transform.load(path)
+    assert tuned.alpha == 0.0 and tuned.fit_info["tuned"]["best"]["off"] is True
+    assert tuned.fit_info["tuned"]["baseline_score"] == 1.0

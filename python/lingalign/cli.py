@@ -380,6 +380,11 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     out = args.out or args.transform
     tuned.save(out)
     best = record["best"]
+    if best.get("off"):
+        print(f"{args.metric} on {record['n_dev']} dev examples: no setting of {record['candidates']} scored above "
+              f"no transform ({record['baseline_score']:.3f}): default alpha set to 0 (off) in {out}; "
+              f"--alpha overrides it")
+        return 0
     print(f"{args.metric} on {record['n_dev']} dev examples: no transform {record['baseline_score']:.3f}; best "
           f"{best['score']:.3f} with alpha {best['alpha']:g}, positions {best['positions']}, layers "
           f"{_span(best['layers'])} ({record['candidates']} candidates) -> defaults written to {out}")

@@ -56,7 +56,8 @@ def tune(
     progress: bool | None = None,
 ) -> tuple[Transform, dict[str, Any]]:
     """Score every (layers, alpha, positions) candidate on dev data; return the transform with
-    the best as its defaults, and the record of the search.
+    the best as its defaults, and the record of the search. When no candidate scores above no
+    transform at all, the defaults become alpha 0 (off) and the record's best has "off": True.
 
     retrieval: mean top-1 (source -> English) over the transform's layers, the source read with
     the candidate active (positions other than 'all' barely move mean-pooled sentences, so only
@@ -98,6 +99,10 @@ def tune(
     for layers, alpha, pos in candidates:
         results.append({"layers": layers, "alpha": alpha, "positions": pos, "score": score(_subset(transform, layers, alpha, pos))})
     best = max(results, key=lambda r: (r["score"], -abs(r["alpha"])))  # ties: the gentler strength
+    if best["score"] <= baseline:
+        # Nothing beat no transform on dev: the gentlest setting of all, off, is the one kept.
+        best = {"layers": sorted(transform.layers), "alpha": 0.0, "positions": transform.positions,
+                "score": baseline, "off": True}
     tuned = _subset(transform, best["layers"], best["alpha"], best["positions"])
     record = {
         "metric": metric,
