@@ -107,6 +107,30 @@ def test_batched_capture_matches_one_at_a_time(tiny_model):
     assert last.shape == (10, 1, 64)
 
 
+def test_capture_and_choice_scores_split_into_small_ubatches(tiny_model, monkeypatch):
+    """Each decode runs as several ubatches of 4 tokens: the hook follows the rows across them."""
+    from test_evaluate import ITEMS
+
+    from lingalign import hook as hook_module
+    from lingalign.evaluate import choice_scores
+
+    llm = tiny_llm(tiny_model)
+    sentences = [f"sentence number {w} with words" for w in "abcdef"]
+    t = _transform(tiny_model, [1, 2])
+    one = [capture(llm, sentences, max_sequences=4, pool=p, transform=t) for p in ("mean", "last")]
+    sums, counts, _ = choice_scores(llm, ITEMS, transform=t)
+    monkeypatch.setattr(hook_module, "BATCH_UBATCH_TOKENS", 4)
+    split = [capture(llm, sentences, max_sequences=4, pool=p, transform=t) for p in ("mean", "last")]
+    sums4, counts4, _ = choice_scores(llm, ITEMS, transform=t)
+    # Attention over a KV cache filled by earlier ubatches rounds differently (F16 cells, as in
+    # the test above); a row given to the wrong sentence or token would differ by far more.
+    for a, b in zip(one, split):
+        spread = np.abs(a[1:] - a[:-1]).max(axis=(1, 2)).min()
+        assert np.abs(b - a).max() < 5e-3 < spread / 10
+    np.testing.assert_allclose(sums4, sums, rtol=1e-3)
+    assert np.array_equal(counts4, counts)
+
+
 @pytest.mark.parametrize("n_batch,n_ubatch", [(64, 64), (8, 4), (8, 8)])
 def test_last_token_policy_changes_only_the_last_prompt_row(tiny_model, plain_logits, n_batch, n_ubatch):
     llm = tiny_llm(tiny_model, logits_all=True, n_batch=n_batch, n_ubatch=n_ubatch)

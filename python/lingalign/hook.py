@@ -169,6 +169,12 @@ def _hooked_params(base: llama_cpp.llama_context_params, hook: Any) -> tuple[Any
     return params, callback
 
 
+# llama.cpp sizes a context's compute buffer for n_ubatch rows of n_vocab-wide logits (about
+# 515 MiB at 512 for Gemma 3's 262k vocabulary): 256 halves it. A decode of up to n_batch tokens
+# runs as several ubatches, which the hook follows.
+BATCH_UBATCH_TOKENS = 256
+
+
 def batch_context(
     llm: llama_cpp.Llama, hook: Any, *, n_batch: int, n_seq: int, embeddings: bool
 ) -> tuple[llama_internals.LlamaContext, Any]:
@@ -180,7 +186,7 @@ def batch_context(
     base = llama_cpp.llama_context_default_params()
     base.n_ctx = n_batch
     base.n_batch = n_batch
-    base.n_ubatch = min(n_batch, 512)
+    base.n_ubatch = min(n_batch, BATCH_UBATCH_TOKENS)
     base.n_seq_max = n_seq
     base.kv_unified = True
     base.n_threads = llm.context_params.n_threads
