@@ -329,11 +329,10 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
 
 def _cmd_eval_choice(args: argparse.Namespace) -> int:
     from .evaluate import choice_language, eval_choice, load_choice_items
-    from .hook import open_model
 
     items = load_choice_items(args.data)[: args.limit]
     transform = _load_transform(args)
-    llm = open_model(args.model, n_ctx=args.ctx, n_threads=args.threads)
+    llm = _load_llm(args.model, n_ctx=args.ctx, threads=args.threads)
     result = eval_choice(llm, items, lang=args.lang or choice_language(args.data), transform=transform,
                          alpha=args.alpha, positions=args.positions, force=args.force)
     for w in result.pop("warnings"):
@@ -357,7 +356,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_tune(args: argparse.Namespace) -> int:
     from .data import read_pairs
     from .evaluate import choice_language, load_choice_items
-    from .hook import open_model
     from .model import fingerprint
     from .transform import Transform
     from .tune import refuse_test_data, tune
@@ -372,7 +370,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         dev_src, dev_tgt = read_pairs(args.dev, args.dev_tgt, skip=args.skip, limit=args.limit)
     else:
         items = load_choice_items(args.dev)[: args.limit]
-    llm = open_model(args.model, n_ctx=args.ctx, n_threads=args.threads)
+    llm = _load_llm(args.model, n_ctx=args.ctx, threads=args.threads)
     for w in transform.model.check(fingerprint(llm.model_path), force=args.force):
         print(f"lingalign: warning: {w}", file=sys.stderr)
     tuned, record = tune(llm, transform, metric=args.metric, dev_src=dev_src, dev_tgt=dev_tgt, dev_items=items,
