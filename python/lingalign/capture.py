@@ -17,7 +17,7 @@ import numpy as np
 
 from ._abi import _core
 from .errors import LingalignError
-from .hook import batch_context, configure_hook, ffn_activation, new_hook, quiet_llama_log
+from .hook import batch_context, configure_hook, decode_announced, ffn_activation, new_hook, quiet_llama_log
 from .transform import Transform
 
 import llama_cpp
@@ -207,16 +207,7 @@ def capture(
                 slots[row:end] = slot
                 row = end
             hook.start_capture(cap_layers, len(group), stop_after_last=True, site=site_id)
-            hook.set_batch(n_ubatch, flags, slots)
-            try:
-                rc = llama_cpp.llama_decode(ctx.ctx, batch.batch)
-            finally:
-                hook.end_batch()
-            error = hook.take_error()
-            if error:
-                raise LingalignError(f"capture failed: {error}")
-            if rc != 0:
-                raise LingalignError(f"llama_decode failed with code {rc} while capturing")
+            decode_announced(hook, ctx, batch.batch, n_ubatch, flags, slots, task="capture", doing="capturing")
             sums, counts, last = hook.capture_results()
             rows = slice(group[0], group[-1] + 1)
             if pool == "mean":

@@ -193,7 +193,7 @@ def choice_scores(
 
     from ._abi import _core
     from .capture import _Progress
-    from .hook import batch_context, configure_hook, new_hook, quiet_llama_log
+    from .hook import batch_context, configure_hook, decode_announced, new_hook, quiet_llama_log
 
     n = len(items)
     sums, counts = np.zeros((n, 2)), np.zeros((n, 2), dtype=np.int64)
@@ -229,54 +229,43 @@ def choice_scores(
         for group in _pack_items(sizes, batch_tokens, max_outputs, max_items):
             b = batch.batch
             flags: list[int] = []
-            targets: list[tuple[int, int, int]] = []  # (item, choice, token) per output row, in order
+            n_out = 0
+            # (item, choice, token, output row that predicts it); llama.cpp returns the output
+            # rows' logits in batch order
+            targets: list[tuple[int, int, int, int]] = []
 
-            def add(tok: int, pos: int, seqs: tuple[int, ...], output: bool, apply: bool) -> None:
+            def add(tok: int, pos: int, seqs: tuple[int, ...], output: bool, apply: bool) -> int:
+                """Write one token; returns its output row (-1 if it has none)."""
+                nonlocal n_out
                 row = len(flags)
                 b.token[row], b.pos[row], b.n_seq_id[row] = tok, pos, len(seqs)
                 for j, s in enumerate(seqs):
                     b.seq_id[row][j] = s
                 b.logits[row] = int(output)
                 flags.append((_core.ROW_OUTPUT if output else 0) | (_core.ROW_APPLY if apply else 0))
+                n_out += int(output)
+                return n_out - 1 if output else -1
 
             for slot, k in enumerate(group):
                 ctx_toks, conts = encoded[k]
                 n0, last = len(ctx_toks), len(ctx_toks) - 1
                 for pos, tok in enumerate(ctx_toks):
-                    add(tok, pos, (2 * slot, 2 * slot + 1), pos == last, apply_ctx or (policy == "last" and pos == last))
-                targets += [(k, 0, conts[0][0]), (k, 1, conts[1][0])]  # both predicted by the last context row
+                    out = add(tok, pos, (2 * slot, 2 * slot + 1), pos == last, apply_ctx or (policy == "last" and pos == last))
+                # the last context row predicts both choices' first tokens
+                targets += [(k, 0, conts[0][0], out), (k, 1, conts[1][0], out)]
                 for c, cont in enumerate(conts):
                     for j, tok in enumerate(cont[:-1]):
-                        add(tok, n0 + j, (2 * slot + c,), True, apply_cont)
-                        targets.append((k, c, cont[j + 1]))
+                        targets.append((k, c, cont[j + 1], add(tok, n0 + j, (2 * slot + c,), True, apply_cont)))
             b.n_tokens = len(flags)
-            hook.set_batch(n_ubatch, np.asarray(flags, dtype=np.uint8))
-            try:
-                rc = llama_cpp.llama_decode(ctx.ctx, b)
-            finally:
-                hook.end_batch()
-            error = hook.take_error()
-            if error:
-                raise LingalignError(f"choice scoring failed: {error}")
-            if rc != 0:
-                raise LingalignError(f"llama_decode failed with code {rc} while scoring choices")
-            n_out = sum(1 for f in flags if f & _core.ROW_OUTPUT)
+            decode_announced(hook, ctx, b, n_ubatch, np.asarray(flags, dtype=np.uint8),
+                             task="choice scoring", doing="scoring choices")
             logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx.ctx), shape=(n_out, n_vocab))
             m = logits.max(axis=1)
             lse = m + np.log(np.exp(logits - m[:, None]).sum(axis=1, dtype=np.float64))
-            # The last context row predicts both choices' first tokens: it is used twice.
-            rows = []
-            out_row = -1
-            for slot, k in enumerate(group):
-                out_row += 1
-                rows += [out_row, out_row]
-                for cont in encoded[k][1]:
-                    rows += list(range(out_row + 1, out_row + len(cont)))
-                    out_row += len(cont) - 1
-            rows_a = np.asarray(rows)
-            toks = np.asarray([t for _, _, t in targets])
-            logp = logits[rows_a, toks].astype(np.float64) - lse[rows_a]
-            for (k, c, _), lp in zip(targets, logp):
+            rows = np.asarray([r for *_, r in targets])
+            toks = np.asarray([t for _, _, t, _ in targets])
+            logp = logits[rows, toks].astype(np.float64) - lse[rows]
+            for (k, c, _, _), lp in zip(targets, logp):
                 sums[k, c] += lp
                 counts[k, c] += 1
             ctx.kv_cache_clear()

@@ -198,6 +198,25 @@ def batch_context(
     return ctx, callback
 
 
+def decode_announced(
+    hook: Any, ctx: llama_internals.LlamaContext, batch: Any, n_ubatch: int, flags: np.ndarray,
+    slots: np.ndarray | None = None, *, task: str, doing: str,
+) -> None:
+    """llama_decode of `batch` (a llama_batch) in a batch_context, announced to the hook (one
+    flag byte per token, and sequence slots while capturing). A hook error or a failed decode
+    raises LingalignError: "<task> failed: ..." or "... while <doing>"."""
+    hook.set_batch(n_ubatch, flags, slots)
+    try:
+        rc = llama_cpp.llama_decode(ctx.ctx, batch)
+    finally:
+        hook.end_batch()
+    error = hook.take_error()
+    if error:
+        raise LingalignError(f"{task} failed: {error}")
+    if rc != 0:
+        raise LingalignError(f"llama_decode failed with code {rc} while {doing}")
+
+
 class _PositionState:
     """Which tokens the policy selects, from what Llama.eval/generate are doing."""
 
