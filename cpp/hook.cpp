@@ -64,9 +64,6 @@ int Hook::threads() const {
 
 // Below this many multiply-adds a single thread is faster than a parallel region.
 constexpr size_t kParallelWork = size_t(1) << 16;
-// Columns per task are a multiple of this: tasks never write the same cache line of Y.
-constexpr int kColumnAlign = 16;
-
 void Hook::run_tasks(int n_tasks, const std::function<void(int)> & task) {
     if (n_tasks <= 1) {
         task(0);
@@ -95,35 +92,27 @@ static float * grow(std::vector<float> & v, size_t n) {
 void Hook::multiply(const float * const * rows, int n, int K, const float * M, const uint16_t * M16, int ncols,
                     float * Y) {
     const size_t work = (size_t) n * K * ncols;
-    if (n < kRows) {
-        // decode: each task streams its own columns of M
-        const int n_chunks = (ncols + kColumnAlign - 1) / kColumnAlign;
-        const int n_tasks = work >= kParallelWork ? std::min(n_threads_, n_chunks) : 1;
-        const size_t row_floats = (size_t) ncols;
-        float * rows16 = M16 != nullptr ? grow(half_scratch_, row_floats * n_tasks) : nullptr;
-        run_tasks(n_tasks, [&](int t) {
-            const int c0 = std::min(ncols, (n_chunks * t / n_tasks) * kColumnAlign);
-            const int c1 = std::min(ncols, (n_chunks * (t + 1) / n_tasks) * kColumnAlign);
-            if (M16 != nullptr) {
-                matmul_few_rows_f16(rows, n, K, M16, ncols, c0, c1, Y, rows16 + row_floats * t);
-            } else {
-                matmul_few_rows(rows, n, K, M, ncols, c0, c1, Y);
-            }
-        });
-        return;
-    }
-    const int n_panels = (ncols + kPanel - 1) / kPanel;
-    const int n_tasks = work >= kParallelWork ? std::min(n_threads_, n_panels) : 1;
-    // float16: one converted [K x kPanel] panel per task, grown once and reused
-    const size_t panel_floats = (size_t) K * kPanel;
-    float * panels = M16 != nullptr ? grow(half_scratch_, panel_floats * n_tasks) : nullptr;
+    // Tasks take whole panels (whole groups of them for decode's one row), so they never write
+    // the same cache line of Y and each streams its own contiguous part of the packed map.
+    const int unit = n == 1 ? kDecodePanels * kPanel : kPanel;
+    const int n_units = (ncols + unit - 1) / unit;
+    const int n_tasks = work >= kParallelWork ? std::min(n_threads_, n_units) : 1;
+    const size_t scratch_floats = f16_scratch_floats(K);
+    float * scratch = M16 != nullptr ? grow(half_scratch_, scratch_floats * n_tasks) : nullptr;
     run_tasks(n_tasks, [&](int t) {
-        const int c0 = std::min(ncols, (n_panels * t / n_tasks) * kPanel);
-        const int c1 = std::min(ncols, (n_panels * (t + 1) / n_tasks) * kPanel);
-        if (M16 != nullptr) {
-            matmul_columns_f16(rows, n, K, M16, ncols, c0, c1, Y, ncols, panels + panel_floats * t);
+        const int c0 = std::min(ncols, (n_units * t / n_tasks) * unit);
+        const int c1 = std::min(ncols, (n_units * (t + 1) / n_tasks) * unit);
+        float * own = M16 != nullptr ? scratch + scratch_floats * t : nullptr;
+        if (n == 1) {
+            if (M16 != nullptr) {
+                matvec_packed_f16(rows[0], K, M16, ncols, c0, c1, Y, own);
+            } else {
+                matvec_packed(rows[0], K, M, ncols, c0, c1, Y);
+            }
+        } else if (M16 != nullptr) {
+            matmul_packed_f16(rows, n, K, M16, ncols, c0, c1, Y, ncols, own);
         } else {
-            matmul_columns(rows, n, K, M, ncols, c0, c1, Y, ncols);
+            matmul_packed(rows, n, K, M, ncols, c0, c1, Y, ncols);
         }
     });
 }
@@ -228,6 +217,13 @@ template <> std::vector<uint16_t> & storage<uint16_t>(std::vector<float> &, std:
     return f16;
 }
 
+// M [K x ncols] in the kernels' panel layout (kernels.h).
+template <typename T> static std::vector<T> packed(const T * M, int K, int ncols) {
+    std::vector<T> out((size_t) K * ncols);
+    pack_panels(M, K, ncols, out.data());
+    return out;
+}
+
 // y = h @ M + b, M [d x d], as float32 or float16: checked, then stored for the layer.
 template <typename T>
 static LayerTransform make_affine(int layer, size_t d, const T * matrix, size_t matrix_len, const float * bias,
@@ -237,7 +233,7 @@ static LayerTransform make_affine(int layer, size_t d, const T * matrix, size_t 
     LayerTransform lt;
     lt.kind = LayerTransform::AFFINE;
     lt.half = std::is_same<T, uint16_t>::value;
-    storage<T>(lt.matrix, lt.matrix_h).assign(matrix, matrix + matrix_len);
+    storage<T>(lt.matrix, lt.matrix_h) = packed(matrix, (int) d, (int) d);
     lt.bias = checked_bias(layer, d, bias, bias_len);
     return lt;
 }
@@ -252,8 +248,8 @@ static LayerTransform make_lowrank(int layer, size_t d, const T * u, size_t u_le
     LayerTransform lt;
     lt.kind = LayerTransform::LOWRANK;
     lt.half = std::is_same<T, uint16_t>::value;
-    storage<T>(lt.lr_u, lt.lr_u_h).assign(u, u + u_len);
-    storage<T>(lt.lr_vt, lt.lr_vt_h).assign(vt, vt + vt_len);
+    storage<T>(lt.lr_u, lt.lr_u_h) = packed(u, (int) d, rank);
+    storage<T>(lt.lr_vt, lt.lr_vt_h) = packed(vt, rank, (int) d);
     lt.rank = rank;
     lt.bias = checked_bias(layer, d, bias, bias_len);
     return lt;

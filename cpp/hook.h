@@ -52,7 +52,8 @@ struct NeuronClamp {
 
 struct LayerTransform {
     enum Kind { NONE, AFFINE, LOWRANK, ADDITIVE } kind = NONE;
-    // float32 maps use matrix/lr_u/lr_vt; float16 maps (half = true) the *_h copies instead
+    // float32 maps use matrix/lr_u/lr_vt; float16 maps (half = true) the *_h copies instead.
+    // All are stored packed by column panels (kernels.h: pack_panels), not row-major.
     // (IEEE binary16 bit patterns), converted to float32 in the kernels, accumulated in float32.
     bool half = false;
     std::vector<float> matrix;  // AFFINE: [d*d], y = h @ M
@@ -183,7 +184,7 @@ private:
     std::vector<float> map_out_;  // [rows x d] results of the map, grown as needed
     std::vector<float> low_out_;  // [rows x rank] for low-rank maps
     std::vector<const float *> low_ptrs_;
-    std::vector<float> half_scratch_;  // float16 maps: converted panels (one per task) or one row
+    std::vector<float> half_scratch_;  // float16 maps: converted panel rows, one block per task
     int n_threads_ = 1;
     std::unique_ptr<ThreadPool> pool_;  // without OpenMP: the kernel threads
 

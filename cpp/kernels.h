@@ -8,6 +8,13 @@
 // micro-kernel keeps a kRows x kPanel tile of Y in registers (8 AVX registers). Panels are
 // independent, which is how the work is split between threads.
 //
+// The hook stores each map packed by panels (pack_panels): panel p is its own contiguous
+// row-major [K x w] block. Decode reads every byte of every map once per token, out of cache
+// (the model's own weights have just streamed through it): contiguous panels are streams the
+// prefetcher follows to the end, where row-major columns split between threads were short
+// strided runs. Every kernel adds the products of a column in the same order (j = 0..K-1), so
+// decode, prompt processing and any thread count give bit-identical results.
+//
 // Maps may be stored as IEEE float16 (half the bytes to stream per token). The f16 kernels
 // convert M to float32 (F16C where the CPU has it, a portable exact conversion elsewhere) into a
 // small buffer and run the float32 code above on it, so every product and sum is the one the
@@ -84,25 +91,80 @@ static void matmul_columns(const float * const * rows, int n, int K, const float
     }
 }
 
-// Y[:, c0:c1] = H @ M[:, c0:c1] for a few rows (decode): streams M row by row, contiguous,
-// which the prefetcher follows best when the map does not fit in cache. Y is [n x ncols].
-// Same exactness as matmul_columns.
-LINGALIGN_MULTIVERSION
-static void matmul_few_rows(const float * const * rows, int n, int K, const float * M, int ncols, int c0, int c1,
-                            float * Y) {
-    for (int k = 0; k < n; ++k) {
-        std::fill(Y + (size_t) k * ncols + c0, Y + (size_t) k * ncols + c1, 0.0f);
-    }
-    for (int j = 0; j < K; ++j) {
-        const float * m = M + (size_t) j * ncols;
-        for (int k = 0; k < n; ++k) {
-            const float a = rows[k][j];
-            float * y = Y + (size_t) k * ncols;
-            for (int i = c0; i < c1; ++i) {
-                y[i] += a * m[i];
-            }
+// Panel layout: the columns p0..p0+w of M [K x ncols] (w = min(kPanel, ncols - p0), p0 a
+// multiple of kPanel) are the row-major [K x w] block at offset p0 * K, so the packed map has
+// exactly K * ncols elements.
+template <typename T> inline void pack_panels(const T * M, int K, int ncols, T * out) {
+    for (int p0 = 0; p0 < ncols; p0 += kPanel) {
+        const int w = std::min(kPanel, ncols - p0);
+        T * panel = out + (size_t) p0 * K;
+        for (int j = 0; j < K; ++j) {
+            std::copy(M + (size_t) j * ncols + p0, M + (size_t) j * ncols + p0 + w, panel + (size_t) j * w);
         }
     }
+}
+
+// Y[:, c0:c1] = H @ M[:, c0:c1] for M packed by panels (c0 a multiple of kPanel); Y is [n x ldy].
+static void matmul_packed(const float * const * rows, int n, int K, const float * P, int ncols, int c0, int c1,
+                          float * Y, int ldy) {
+    for (int p0 = c0; p0 < c1; p0 += kPanel) {
+        const int w = std::min(kPanel, ncols - p0);
+        matmul_columns(rows, n, K, P + (size_t) p0 * K, w, 0, w, Y + p0, ldy);
+    }
+}
+
+// Panels a decode step multiplies at once: 4 x 16 accumulators (8 AVX registers) hide the
+// latency of the multiply-add chains, one chain per column.
+constexpr int kDecodePanels = 4;
+
+// acc[q][i] += sum over j < nj of h[j] * P[q][j * kPanel + i], for kDecodePanels full panels
+// whose rows 0..nj the pointers P[q] point at.
+LINGALIGN_MULTIVERSION
+static void matvec_panels(const float * h, int nj, const float * const * P, float (*acc)[kPanel]) {
+    float a0[kPanel], a1[kPanel], a2[kPanel], a3[kPanel];
+    std::copy(acc[0], acc[0] + kPanel, a0);
+    std::copy(acc[1], acc[1] + kPanel, a1);
+    std::copy(acc[2], acc[2] + kPanel, a2);
+    std::copy(acc[3], acc[3] + kPanel, a3);
+    const float * m0 = P[0];
+    const float * m1 = P[1];
+    const float * m2 = P[2];
+    const float * m3 = P[3];
+    for (int j = 0; j < nj; ++j) {
+        const float x = h[j];
+        for (int i = 0; i < kPanel; ++i) {
+            a0[i] += x * m0[i];
+            a1[i] += x * m1[i];
+            a2[i] += x * m2[i];
+            a3[i] += x * m3[i];
+        }
+        m0 += kPanel;
+        m1 += kPanel;
+        m2 += kPanel;
+        m3 += kPanel;
+    }
+    std::copy(a0, a0 + kPanel, acc[0]);
+    std::copy(a1, a1 + kPanel, acc[1]);
+    std::copy(a2, a2 + kPanel, acc[2]);
+    std::copy(a3, a3 + kPanel, acc[3]);
+}
+
+// y[c0:c1] = h @ M[:, c0:c1] for one row h (decode), M packed; c0 a multiple of kPanel.
+static void matvec_packed(const float * h, int K, const float * P, int ncols, int c0, int c1, float * y) {
+    constexpr int group = kDecodePanels * kPanel;
+    int p0 = c0;
+    for (; p0 + group <= c1; p0 += group) {
+        const float * panels[kDecodePanels];
+        for (int q = 0; q < kDecodePanels; ++q) {
+            panels[q] = P + (size_t) (p0 + q * kPanel) * K;
+        }
+        float acc[kDecodePanels][kPanel] = {};
+        matvec_panels(h, K, panels, acc);
+        for (int q = 0; q < kDecodePanels; ++q) {
+            std::copy(acc[q], acc[q] + kPanel, y + p0 + q * kPanel);
+        }
+    }
+    matmul_packed(&h, 1, K, P, ncols, p0, c1, y, ncols);  // the last panels, the narrow one included
 }
 
 // IEEE 754 binary16 -> binary32. Exact for every bit pattern: normals, subnormals, zeros and
@@ -146,6 +208,14 @@ inline bool cpu_has_f16c() {
     return has;
 }
 
+inline bool cpu_has_avx2_fma_f16c() {
+    static const bool has = [] {
+        __builtin_cpu_init();
+        return cpu_has_f16c() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }();
+    return has;
+}
+
 // dst[r * cols + i] = src[r * ld + i] for rows x cols halves, 8 at a time with F16C.
 __attribute__((target("avx,f16c"))) inline void halves_to_floats_f16c(const uint16_t * src, size_t ld, int n_rows,
                                                                       int cols, float * dst) {
@@ -180,41 +250,91 @@ inline void halves_to_floats(const uint16_t * src, size_t ld, int n_rows, int co
     }
 }
 
-// matmul_columns for a float16 M: each panel M[:, p0:p0+kPanel] is converted into `panel`
-// ([K x kPanel] floats, the caller's scratch) and multiplied by matmul_columns itself.
-static void matmul_columns_f16(const float * const * rows, int n, int K, const uint16_t * M, int ldm, int c0, int c1,
-                               float * Y, int ldy, float * panel) {
+// Rows of a float16 panel converted per step of a decode: 4 x 64 x 16 floats, 16 KB, stay in L1.
+constexpr int kDecodeRowBlock = 64;
+
+// Floats of scratch the float16 kernels need per task for K rows.
+inline size_t f16_scratch_floats(int K) {
+    return (size_t) std::max(K, kDecodePanels * kDecodeRowBlock) * kPanel;
+}
+
+// matmul_packed for a float16 M: each panel is converted into `scratch` (f16_scratch_floats)
+// and multiplied by the float32 code itself.
+static void matmul_packed_f16(const float * const * rows, int n, int K, const uint16_t * P, int ncols, int c0,
+                              int c1, float * Y, int ldy, float * scratch) {
     for (int p0 = c0; p0 < c1; p0 += kPanel) {
-        const int pw = std::min(kPanel, c1 - p0);
-        halves_to_floats(M + p0, (size_t) ldm, K, pw, panel);
-        matmul_columns(rows, n, K, panel, pw, 0, pw, Y + p0, ldy);
+        const int w = std::min(kPanel, ncols - p0);
+        halves_to_floats(P + (size_t) p0 * K, 0, 1, K * w, scratch);  // the panel is contiguous
+        matmul_columns(rows, n, K, scratch, w, 0, w, Y + p0, ldy);
     }
 }
 
-// Y[k][c0:c1] += rows[k][j] * m[0:c1-c0] for the n rows: one step of matmul_few_rows.
-LINGALIGN_MULTIVERSION
-static void axpy_rows(const float * const * rows, int n, int j, const float * m, int ncols, int c0, int c1,
-                      float * Y) {
-    for (int k = 0; k < n; ++k) {
-        const float a = rows[k][j];
-        float * y = Y + (size_t) k * ncols + c0;
-        for (int i = 0; i < c1 - c0; ++i) {
-            y[i] += a * m[i];
+#ifdef LINGALIGN_F16C
+// matvec_panels for float16 panels, converted in registers: the same fused multiply-adds in
+// the same order as the float32 kernel's x86-64-v3 clone (which contracts a += x * m into one),
+// so the same results.
+__attribute__((target("avx2,fma,f16c"))) inline void matvec_panels_f16c(const float * h, int nj,
+                                                                         const uint16_t * const * P,
+                                                                         float (*acc)[kPanel]) {
+    __m256 a[kDecodePanels][2];
+    for (int q = 0; q < kDecodePanels; ++q) {
+        a[q][0] = _mm256_loadu_ps(acc[q]);
+        a[q][1] = _mm256_loadu_ps(acc[q] + 8);
+    }
+    for (int j = 0; j < nj; ++j) {
+        const __m256 x = _mm256_broadcast_ss(h + j);
+        for (int q = 0; q < kDecodePanels; ++q) {
+            const __m128i * m = reinterpret_cast<const __m128i *>(P[q] + (size_t) j * kPanel);
+            a[q][0] = _mm256_fmadd_ps(x, _mm256_cvtph_ps(_mm_loadu_si128(m)), a[q][0]);
+            a[q][1] = _mm256_fmadd_ps(x, _mm256_cvtph_ps(_mm_loadu_si128(m + 1)), a[q][1]);
         }
     }
+    for (int q = 0; q < kDecodePanels; ++q) {
+        _mm256_storeu_ps(acc[q], a[q][0]);
+        _mm256_storeu_ps(acc[q] + 8, a[q][1]);
+    }
 }
+#endif
 
-// matmul_few_rows for a float16 M: each row's columns c0..c1 are converted into `row` (c1 - c0
-// floats, the caller's scratch) before the same accumulation step.
-static void matmul_few_rows_f16(const float * const * rows, int n, int K, const uint16_t * M, int ncols, int c0,
-                                int c1, float * Y, float * row) {
-    for (int k = 0; k < n; ++k) {
-        std::fill(Y + (size_t) k * ncols + c0, Y + (size_t) k * ncols + c1, 0.0f);
+// matvec_packed for a float16 M. With AVX2, FMA and F16C the panels are converted in registers
+// (matvec_panels_f16c); elsewhere kDecodeRowBlock rows of each panel at a time are converted
+// into `scratch` (f16_scratch_floats) and accumulated by the float32 code.
+static void matvec_packed_f16(const float * h, int K, const uint16_t * P, int ncols, int c0, int c1, float * y,
+                              float * scratch) {
+    constexpr int group = kDecodePanels * kPanel;
+#ifdef LINGALIGN_F16C
+    const bool in_registers = half_conversion_mode().load(std::memory_order_relaxed) == 0 && cpu_has_avx2_fma_f16c();
+#else
+    const bool in_registers = false;
+#endif
+    int p0 = c0;
+    for (; p0 + group <= c1; p0 += group) {
+        const uint16_t * panels[kDecodePanels];
+        for (int q = 0; q < kDecodePanels; ++q) {
+            panels[q] = P + (size_t) (p0 + q * kPanel) * K;
+        }
+        float acc[kDecodePanels][kPanel] = {};
+        if (in_registers) {
+#ifdef LINGALIGN_F16C
+            matvec_panels_f16c(h, K, panels, acc);
+#endif
+        } else {
+            for (int j0 = 0; j0 < K; j0 += kDecodeRowBlock) {
+                const int nj = std::min(kDecodeRowBlock, K - j0);
+                const float * converted[kDecodePanels];
+                for (int q = 0; q < kDecodePanels; ++q) {
+                    float * dst = scratch + (size_t) q * kDecodeRowBlock * kPanel;
+                    halves_to_floats(panels[q] + (size_t) j0 * kPanel, 0, 1, nj * kPanel, dst);
+                    converted[q] = dst;
+                }
+                matvec_panels(h + j0, nj, converted, acc);
+            }
+        }
+        for (int q = 0; q < kDecodePanels; ++q) {
+            std::copy(acc[q], acc[q] + kPanel, y + p0 + q * kPanel);
+        }
     }
-    for (int j = 0; j < K; ++j) {
-        halves_to_floats(M + (size_t) j * ncols + c0, (size_t) ncols, 1, c1 - c0, row);
-        axpy_rows(rows, n, j, row, ncols, c0, c1, Y);
-    }
+    matmul_packed_f16(&h, 1, K, P, ncols, p0, c1, y, ncols, scratch);
 }
 
 // h' = h + alpha * (y + b - h) for columns c0..c1 of every row (b may be null).
