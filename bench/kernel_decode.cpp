@@ -1,7 +1,8 @@
 // Decode's map kernel alone: one 640-wide row through 18 full-rank 640x640 maps (Gemma 3 270M's
-// shape), float32 and float16, with the maps in cache ("warm") and after 300 MB of other data has
-// been read ("cold", as after a decode step streamed the model's weights). Prints microseconds
-// per token and the ratios, measured side by side in one run; one thread.
+// shape), stored as float32, float16 and int8 (the hook's packed panel layout), with the maps in
+// cache ("warm") and after 300 MB of other data has been read ("cold", as after a decode step
+// streamed the model's weights). Prints microseconds per token and the ratios, measured side by
+// side in one run; one thread.
 //
 //     g++ -O3 -std=c++17 -ffp-contract=fast -Icpp bench/kernel_decode.cpp -o /tmp/kernel_decode && /tmp/kernel_decode
 //
@@ -17,30 +18,40 @@ using namespace lingalign;
 
 int main() {
     const int d = 640, n_layer = 18, rounds = 30;
+    const char * names[3] = {"f32", "f16", "q8"};
+    const double bytes_per_value[3] = {4, 2, 1};
     std::mt19937 rng(0);
     std::normal_distribution<float> normal;
+    // The values do not matter for the timing, only the bytes and the layout.
     std::vector<std::vector<float>> maps(n_layer, std::vector<float>((size_t) d * d));
     std::vector<std::vector<uint16_t>> halves(n_layer, std::vector<uint16_t>((size_t) d * d, 0x2000));
+    std::vector<std::vector<int8_t>> bytes(n_layer, std::vector<int8_t>((size_t) d * d, 3));
     for (auto & m : maps) {
         for (auto & x : m) {
             x = 0.01f * normal(rng);
         }
     }
-    // The maps' values do not matter for the timing; the layout does: the hook's panel packing.
-    std::vector<float> h(d, 1.0f), y(d), scratch(f16_scratch_floats(d));
+    std::vector<float> h(d, 1.0f), y(d), scratch(panel_scratch_floats(d));
     std::vector<unsigned char> other(300u << 20, 1);
     volatile unsigned sink = 0;
 
-    double best[2][2] = {{1e18, 1e18}, {1e18, 1e18}};  // [cold][f16], microseconds per token
+    double best[2][3];  // [cold][dtype], microseconds per token
+    for (auto & row : best) {
+        for (auto & x : row) {
+            x = 1e18;
+        }
+    }
     for (int r = 0; r < rounds; ++r) {
         for (int cold = 0; cold < 2; ++cold) {
-            for (int f16 = 0; f16 < 2; ++f16) {
+            for (int dtype = 0; dtype < 3; ++dtype) {
                 auto token = [&] {
                     for (int il = 0; il < n_layer; ++il) {
-                        if (f16) {
-                            matvec_packed_f16(h.data(), d, halves[il].data(), d, 0, d, y.data(), scratch.data());
+                        if (dtype == 0) {
+                            matvec_packed(h.data(), d, maps[il].data(), d, 0, d, y.data(), scratch.data());
+                        } else if (dtype == 1) {
+                            matvec_packed(h.data(), d, halves[il].data(), d, 0, d, y.data(), scratch.data());
                         } else {
-                            matvec_packed(h.data(), d, maps[il].data(), d, 0, d, y.data());
+                            matvec_packed(h.data(), d, bytes[il].data(), d, 0, d, y.data(), scratch.data());
                         }
                     }
                 };
@@ -56,21 +67,18 @@ int main() {
                 const auto t0 = std::chrono::steady_clock::now();
                 token();
                 const auto t1 = std::chrono::steady_clock::now();
-                best[cold][f16] = std::min(best[cold][f16], std::chrono::duration<double, std::micro>(t1 - t0).count());
+                best[cold][dtype] = std::min(best[cold][dtype], std::chrono::duration<double, std::micro>(t1 - t0).count());
             }
         }
     }
-    const double mb32 = n_layer * (double) d * d * 4 / 1e6;
+    const double values = n_layer * (double) d * d;
     std::printf("18 maps 640x640, one row, 1 thread, best of %d rounds\n", rounds);
-    std::printf("%-6s %-5s %10s %10s\n", "cache", "dtype", "us/token", "GB/s");
+    std::printf("%-6s %-5s %10s %10s %14s\n", "cache", "dtype", "us/token", "GB/s", "time vs f32");
     for (int cold = 0; cold < 2; ++cold) {
-        for (int f16 = 0; f16 < 2; ++f16) {
-            const double mb = f16 ? mb32 / 2 : mb32;
-            std::printf("%-6s %-5s %10.0f %10.1f\n", cold ? "cold" : "warm", f16 ? "f16" : "f32", best[cold][f16],
-                        mb * 1e3 / best[cold][f16]);
+        for (int dtype = 0; dtype < 3; ++dtype) {
+            std::printf("%-6s %-5s %10.0f %10.1f %14.2f\n", cold ? "cold" : "warm", names[dtype], best[cold][dtype],
+                        values * bytes_per_value[dtype] / 1e3 / best[cold][dtype], best[cold][dtype] / best[cold][0]);
         }
     }
-    std::printf("ratios: cold/warm f32 %.2f, f16 %.2f; f16/f32 time warm %.2f, cold %.2f\n", best[1][0] / best[0][0],
-                best[1][1] / best[0][1], best[0][1] / best[0][0], best[1][1] / best[1][0]);
     return 0;
 }

@@ -120,6 +120,17 @@ PYBIND11_MODULE(_core, m) {
              },
              py::arg("layer"), py::arg("u"), py::arg("vt"), py::arg("bias") = py::none(),
              "Float16 factors (both) are stored as float16; any other dtype as float32.")
+        .def("set_affine_q8",
+             [](Hook & h, int layer, CArray<int8_t> q, CArray<float> scale, std::optional<CArray<float>> bias) {
+                 if (q.ndim() != 2 || scale.ndim() != 1) {
+                     throw py::value_error("layer " + std::to_string(layer) +
+                                           ": an 8-bit map needs a 2-D int8 array and a 1-D scale");
+                 }
+                 h.set_affine_q8(layer, q.data(), (size_t) q.size(), scale.data(), (size_t) scale.size(),
+                                 bias ? bias->data() : nullptr, bias ? (size_t) bias->size() : 0);
+             },
+             py::arg("layer"), py::arg("q"), py::arg("scale"), py::arg("bias") = py::none(),
+             "y = h + (h @ q) * scale + bias: an 8-bit map difference (int8 [d, d]) with a scale per column.")
         .def("map_bytes", &Hook::map_bytes, py::arg("layer"),
              "Bytes of the map or low-rank factors stored for a layer (0 if none).")
         .def("set_additive",

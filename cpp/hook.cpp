@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <type_traits>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
@@ -89,30 +90,24 @@ static float * grow(std::vector<float> & v, size_t n) {
     return v.data();
 }
 
-void Hook::multiply(const float * const * rows, int n, int K, const float * M, const uint16_t * M16, int ncols,
-                    float * Y) {
+template <typename T>
+void Hook::multiply(const float * const * rows, int n, int K, const T * M, int ncols, float * Y) {
     const size_t work = (size_t) n * K * ncols;
     // Tasks take whole panels (whole groups of them for decode's one row), so they never write
     // the same cache line of Y and each streams its own contiguous part of the packed map.
     const int unit = n == 1 ? kDecodePanels * kPanel : kPanel;
     const int n_units = (ncols + unit - 1) / unit;
     const int n_tasks = work >= kParallelWork ? std::min(n_threads_, n_units) : 1;
-    const size_t scratch_floats = f16_scratch_floats(K);
-    float * scratch = M16 != nullptr ? grow(half_scratch_, scratch_floats * n_tasks) : nullptr;
+    const size_t scratch_floats = std::is_same<T, float>::value ? 0 : panel_scratch_floats(K);
+    float * scratch = scratch_floats > 0 ? grow(half_scratch_, scratch_floats * n_tasks) : nullptr;
     run_tasks(n_tasks, [&](int t) {
         const int c0 = std::min(ncols, (n_units * t / n_tasks) * unit);
         const int c1 = std::min(ncols, (n_units * (t + 1) / n_tasks) * unit);
-        float * own = M16 != nullptr ? scratch + scratch_floats * t : nullptr;
+        float * own = scratch != nullptr ? scratch + scratch_floats * t : nullptr;
         if (n == 1) {
-            if (M16 != nullptr) {
-                matvec_packed_f16(rows[0], K, M16, ncols, c0, c1, Y, own);
-            } else {
-                matvec_packed(rows[0], K, M, ncols, c0, c1, Y);
-            }
-        } else if (M16 != nullptr) {
-            matmul_packed_f16(rows, n, K, M16, ncols, c0, c1, Y, ncols, own);
+            matvec_packed(rows[0], K, M, ncols, c0, c1, Y, own);
         } else {
-            matmul_packed(rows, n, K, M, ncols, c0, c1, Y, ncols);
+            matmul_packed(rows, n, K, M, ncols, c0, c1, Y, ncols, own);
         }
     });
 }
@@ -120,13 +115,20 @@ void Hook::multiply(const float * const * rows, int n, int K, const float * M, c
 void Hook::apply_affine(float * const * rows, int n, const LayerTransform & lt) {
     const int d = n_embd_;
     float * Y = grow(map_out_, (size_t) n * d);
+    const float * bias = lt.bias.empty() ? nullptr : lt.bias.data();
+    if (lt.kind == LayerTransform::AFFINE_Q8) {
+        multiply(rows, n, d, lt.matrix_q.data(), d, Y);
+        scale_columns(Y, n, lt.scale.data(), d);
+        add_delta_rows(rows, n, Y, bias, alpha_, d);
+        return;
+    }
     if (lt.half) {
-        multiply(rows, n, d, nullptr, lt.matrix_h.data(), d, Y);
+        multiply(rows, n, d, lt.matrix_h.data(), d, Y);
     } else {
-        multiply(rows, n, d, lt.matrix.data(), nullptr, d, Y);
+        multiply(rows, n, d, lt.matrix.data(), d, Y);
     }
     // Every row is read by every task above, so the rows change only after all have finished.
-    blend_columns(rows, n, Y, lt.bias.empty() ? nullptr : lt.bias.data(), alpha_, d, 0, d);
+    blend_columns(rows, n, Y, bias, alpha_, d, 0, d);
 }
 
 void Hook::apply_lowrank(float * const * rows, int n, const LayerTransform & lt) {
@@ -135,9 +137,9 @@ void Hook::apply_lowrank(float * const * rows, int n, const LayerTransform & lt)
     const int r = lt.rank;
     float * T = grow(low_out_, (size_t) n * r);
     if (lt.half) {
-        multiply(rows, n, d, nullptr, lt.lr_u_h.data(), r, T);
+        multiply(rows, n, d, lt.lr_u_h.data(), r, T);
     } else {
-        multiply(rows, n, d, lt.lr_u.data(), nullptr, r, T);
+        multiply(rows, n, d, lt.lr_u.data(), r, T);
     }
     low_ptrs_.resize(n);
     for (int k = 0; k < n; ++k) {
@@ -145,9 +147,9 @@ void Hook::apply_lowrank(float * const * rows, int n, const LayerTransform & lt)
     }
     float * D = grow(map_out_, (size_t) n * d);
     if (lt.half) {
-        multiply(low_ptrs_.data(), n, r, nullptr, lt.lr_vt_h.data(), d, D);
+        multiply(low_ptrs_.data(), n, r, lt.lr_vt_h.data(), d, D);
     } else {
-        multiply(low_ptrs_.data(), n, r, lt.lr_vt.data(), nullptr, d, D);
+        multiply(low_ptrs_.data(), n, r, lt.lr_vt.data(), d, D);
     }
     add_delta_rows(rows, n, D, lt.bias.empty() ? nullptr : lt.bias.data(), alpha_, d);
 }
@@ -283,12 +285,30 @@ void Hook::set_lowrank_f16(int layer, const uint16_t * u, size_t u_len, const ui
     store_layer(layer, make_lowrank(layer, (size_t) n_embd_, u, u_len, vt, vt_len, rank, bias, bias_len));
 }
 
+void Hook::set_affine_q8(int layer, const int8_t * q, size_t q_len, const float * scale, size_t scale_len,
+                         const float * bias, size_t bias_len) {
+    check_layer(layer, n_layer_);
+    const size_t d = (size_t) n_embd_;
+    check_affine_shape(layer, d, q_len);
+    if (scale_len != d) {
+        throw std::invalid_argument("layer " + std::to_string(layer) + ": scale has " + std::to_string(scale_len) +
+                                    " values, the model needs " + std::to_string(d));
+    }
+    check_finite(scale, scale_len, layer, "scale");
+    LayerTransform lt;
+    lt.kind = LayerTransform::AFFINE_Q8;
+    lt.matrix_q = packed(q, (int) d, (int) d);
+    lt.scale.assign(scale, scale + scale_len);
+    lt.bias = checked_bias(layer, d, bias, bias_len);
+    store_layer(layer, std::move(lt));
+}
+
 size_t Hook::map_bytes(int layer) const {
     check_layer(layer, n_layer_);
     std::lock_guard<std::mutex> lock(mutex_);
     const LayerTransform & lt = layers_[layer];
-    return (lt.matrix.size() + lt.lr_u.size() + lt.lr_vt.size()) * sizeof(float) +
-           (lt.matrix_h.size() + lt.lr_u_h.size() + lt.lr_vt_h.size()) * sizeof(uint16_t);
+    return (lt.matrix.size() + lt.lr_u.size() + lt.lr_vt.size() + lt.scale.size()) * sizeof(float) +
+           (lt.matrix_h.size() + lt.lr_u_h.size() + lt.lr_vt_h.size()) * sizeof(uint16_t) + lt.matrix_q.size();
 }
 
 void Hook::set_additive(int layer, const float * vector, size_t len) {
@@ -650,7 +670,7 @@ bool Hook::on_data(ggml_tensor * t) {
             if (site == SITE_FFN) {
                 apply_clamp_rows(row_ptrs_.data(), n_apply, clamp.index.data(), clamp.value.data(),
                                  (int) clamp.index.size(), alpha_);
-            } else if (lt.kind == LayerTransform::AFFINE) {
+            } else if (lt.kind == LayerTransform::AFFINE || lt.kind == LayerTransform::AFFINE_Q8) {
                 apply_affine(row_ptrs_.data(), n_apply, lt);
             } else if (lt.kind == LayerTransform::LOWRANK) {
                 apply_lowrank(row_ptrs_.data(), n_apply, lt);

@@ -51,15 +51,19 @@ struct NeuronClamp {
 };
 
 struct LayerTransform {
-    enum Kind { NONE, AFFINE, LOWRANK, ADDITIVE } kind = NONE;
-    // float32 maps use matrix/lr_u/lr_vt; float16 maps (half = true) the *_h copies instead.
-    // All are stored packed by column panels (kernels.h: pack_panels), not row-major.
+    // AFFINE_Q8: y = h + (h @ Q) * scale + b, Q [d*d] int8 with one scale per column: the
+    // difference M - I of a map quantized to 8 bits (a quarter of float32's bytes per token).
+    enum Kind { NONE, AFFINE, AFFINE_Q8, LOWRANK, ADDITIVE } kind = NONE;
+    // float32 maps use matrix/lr_u/lr_vt; float16 maps (half = true) the *_h copies instead
     // (IEEE binary16 bit patterns), converted to float32 in the kernels, accumulated in float32.
+    // All are stored packed by column panels (kernels.h: pack_panels), not row-major.
     bool half = false;
     std::vector<float> matrix;  // AFFINE: [d*d], y = h @ M
     std::vector<float> lr_u;    // LOWRANK: [d*r], M = I + U @ Vt
     std::vector<float> lr_vt;   // LOWRANK: [r*d]
     std::vector<uint16_t> matrix_h, lr_u_h, lr_vt_h;
+    std::vector<int8_t> matrix_q;  // AFFINE_Q8: [d*d]
+    std::vector<float> scale;      // AFFINE_Q8: [d]
     int rank = 0;
     std::vector<float> bias;    // AFFINE, LOWRANK: [d] or empty
     std::vector<float> vector;  // ADDITIVE: [d]
@@ -84,6 +88,9 @@ public:
     void set_affine_f16(int layer, const uint16_t * matrix, size_t matrix_len, const float * bias, size_t bias_len);
     void set_lowrank_f16(int layer, const uint16_t * u, size_t u_len, const uint16_t * vt, size_t vt_len, int rank,
                          const float * bias, size_t bias_len);
+    // y = h + (h @ Q) * scale + b: an 8-bit map difference Q [d x d] with a scale per column.
+    void set_affine_q8(int layer, const int8_t * q, size_t q_len, const float * scale, size_t scale_len,
+                       const float * bias, size_t bias_len);
     void set_additive(int layer, const float * vector, size_t len);
     // Bytes of the map or factors stored for a layer (0 for none, an additive vector or a clamp).
     size_t map_bytes(int layer) const;
@@ -136,10 +143,9 @@ private:
     void store_layer(int layer, LayerTransform lt);  // takes mutex_
     // Calls task(t) for t in [0, n_tasks) on the kernel threads; returns when all are done.
     void run_tasks(int n_tasks, const std::function<void(int)> & task);
-    // Y [n x ncols] = rows [n x K] @ M [K x ncols], on the kernel threads when the work is large
-    // enough. M is float32 (M) or float16 (M16): exactly one of them is given.
-    void multiply(const float * const * rows, int n, int K, const float * M, const uint16_t * M16, int ncols,
-                  float * Y);
+    // Y [n x ncols] = rows [n x K] @ M [K x ncols], M packed by panels (float32, float16 bit
+    // patterns or int8), on the kernel threads when the work is large enough.
+    template <typename T> void multiply(const float * const * rows, int n, int K, const T * M, int ncols, float * Y);
     void fail(const std::string & message);           // mutex_ held
     void fail_locked(const std::string & message) noexcept;  // takes mutex_
 

@@ -29,7 +29,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #  include <immintrin.h>
-#  define LINGALIGN_F16C 1
+#  define LINGALIGN_X86 1
 #endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
@@ -149,24 +149,6 @@ static void matvec_panels(const float * h, int nj, const float * const * P, floa
     std::copy(a3, a3 + kPanel, acc[3]);
 }
 
-// y[c0:c1] = h @ M[:, c0:c1] for one row h (decode), M packed; c0 a multiple of kPanel.
-static void matvec_packed(const float * h, int K, const float * P, int ncols, int c0, int c1, float * y) {
-    constexpr int group = kDecodePanels * kPanel;
-    int p0 = c0;
-    for (; p0 + group <= c1; p0 += group) {
-        const float * panels[kDecodePanels];
-        for (int q = 0; q < kDecodePanels; ++q) {
-            panels[q] = P + (size_t) (p0 + q * kPanel) * K;
-        }
-        float acc[kDecodePanels][kPanel] = {};
-        matvec_panels(h, K, panels, acc);
-        for (int q = 0; q < kDecodePanels; ++q) {
-            std::copy(acc[q], acc[q] + kPanel, y + p0 + q * kPanel);
-        }
-    }
-    matmul_packed(&h, 1, K, P, ncols, p0, c1, y, ncols);  // the last panels, the narrow one included
-}
-
 // IEEE 754 binary16 -> binary32. Exact for every bit pattern: normals, subnormals, zeros and
 // infinities; a NaN keeps its sign and payload (as numpy's float16 -> float32 does).
 inline float half_to_float(uint16_t h) {
@@ -199,7 +181,7 @@ inline std::atomic<int> & half_conversion_mode() {
     return mode;
 }
 
-#ifdef LINGALIGN_F16C
+#ifdef LINGALIGN_X86
 inline bool cpu_has_f16c() {
     static const bool has = [] {
         __builtin_cpu_init();
@@ -235,7 +217,7 @@ __attribute__((target("avx,f16c"))) inline void halves_to_floats_f16c(const uint
 
 // dst [n_rows x cols] (row-major, dense) = the halves src[r * ld + i], converted exactly.
 inline void halves_to_floats(const uint16_t * src, size_t ld, int n_rows, int cols, float * dst) {
-#ifdef LINGALIGN_F16C
+#ifdef LINGALIGN_X86
     if (half_conversion_mode().load(std::memory_order_relaxed) == 0 && cpu_has_f16c()) {
         halves_to_floats_f16c(src, ld, n_rows, cols, dst);
         return;
@@ -250,26 +232,80 @@ inline void halves_to_floats(const uint16_t * src, size_t ld, int n_rows, int co
     }
 }
 
-// Rows of a float16 panel converted per step of a decode: 4 x 64 x 16 floats, 16 KB, stay in L1.
+// matvec_panels for int8 panels (quantized maps): the same multiply-adds on the same (exactly
+// converted) values, in the same order.
+LINGALIGN_MULTIVERSION
+static void matvec_panels(const float * h, int nj, const int8_t * const * P, float (*acc)[kPanel]) {
+    float a0[kPanel], a1[kPanel], a2[kPanel], a3[kPanel];
+    std::copy(acc[0], acc[0] + kPanel, a0);
+    std::copy(acc[1], acc[1] + kPanel, a1);
+    std::copy(acc[2], acc[2] + kPanel, a2);
+    std::copy(acc[3], acc[3] + kPanel, a3);
+    const int8_t * m0 = P[0];
+    const int8_t * m1 = P[1];
+    const int8_t * m2 = P[2];
+    const int8_t * m3 = P[3];
+    for (int j = 0; j < nj; ++j) {
+        const float x = h[j];
+        for (int i = 0; i < kPanel; ++i) {
+            a0[i] += x * (float) m0[i];
+            a1[i] += x * (float) m1[i];
+            a2[i] += x * (float) m2[i];
+            a3[i] += x * (float) m3[i];
+        }
+        m0 += kPanel;
+        m1 += kPanel;
+        m2 += kPanel;
+        m3 += kPanel;
+    }
+    std::copy(a0, a0 + kPanel, acc[0]);
+    std::copy(a1, a1 + kPanel, acc[1]);
+    std::copy(a2, a2 + kPanel, acc[2]);
+    std::copy(a3, a3 + kPanel, acc[3]);
+}
+
+// Rows of a float16 panel converted per step of a decode without F16C: 4 x 64 x 16 floats,
+// 16 KB, stay in L1.
 constexpr int kDecodeRowBlock = 64;
 
-// Floats of scratch the float16 kernels need per task for K rows.
-inline size_t f16_scratch_floats(int K) {
+// Floats of scratch the float16 and int8 kernels need per task for maps of K rows.
+inline size_t panel_scratch_floats(int K) {
     return (size_t) std::max(K, kDecodePanels * kDecodeRowBlock) * kPanel;
 }
 
-// matmul_packed for a float16 M: each panel is converted into `scratch` (f16_scratch_floats)
-// and multiplied by the float32 code itself.
-static void matmul_packed_f16(const float * const * rows, int n, int K, const uint16_t * P, int ncols, int c0,
-                              int c1, float * Y, int ldy, float * scratch) {
+LINGALIGN_MULTIVERSION
+static void int8_to_floats(const int8_t * src, int n, float * dst) {
+    for (int i = 0; i < n; ++i) {
+        dst[i] = (float) src[i];
+    }
+}
+
+inline void to_floats(const uint16_t * src, int n, float * dst) {
+    halves_to_floats(src, 0, 1, n, dst);
+}
+
+inline void to_floats(const int8_t * src, int n, float * dst) {
+    int8_to_floats(src, n, dst);
+}
+
+// matmul_packed for a float16 or int8 M: each panel is converted into `scratch`
+// (panel_scratch_floats) and multiplied by the float32 code itself.
+template <typename T>
+static void matmul_packed(const float * const * rows, int n, int K, const T * P, int ncols, int c0, int c1, float * Y,
+                          int ldy, float * scratch) {
     for (int p0 = c0; p0 < c1; p0 += kPanel) {
         const int w = std::min(kPanel, ncols - p0);
-        halves_to_floats(P + (size_t) p0 * K, 0, 1, K * w, scratch);  // the panel is contiguous
+        to_floats(P + (size_t) p0 * K, K * w, scratch);  // the panel is contiguous
         matmul_columns(rows, n, K, scratch, w, 0, w, Y + p0, ldy);
     }
 }
 
-#ifdef LINGALIGN_F16C
+inline void matmul_packed(const float * const * rows, int n, int K, const float * P, int ncols, int c0, int c1,
+                          float * Y, int ldy, float * /* scratch: not needed */) {
+    matmul_packed(rows, n, K, P, ncols, c0, c1, Y, ldy);
+}
+
+#ifdef LINGALIGN_X86
 // matvec_panels for float16 panels, converted in registers: the same fused multiply-adds in
 // the same order as the float32 kernel's x86-64-v3 clone (which contracts a += x * m into one),
 // so the same results.
@@ -294,47 +330,108 @@ __attribute__((target("avx2,fma,f16c"))) inline void matvec_panels_f16c(const fl
         _mm256_storeu_ps(acc[q] + 8, a[q][1]);
     }
 }
+
+inline bool cpu_has_avx2_fma() {
+    static const bool has = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }();
+    return has;
+}
+
+// matvec_panels for int8 panels with AVX2: the same conversions and fused multiply-adds, in
+// the same order, as the portable code's x86-64-v3 clone, so the same results.
+__attribute__((target("avx2,fma"))) inline void matvec_panels_avx2(const float * h, int nj,
+                                                                    const int8_t * const * P, float (*acc)[kPanel]) {
+    __m256 a[kDecodePanels][2];
+    for (int q = 0; q < kDecodePanels; ++q) {
+        a[q][0] = _mm256_loadu_ps(acc[q]);
+        a[q][1] = _mm256_loadu_ps(acc[q] + 8);
+    }
+    for (int j = 0; j < nj; ++j) {
+        const __m256 x = _mm256_broadcast_ss(h + j);
+        for (int q = 0; q < kDecodePanels; ++q) {
+            const __m128i m = _mm_loadu_si128(reinterpret_cast<const __m128i *>(P[q] + (size_t) j * kPanel));
+            const __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(m));
+            const __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(m, m)));
+            a[q][0] = _mm256_fmadd_ps(x, lo, a[q][0]);
+            a[q][1] = _mm256_fmadd_ps(x, hi, a[q][1]);
+        }
+    }
+    for (int q = 0; q < kDecodePanels; ++q) {
+        _mm256_storeu_ps(acc[q], a[q][0]);
+        _mm256_storeu_ps(acc[q] + 8, a[q][1]);
+    }
+}
 #endif
 
-// matvec_packed for a float16 M. With AVX2, FMA and F16C the panels are converted in registers
-// (matvec_panels_f16c); elsewhere kDecodeRowBlock rows of each panel at a time are converted
-// into `scratch` (f16_scratch_floats) and accumulated by the float32 code.
-static void matvec_packed_f16(const float * h, int K, const uint16_t * P, int ncols, int c0, int c1, float * y,
-                              float * scratch) {
-    constexpr int group = kDecodePanels * kPanel;
-#ifdef LINGALIGN_F16C
-    const bool in_registers = half_conversion_mode().load(std::memory_order_relaxed) == 0 && cpu_has_avx2_fma_f16c();
-#else
-    const bool in_registers = false;
+// One group of kDecodePanels panels of K rows for decode's one row h, into acc.
+inline void matvec_group(const float * h, int K, const float * const * panels, float (*acc)[kPanel], float *) {
+    matvec_panels(h, K, panels, acc);
+}
+
+inline void matvec_group(const float * h, int K, const int8_t * const * panels, float (*acc)[kPanel], float *) {
+#ifdef LINGALIGN_X86
+    if (cpu_has_avx2_fma()) {
+        matvec_panels_avx2(h, K, panels, acc);
+        return;
+    }
 #endif
+    matvec_panels(h, K, panels, acc);
+}
+
+// float16: converted in registers with AVX2, FMA and F16C; elsewhere kDecodeRowBlock rows of
+// each panel at a time are converted into `scratch` and accumulated by the float32 code.
+inline void matvec_group(const float * h, int K, const uint16_t * const * panels, float (*acc)[kPanel],
+                         float * scratch) {
+#ifdef LINGALIGN_X86
+    if (half_conversion_mode().load(std::memory_order_relaxed) == 0 && cpu_has_avx2_fma_f16c()) {
+        matvec_panels_f16c(h, K, panels, acc);
+        return;
+    }
+#endif
+    for (int j0 = 0; j0 < K; j0 += kDecodeRowBlock) {
+        const int nj = std::min(kDecodeRowBlock, K - j0);
+        const float * converted[kDecodePanels];
+        for (int q = 0; q < kDecodePanels; ++q) {
+            float * dst = scratch + (size_t) q * kDecodeRowBlock * kPanel;
+            to_floats(panels[q] + (size_t) j0 * kPanel, nj * kPanel, dst);
+            converted[q] = dst;
+        }
+        matvec_panels(h + j0, nj, converted, acc);
+    }
+}
+
+// y[c0:c1] = h @ M[:, c0:c1] for one row h (decode), M packed (float32, float16 or int8), c0 a
+// multiple of kPanel: kDecodePanels panels at a time, each a contiguous stream; `scratch` is
+// panel_scratch_floats(K) floats (unused for float32).
+template <typename T>
+static void matvec_packed(const float * h, int K, const T * P, int ncols, int c0, int c1, float * y, float * scratch) {
+    constexpr int group = kDecodePanels * kPanel;
     int p0 = c0;
     for (; p0 + group <= c1; p0 += group) {
-        const uint16_t * panels[kDecodePanels];
+        const T * panels[kDecodePanels];
         for (int q = 0; q < kDecodePanels; ++q) {
             panels[q] = P + (size_t) (p0 + q * kPanel) * K;
         }
         float acc[kDecodePanels][kPanel] = {};
-        if (in_registers) {
-#ifdef LINGALIGN_F16C
-            matvec_panels_f16c(h, K, panels, acc);
-#endif
-        } else {
-            for (int j0 = 0; j0 < K; j0 += kDecodeRowBlock) {
-                const int nj = std::min(kDecodeRowBlock, K - j0);
-                const float * converted[kDecodePanels];
-                for (int q = 0; q < kDecodePanels; ++q) {
-                    float * dst = scratch + (size_t) q * kDecodeRowBlock * kPanel;
-                    halves_to_floats(panels[q] + (size_t) j0 * kPanel, 0, 1, nj * kPanel, dst);
-                    converted[q] = dst;
-                }
-                matvec_panels(h + j0, nj, converted, acc);
-            }
-        }
+        matvec_group(h, K, panels, acc, scratch);
         for (int q = 0; q < kDecodePanels; ++q) {
             std::copy(acc[q], acc[q] + kPanel, y + p0 + q * kPanel);
         }
     }
-    matmul_packed_f16(&h, 1, K, P, ncols, p0, c1, y, ncols, scratch);
+    matmul_packed(&h, 1, K, P, ncols, p0, c1, y, ncols, scratch);  // the last panels, the narrow one included
+}
+
+// Y[k][i] *= scale[i] for every row: an int8 map's column scales, applied after the sum.
+LINGALIGN_MULTIVERSION
+static void scale_columns(float * Y, int n, const float * scale, int d) {
+    for (int k = 0; k < n; ++k) {
+        float * y = Y + (size_t) k * d;
+        for (int i = 0; i < d; ++i) {
+            y[i] *= scale[i];
+        }
+    }
 }
 
 // h' = h + alpha * (y + b - h) for columns c0..c1 of every row (b may be null).

@@ -1,13 +1,15 @@
 """`lingalign bench`: the cost of the hook, measured side by side against plain llama.cpp.
 
-All variants run in one process on the same model, interleaved round by round, and each
-number is the median over rounds, so drift on a shared machine hits every variant alike.
+All variants run in one process on the same model, interleaved round by round (in a new
+order each round), and each number is the median over rounds of the ratio to plain llama.cpp
+in the same round, so drift on a shared machine hits every variant alike.
 Results are ratios to plain llama.cpp (1.00 = no cost).
 """
 
 from __future__ import annotations
 
 import platform
+import random
 import statistics
 import time
 from typing import Any
@@ -107,7 +109,7 @@ def run_bench(
     repeats: int = 5,
     threads: int | None = None,
     n_prompt: int = 256,
-    n_decode: int = 64,
+    n_decode: int = 128,
     n_sentences: int = 240,
 ) -> dict[str, Any]:
     if repeats < 1:
@@ -121,6 +123,7 @@ def run_bench(
     fp = steering.model
     full = Transform(layers=_random_maps(fp), model=fp, method="bench")
     full_f16 = full.to_precision("f16")  # the same maps stored as float16 (float32 accumulation)
+    full_q8 = full.to_precision("q8")  # and as 8-bit differences from the identity
     lowrank = Transform(layers=_random_maps(fp, BENCH_RANK), model=fp, method="bench")
     text = " ".join(read_lines(embedded_path("eng")))
     prompt = plain.tokenize(text.encode())[:n_prompt]
@@ -132,6 +135,7 @@ def run_bench(
         "idle": (hooked, None, None),
         "full": (hooked, full, "all"),
         "full_f16": (hooked, full_f16, "all"),
+        "full_q8": (hooked, full_q8, "all"),
         "last": (hooked, full, "last"),
         "lowrank": (hooked, lowrank, "all"),
     }
@@ -139,8 +143,13 @@ def run_bench(
     tg: dict[str, list[float]] = {k: [] for k in variants}
     cap: dict[str, list[float]] = {"plain": [], "capture": []}
     _time_prompt_and_decode(plain, prompt, decode)  # warm-up: page in the weights
+    order = random.Random(0)
     for _ in range(repeats):
-        for name, (llm, transform, positions) in variants.items():
+        # a new order every round, so that no variant always runs first or right after another
+        names = list(variants)
+        order.shuffle(names)
+        for name in names:
+            llm, transform, positions = variants[name]
             if llm is hooked:
                 if transform is None:
                     steering.clear()
@@ -178,7 +187,7 @@ def run_bench(
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
     result["lowrank_rank"] = BENCH_RANK
-    for name in ("idle", "full", "full_f16", "last", "lowrank"):
+    for name in ("idle", "full", "full_f16", "full_q8", "last", "lowrank"):
         result[f"pp_ratio_{name}"] = med(a / b for a, b in zip(pp[name], pp["plain"]))
         result[f"decode_ratio_{name}"] = med(a / b for a, b in zip(tg[name], tg["plain"]))
     result["capture_ratio"] = med(a / b for a, b in zip(cap["capture"], cap["plain"]))
@@ -196,6 +205,7 @@ def format_bench(r: dict[str, Any]) -> str:
         f"{'full-rank maps, all layers, all tokens':<36} {r['pp_ratio_full']:>7.3f}x {r['decode_ratio_full']:>7.3f}x",
         f"{'same, last prompt token only':<36} {r['pp_ratio_last']:>7.3f}x {r['decode_ratio_last']:>7.3f}x",
         f"{'full-rank f16 maps at all layers':<36} {r['pp_ratio_full_f16']:>7.3f}x {r['decode_ratio_full_f16']:>7.3f}x",
+        f"{'full-rank q8 maps at all layers':<36} {r['pp_ratio_full_q8']:>7.3f}x {r['decode_ratio_full_q8']:>7.3f}x",
         f"{'rank-' + str(r['lowrank_rank']) + ' maps, all layers, all tokens':<36} {r['pp_ratio_lowrank']:>7.3f}x "
         f"{r['decode_ratio_lowrank']:>7.3f}x",
         f"capture (all layers, mean+last pooled): {r['capture_sps']:.1f} sent/s = {r['capture_ratio']:.3f}x "

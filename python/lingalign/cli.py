@@ -14,7 +14,7 @@ import numpy as np
 from .errors import LingalignError
 from .experts import DEFAULT_K
 from .fit import DEFAULT_METHOD, METHODS
-from .transform import POSITIONS
+from .transform import POSITIONS, PRECISIONS
 
 
 _GGML_LOG_ERROR, _GGML_LOG_CONT = 4, 5  # ggml.h enum ggml_log_level
@@ -482,8 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--k", type=int, default=DEFAULT_K,
                     help=f"experts / random-neurons: neurons to clamp (default {DEFAULT_K})")
     sp.add_argument("--seed", type=int, default=0, help="random-neurons: seed of the draw")
-    sp.add_argument("--precision", choices=("f32", "f16"), default="f32",
-                    help="storage of maps: f16 halves the file and the memory read per token (float32 accumulation)")
+    sp.add_argument("--precision", choices=PRECISIONS, default="f32",
+                    help="storage of maps: f16 halves the file and the memory read per token (float32 accumulation); "
+                    "q8 stores full maps as 8-bit differences from the identity (a quarter)")
     sp.add_argument("--lambda", dest="lam", type=float, default=None, help="ridge strength (default: chosen on held-out pairs)")
     sp.add_argument("--rank", default="auto",
                     help="store maps as I + U V^T of this rank: auto (smallest rank no worse on held-out "

@@ -99,6 +99,7 @@ def _set_hook_layer(hook: Any, layer: int, lm: LayerMap) -> None:
 
     float16 maps and low-rank factors are passed as they are: the hook stores them as float16
     and converts in its kernels (float32 accumulation); other dtypes are stored as float32.
+    8-bit maps stay 8-bit (converted in the kernels too).
     """
     if lm.clamp_index is not None:
         try:
@@ -112,6 +113,8 @@ def _set_hook_layer(hook: Any, layer: int, lm: LayerMap) -> None:
             ) from e
     elif lm.matrix is not None:
         hook.set_affine(layer, lm.matrix, lm.bias)
+    elif lm.delta_q8 is not None:
+        hook.set_affine_q8(layer, lm.delta_q8, lm.delta_scale, lm.bias)
     elif lm.lowrank_u is not None:
         hook.set_lowrank(layer, lm.lowrank_u, lm.lowrank_vt, lm.bias)
     else:

@@ -35,10 +35,23 @@ def check_alpha(alpha: float) -> float:
         raise TransformFileError(f"alpha {a:g} is out of range (a finite number within +-{MAX_ALPHA:g})")
     return a
 
+def quantize_delta(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(q, scale) with matrix ~= I + q * scale: M - I rounded per column to the nearest of 255
+    steps of scale = max |column| / 127 (error at most scale / 2 per entry). Quantizing the
+    difference from the identity, not M itself, keeps the steps small: fitted maps are near I."""
+    delta = np.asarray(matrix, dtype=np.float64) - np.eye(matrix.shape[0])
+    scale = (np.abs(delta).max(axis=0) / Q8_MAX).astype(np.float32)
+    step = np.where(scale > 0, scale.astype(np.float64), 1.0)
+    q = np.clip(np.rint(delta / step), -Q8_MAX, Q8_MAX).astype(np.int8)
+    return q, scale
+
+
 _K = "lingalign."  # metadata key prefix
 # tensor name suffix -> LayerMap field
 _TENSOR_PARTS = {
     "map": "matrix",
+    "delta_q8": "delta_q8",
+    "delta_scale": "delta_scale",
     "lr_u": "lowrank_u",
     "lr_vt": "lowrank_vt",
     "bias": "bias",
@@ -47,8 +60,10 @@ _TENSOR_PARTS = {
     "clamp_value": "clamp_value",
 }
 _INT_PARTS = ("clamp_index",)  # stored as I32
+_BYTE_PARTS = ("delta_q8",)  # stored as I8
 _HALF_PARTS = ("map", "lr_u", "lr_vt")  # F32, or F16 for float16 maps; every other tensor is F32
-PRECISIONS = ("f32", "f16")
+PRECISIONS = ("f32", "f16", "q8")
+Q8_MAX = 127  # quantized map differences use -127..127, symmetric around 0
 _F16_MAX = float(np.finfo(np.float16).max)
 MAX_NEURON = 1 << 24
 
@@ -78,11 +93,15 @@ class LayerMap:
     (int32) to `clamp_value`.
 
     `matrix` and the low-rank factors may be float16 (half the memory and the bytes the hook
-    reads per token; the hook accumulates in float32): see `to_precision`. Everything else is
-    float32. Numpy users of the map should go through `dense()`, which is float32.
+    reads per token; the hook accumulates in float32), and a full map may be quantized to 8
+    bits: M = I + delta_q8 * delta_scale (int8 [d, d], one float32 scale per column; a quarter
+    of float32's bytes). See `to_precision`. Everything else is float32. Numpy users of the map
+    should go through `dense()`, which is float32.
     """
 
     matrix: np.ndarray | None = None  # [d, d] float32 or float16, y = h @ matrix
+    delta_q8: np.ndarray | None = None  # [d, d] int8: M - I in steps of delta_scale
+    delta_scale: np.ndarray | None = None  # [d] float32, one step per column (output coordinate)
     bias: np.ndarray | None = None  # [d] float32
     vector: np.ndarray | None = None  # [d] float32, additive
     lowrank_u: np.ndarray | None = None  # [d, r] float32 or float16
@@ -92,7 +111,7 @@ class LayerMap:
 
     @property
     def kind(self) -> str:
-        if self.matrix is not None:
+        if self.matrix is not None or self.delta_q8 is not None:
             return "affine"
         if self.clamp_index is not None:
             return "clamp"
@@ -100,7 +119,10 @@ class LayerMap:
 
     @property
     def precision(self) -> str:
-        """"f16" if the map or low-rank factors are stored as float16, else "f32"."""
+        """"q8" for an 8-bit map, "f16" if the map or low-rank factors are stored as float16, else
+        "f32"."""
+        if self.delta_q8 is not None:
+            return "q8"
         parts = (self.matrix, self.lowrank_u, self.lowrank_vt)
         return "f16" if any(a is not None and a.dtype == np.float16 for a in parts) else "f32"
 
@@ -109,18 +131,31 @@ class LayerMap:
         converted, exactly)."""
         if self.matrix is not None:
             return self.matrix.astype(np.float32, copy=False)
+        if self.delta_q8 is not None and self.delta_scale is not None:
+            d = self.delta_q8.shape[0]
+            return np.eye(d, dtype=np.float32) + self.delta_q8.astype(np.float32) * self.delta_scale[None, :]
         if self.lowrank_u is None or self.lowrank_vt is None:
             raise TransformFileError("an additive vector has no matrix")
         u, vt = self.lowrank_u.astype(np.float64), self.lowrank_vt.astype(np.float64)
         return (np.eye(u.shape[0]) + u @ vt).astype(np.float32)
 
     def to_precision(self, precision: str, layer: int | None = None) -> LayerMap:
-        """A copy whose map or low-rank factors are stored as float16 ("f16") or float32 ("f32");
-        bias, vector and clamp stay as they are. float16 -> float32 is exact; float32 -> float16
-        rounds to nearest, and values beyond float16's range (+-65504) raise TransformFileError."""
+        """A copy whose map or low-rank factors are stored as float16 ("f16"), float32 ("f32") or,
+        for a full map, 8 bits ("q8": M - I rounded to 255 steps per column; low-rank factors,
+        already small, become float16); bias, vector and clamp stay as they are. float16 ->
+        float32 is exact; float32 -> float16 rounds to nearest, and values beyond float16's range
+        (+-65504) raise TransformFileError. An 8-bit map goes back to f32 or f16 as `dense()`."""
         if precision not in PRECISIONS:
             raise TransformFileError(f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
+        if precision == "q8":
+            if self.matrix is None:
+                return self.to_precision("f16", layer)
+            q, scale = quantize_delta(self.matrix)
+            return dataclasses.replace(self, matrix=None, delta_q8=q, delta_scale=scale)
         dtype = np.float16 if precision == "f16" else np.float32
+        if self.delta_q8 is not None:
+            dense = dataclasses.replace(self, matrix=self.dense(), delta_q8=None, delta_scale=None)
+            return dense.to_precision(precision, layer)
         out = dataclasses.replace(self)
         for part in _HALF_PARTS:
             attr = _TENSOR_PARTS[part]
@@ -145,7 +180,7 @@ class LayerMap:
     def validate(self, layer: int, n_embd: int) -> None:
         """Raise TransformFileError unless shapes, dtypes and values are usable."""
         kinds = [
-            self.matrix is not None,
+            self.matrix is not None or self.delta_q8 is not None or self.delta_scale is not None,
             self.lowrank_u is not None or self.lowrank_vt is not None,
             self.vector is not None,
             self.clamp_index is not None or self.clamp_value is not None,
@@ -157,6 +192,10 @@ class LayerMap:
         if self.clamp_index is not None or self.clamp_value is not None:
             self._validate_clamp(layer)
             return
+        if self.matrix is not None and self.delta_q8 is not None:
+            raise TransformFileError(f"layer {layer}: needs exactly one of a map and an 8-bit map (delta_q8)")
+        if (self.delta_q8 is None) != (self.delta_scale is None):
+            raise TransformFileError(f"layer {layer}: an 8-bit map needs both delta_q8 and delta_scale")
         if (self.lowrank_u is None) != (self.lowrank_vt is None):
             raise TransformFileError(f"layer {layer}: low-rank maps need both factors (lr_u and lr_vt)")
         if self.vector is not None and self.bias is not None:
@@ -170,6 +209,8 @@ class LayerMap:
             raise TransformFileError(f"layer {layer}: low-rank factor has rank {rank}, expected 1..{n_embd}")
         expected = {
             "map": (n_embd, n_embd),
+            "delta_q8": (n_embd, n_embd),
+            "delta_scale": (n_embd,),
             "lr_u": (n_embd, rank),
             "lr_vt": (rank, n_embd),
             "bias": (n_embd,),
@@ -180,6 +221,12 @@ class LayerMap:
                 raise TransformFileError(
                     f"layer {layer}: {part} has shape {array.shape}, the model needs {expected[part]}"
                 )
+            if part in _BYTE_PARTS:
+                if array.dtype != np.int8:
+                    raise TransformFileError(f"layer {layer}: {part} is {array.dtype}, expected int8")
+                if int(array.min(initial=0)) < -Q8_MAX:
+                    raise TransformFileError(f"layer {layer}: {part} holds -128, outside -{Q8_MAX}..{Q8_MAX}")
+                continue
             if array.dtype != np.float32 and not (part in _HALF_PARTS and array.dtype == np.float16):
                 allowed = "float32 or float16" if part in _HALF_PARTS else "float32"
                 raise TransformFileError(f"layer {layer}: {part} is {array.dtype}, expected {allowed}")
@@ -236,20 +283,23 @@ class Transform:
 
     @property
     def precision(self) -> str:
-        """"f16" if any layer's map or low-rank factors are float16, else "f32"."""
-        return "f16" if any(lm.precision == "f16" for lm in self.layers.values()) else "f32"
+        """"q8" if any layer's map is 8-bit, else "f16" if any map or low-rank factors are
+        float16, else "f32"."""
+        found = {lm.precision for lm in self.layers.values()}
+        return next((p for p in ("q8", "f16") if p in found), "f32")
 
     def to_precision(self, precision: str) -> Transform:
         """A copy with every map and low-rank factor stored as float16 ("f16": half the size on
         disk, in memory and in what the hook reads per token; the hook still accumulates in
-        float32) or float32 ("f32"). Biases, vectors and clamps stay float32. Raises
+        float32), float32 ("f32"), or full maps as 8 bits ("q8", a quarter; see
+        `LayerMap.to_precision`). Biases, vectors and clamps stay float32. Raises
         TransformFileError for a map with values beyond float16's range."""
         layers = {il: lm.to_precision(precision, il) for il, lm in self.layers.items()}
         return dataclasses.replace(self, layers=layers, fit_info=dict(self.fit_info))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the transform as a GGUF file (bit-exact round trip): F32 tensors, and F16 for
-        maps and low-rank factors held as float16."""
+        """Write the transform as a GGUF file (bit-exact round trip): F32 tensors, F16 for maps
+        and low-rank factors held as float16, and I8 for 8-bit maps."""
         import gguf
 
         self.validate()
@@ -278,6 +328,8 @@ class Transform:
                 for part, array in self.layers[il].arrays().items():
                     if part in _INT_PARTS:
                         dtype: Any = np.int32
+                    elif part in _BYTE_PARTS:
+                        dtype = np.int8  # written as I8
                     elif part in _HALF_PARTS and array.dtype == np.float16:
                         dtype = np.float16  # written as F16
                     else:
@@ -325,9 +377,9 @@ def _field(fields: dict[str, Any], key: str, path: Path, kind: type) -> Any:
     raise TransformFileError(f"{path}: metadata {_K + key} has the wrong type ({type(value).__name__})")
 
 
-_F32, _F16, _I32 = 0, 1, 26  # ggml type ids
-_TYPE_NAMES = {_F32: "F32", _F16: "F16", _I32: "I32"}
-_TYPE_SIZES = {_F32: 4, _F16: 2, _I32: 4}
+_F32, _F16, _I8, _I32 = 0, 1, 24, 26  # ggml type ids
+_TYPE_NAMES = {_F32: "F32", _F16: "F16", _I8: "I8", _I32: "I32"}
+_TYPE_SIZES = {_F32: 4, _F16: 2, _I8: 1, _I32: 4}
 _MAX_TENSOR_DIM = 1 << 20
 
 
@@ -336,6 +388,8 @@ def _allowed_types(tensor_name: str) -> tuple[int, ...]:
     part = tensor_name.rsplit(".", 1)[-1]
     if part in _INT_PARTS:
         return (_I32,)
+    if part in _BYTE_PARTS:
+        return (_I8,)
     if part in _HALF_PARTS:
         return (_F32, _F16)
     return (_F32,)
@@ -430,7 +484,7 @@ def _read(path: Path) -> Transform:
             raise TransformFileError(f"{path}: tensor {t.name} is truncated")
         il = int(parts[1])
         lm = layers.setdefault(il, LayerMap())
-        dtype = {_I32: np.int32, _F16: np.float16, _F32: np.float32}[ttype]
+        dtype = {_I32: np.int32, _I8: np.int8, _F16: np.float16, _F32: np.float32}[ttype]
         array = np.array(t.data, dtype=dtype, copy=True)
         setattr(lm, _TENSOR_PARTS[parts[2]], array)
     if sorted(layers) != sorted(declared):
