@@ -61,8 +61,9 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("bits"), py::arg("portable") = true,
           "float32 values of IEEE binary16 bit patterns (uint16), with the kernels' conversion (for tests).");
-    m.def("set_portable_half_conversion", &lingalign::set_portable_half_conversion, py::arg("portable"),
-          "Kernels convert float16 maps with the portable code instead of F16C (process-wide; for tests).");
+    m.def("set_portable_conversion", &lingalign::set_portable_conversion, py::arg("portable"),
+          "Kernels convert float16 and int8 maps with the portable code instead of F16C and AVX2 "
+          "(process-wide; for tests).");
     m.def("half_conversion_uses_f16c", &lingalign::half_conversion_uses_f16c);
 
     py::class_<Hook>(m, "Hook")

@@ -728,13 +728,13 @@ void half_to_float_array(const uint16_t * src, size_t n, float * dst, bool porta
     }
 }
 
-void set_portable_half_conversion(bool portable) {
-    half_conversion_mode().store(portable ? 1 : 0);
+void set_portable_conversion(bool portable) {
+    conversion_mode().store(portable ? 1 : 0);
 }
 
 bool half_conversion_uses_f16c() {
 #ifdef LINGALIGN_F16C
-    return half_conversion_mode().load() == 0 && cpu_has_f16c();
+    return conversion_mode().load() == 0 && cpu_has_f16c();
 #else
     return false;
 #endif

@@ -201,9 +201,9 @@ private:
 // IEEE binary16 -> float32 for n values, with the conversion the kernels use (F16C where the
 // CPU has it), or the portable one; for tests.
 void half_to_float_array(const uint16_t * src, size_t n, float * dst, bool portable);
-// Kernel half -> float conversion: false = F16C where available (default), true = the portable
-// conversion everywhere (tests); process-wide.
-void set_portable_half_conversion(bool portable);
+// Kernel conversion of float16 and int8 maps: false = F16C and AVX2 where available (default),
+// true = the portable code everywhere (tests); process-wide.
+void set_portable_conversion(bool portable);
 // Whether the kernels convert halves with F16C now.
 bool half_conversion_uses_f16c();
 

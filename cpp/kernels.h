@@ -15,10 +15,11 @@
 // strided runs. Every kernel adds the products of a column in the same order (j = 0..K-1), so
 // decode, prompt processing and any thread count give bit-identical results.
 //
-// Maps may be stored as IEEE float16 (half the bytes to stream per token). The f16 kernels
-// convert M to float32 (F16C where the CPU has it, a portable exact conversion elsewhere) into a
-// small buffer and run the float32 code above on it, so every product and sum is the one the
-// float32 kernel computes for the same (float16-representable) values: identical results.
+// Maps may be stored as IEEE float16 (half the bytes to stream per token) or int8 (a quarter;
+// the hook scales the columns afterwards). Prompt processing converts each panel exactly into a
+// small float32 buffer and runs the float32 code on it; decode converts in registers as the
+// panels stream (F16C, AVX2) or, without them, through the buffer. Either way every product and
+// sum is the one the float32 kernel computes for the same values: identical results.
 #pragma once
 
 #include <algorithm>
@@ -118,25 +119,27 @@ static void matmul_packed(const float * const * rows, int n, int K, const float 
 constexpr int kDecodePanels = 4;
 
 // acc[q][i] += sum over j < nj of h[j] * P[q][j * kPanel + i], for kDecodePanels full panels
-// whose rows 0..nj the pointers P[q] point at.
-LINGALIGN_MULTIVERSION
-static void matvec_panels(const float * h, int nj, const float * const * P, float (*acc)[kPanel]) {
+// whose rows 0..nj the pointers P[q] point at; T is float32 or int8 (converted exactly). Inlined
+// into each matvec_panels below, so every target clone compiles it for its own instructions.
+template <typename T>
+__attribute__((always_inline)) inline void matvec_panels_body(const float * h, int nj, const T * const * P,
+                                                              float (*acc)[kPanel]) {
     float a0[kPanel], a1[kPanel], a2[kPanel], a3[kPanel];
     std::copy(acc[0], acc[0] + kPanel, a0);
     std::copy(acc[1], acc[1] + kPanel, a1);
     std::copy(acc[2], acc[2] + kPanel, a2);
     std::copy(acc[3], acc[3] + kPanel, a3);
-    const float * m0 = P[0];
-    const float * m1 = P[1];
-    const float * m2 = P[2];
-    const float * m3 = P[3];
+    const T * m0 = P[0];
+    const T * m1 = P[1];
+    const T * m2 = P[2];
+    const T * m3 = P[3];
     for (int j = 0; j < nj; ++j) {
         const float x = h[j];
         for (int i = 0; i < kPanel; ++i) {
-            a0[i] += x * m0[i];
-            a1[i] += x * m1[i];
-            a2[i] += x * m2[i];
-            a3[i] += x * m3[i];
+            a0[i] += x * (float) m0[i];
+            a1[i] += x * (float) m1[i];
+            a2[i] += x * (float) m2[i];
+            a3[i] += x * (float) m3[i];
         }
         m0 += kPanel;
         m1 += kPanel;
@@ -147,6 +150,16 @@ static void matvec_panels(const float * h, int nj, const float * const * P, floa
     std::copy(a1, a1 + kPanel, acc[1]);
     std::copy(a2, a2 + kPanel, acc[2]);
     std::copy(a3, a3 + kPanel, acc[3]);
+}
+
+LINGALIGN_MULTIVERSION
+static void matvec_panels(const float * h, int nj, const float * const * P, float (*acc)[kPanel]) {
+    matvec_panels_body(h, nj, P, acc);
+}
+
+LINGALIGN_MULTIVERSION
+static void matvec_panels(const float * h, int nj, const int8_t * const * P, float (*acc)[kPanel]) {
+    matvec_panels_body(h, nj, P, acc);
 }
 
 // IEEE 754 binary16 -> binary32. Exact for every bit pattern: normals, subnormals, zeros and
@@ -174,9 +187,9 @@ inline float half_to_float(uint16_t h) {
     return f;
 }
 
-// Half -> float conversion for the kernels: 0 = F16C where the CPU has it, 1 = always the
-// portable conversion (tests use it to cover the path other CPUs take).
-inline std::atomic<int> & half_conversion_mode() {
+// How the kernels convert float16 and int8 maps: 0 = with F16C and AVX2 where the CPU has them,
+// 1 = always with the portable code (tests use it to cover the path other CPUs take).
+inline std::atomic<int> & conversion_mode() {
     static std::atomic<int> mode{0};
     return mode;
 }
@@ -218,7 +231,7 @@ __attribute__((target("avx,f16c"))) inline void halves_to_floats_f16c(const uint
 // dst [n_rows x cols] (row-major, dense) = the halves src[r * ld + i], converted exactly.
 inline void halves_to_floats(const uint16_t * src, size_t ld, int n_rows, int cols, float * dst) {
 #ifdef LINGALIGN_X86
-    if (half_conversion_mode().load(std::memory_order_relaxed) == 0 && cpu_has_f16c()) {
+    if (conversion_mode().load(std::memory_order_relaxed) == 0 && cpu_has_f16c()) {
         halves_to_floats_f16c(src, ld, n_rows, cols, dst);
         return;
     }
@@ -230,38 +243,6 @@ inline void halves_to_floats(const uint16_t * src, size_t ld, int n_rows, int co
             o[i] = half_to_float(s[i]);
         }
     }
-}
-
-// matvec_panels for int8 panels (quantized maps): the same multiply-adds on the same (exactly
-// converted) values, in the same order.
-LINGALIGN_MULTIVERSION
-static void matvec_panels(const float * h, int nj, const int8_t * const * P, float (*acc)[kPanel]) {
-    float a0[kPanel], a1[kPanel], a2[kPanel], a3[kPanel];
-    std::copy(acc[0], acc[0] + kPanel, a0);
-    std::copy(acc[1], acc[1] + kPanel, a1);
-    std::copy(acc[2], acc[2] + kPanel, a2);
-    std::copy(acc[3], acc[3] + kPanel, a3);
-    const int8_t * m0 = P[0];
-    const int8_t * m1 = P[1];
-    const int8_t * m2 = P[2];
-    const int8_t * m3 = P[3];
-    for (int j = 0; j < nj; ++j) {
-        const float x = h[j];
-        for (int i = 0; i < kPanel; ++i) {
-            a0[i] += x * (float) m0[i];
-            a1[i] += x * (float) m1[i];
-            a2[i] += x * (float) m2[i];
-            a3[i] += x * (float) m3[i];
-        }
-        m0 += kPanel;
-        m1 += kPanel;
-        m2 += kPanel;
-        m3 += kPanel;
-    }
-    std::copy(a0, a0 + kPanel, acc[0]);
-    std::copy(a1, a1 + kPanel, acc[1]);
-    std::copy(a2, a2 + kPanel, acc[2]);
-    std::copy(a3, a3 + kPanel, acc[3]);
 }
 
 // Rows of a float16 panel converted per step of a decode without F16C: 4 x 64 x 16 floats,
@@ -306,12 +287,27 @@ inline void matmul_packed(const float * const * rows, int n, int K, const float 
 }
 
 #ifdef LINGALIGN_X86
-// matvec_panels for float16 panels, converted in registers: the same fused multiply-adds in
-// the same order as the float32 kernel's x86-64-v3 clone (which contracts a += x * m into one),
-// so the same results.
-__attribute__((target("avx2,fma,f16c"))) inline void matvec_panels_f16c(const float * h, int nj,
-                                                                         const uint16_t * const * P,
-                                                                         float (*acc)[kPanel]) {
+// One panel row (kPanel values) as two vectors of 8 floats, converted exactly.
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline void load_panel_row(const uint16_t * p, __m256 & lo,
+                                                                                  __m256 & hi) {
+    const __m128i * m = reinterpret_cast<const __m128i *>(p);
+    lo = _mm256_cvtph_ps(_mm_loadu_si128(m));
+    hi = _mm256_cvtph_ps(_mm_loadu_si128(m + 1));
+}
+
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline void load_panel_row(const int8_t * p, __m256 & lo,
+                                                                                  __m256 & hi) {
+    const __m128i m = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+    lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(m));
+    hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(m, m)));
+}
+
+// matvec_panels for float16 or int8 panels, converted in registers as they stream: the same
+// fused multiply-adds in the same order as the float32 kernel's x86-64-v3 clone (which
+// contracts a += x * m into one), so the same results.
+template <typename T>
+__attribute__((target("avx2,fma,f16c"))) inline void matvec_panels_x86(const float * h, int nj, const T * const * P,
+                                                                       float (*acc)[kPanel]) {
     __m256 a[kDecodePanels][2];
     for (int q = 0; q < kDecodePanels; ++q) {
         a[q][0] = _mm256_loadu_ps(acc[q]);
@@ -320,40 +316,8 @@ __attribute__((target("avx2,fma,f16c"))) inline void matvec_panels_f16c(const fl
     for (int j = 0; j < nj; ++j) {
         const __m256 x = _mm256_broadcast_ss(h + j);
         for (int q = 0; q < kDecodePanels; ++q) {
-            const __m128i * m = reinterpret_cast<const __m128i *>(P[q] + (size_t) j * kPanel);
-            a[q][0] = _mm256_fmadd_ps(x, _mm256_cvtph_ps(_mm_loadu_si128(m)), a[q][0]);
-            a[q][1] = _mm256_fmadd_ps(x, _mm256_cvtph_ps(_mm_loadu_si128(m + 1)), a[q][1]);
-        }
-    }
-    for (int q = 0; q < kDecodePanels; ++q) {
-        _mm256_storeu_ps(acc[q], a[q][0]);
-        _mm256_storeu_ps(acc[q] + 8, a[q][1]);
-    }
-}
-
-inline bool cpu_has_avx2_fma() {
-    static const bool has = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }();
-    return has;
-}
-
-// matvec_panels for int8 panels with AVX2: the same conversions and fused multiply-adds, in
-// the same order, as the portable code's x86-64-v3 clone, so the same results.
-__attribute__((target("avx2,fma"))) inline void matvec_panels_avx2(const float * h, int nj,
-                                                                    const int8_t * const * P, float (*acc)[kPanel]) {
-    __m256 a[kDecodePanels][2];
-    for (int q = 0; q < kDecodePanels; ++q) {
-        a[q][0] = _mm256_loadu_ps(acc[q]);
-        a[q][1] = _mm256_loadu_ps(acc[q] + 8);
-    }
-    for (int j = 0; j < nj; ++j) {
-        const __m256 x = _mm256_broadcast_ss(h + j);
-        for (int q = 0; q < kDecodePanels; ++q) {
-            const __m128i m = _mm_loadu_si128(reinterpret_cast<const __m128i *>(P[q] + (size_t) j * kPanel));
-            const __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(m));
-            const __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(m, m)));
+            __m256 lo, hi;
+            load_panel_row(P[q] + (size_t) j * kPanel, lo, hi);
             a[q][0] = _mm256_fmadd_ps(x, lo, a[q][0]);
             a[q][1] = _mm256_fmadd_ps(x, hi, a[q][1]);
         }
@@ -372,8 +336,8 @@ inline void matvec_group(const float * h, int K, const float * const * panels, f
 
 inline void matvec_group(const float * h, int K, const int8_t * const * panels, float (*acc)[kPanel], float *) {
 #ifdef LINGALIGN_X86
-    if (cpu_has_avx2_fma()) {
-        matvec_panels_avx2(h, K, panels, acc);
+    if (conversion_mode().load(std::memory_order_relaxed) == 0 && cpu_has_avx2_fma_f16c()) {
+        matvec_panels_x86(h, K, panels, acc);
         return;
     }
 #endif
@@ -385,8 +349,8 @@ inline void matvec_group(const float * h, int K, const int8_t * const * panels, 
 inline void matvec_group(const float * h, int K, const uint16_t * const * panels, float (*acc)[kPanel],
                          float * scratch) {
 #ifdef LINGALIGN_X86
-    if (half_conversion_mode().load(std::memory_order_relaxed) == 0 && cpu_has_avx2_fma_f16c()) {
-        matvec_panels_f16c(h, K, panels, acc);
+    if (conversion_mode().load(std::memory_order_relaxed) == 0 && cpu_has_avx2_fma_f16c()) {
+        matvec_panels_x86(h, K, panels, acc);
         return;
     }
 #endif

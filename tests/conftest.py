@@ -13,6 +13,19 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(params=["auto", "portable"])
+def conversion(request):
+    """Run the test with the kernels' default conversion of float16 and int8 maps (F16C and AVX2
+    where the CPU has them) and with the portable code other CPUs use."""
+    from lingalign import _core
+
+    _core.set_portable_conversion(request.param == "portable")
+    try:
+        yield request.param
+    finally:
+        _core.set_portable_conversion(False)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_llama(tmp_path_factory.mktemp("models") / "tiny.gguf")

@@ -24,16 +24,6 @@ from lingalign import LayerMap, Transform, TransformFileError, _core
 PROMPT = "the quick brown fox jumps over the lazy dog"
 
 
-@pytest.fixture(params=["auto", "portable"])
-def conversion(request):
-    """Run the test with the default conversion (F16C where the CPU has it) and the portable one."""
-    _core.set_portable_half_conversion(request.param == "portable")
-    try:
-        yield request.param
-    finally:
-        _core.set_portable_half_conversion(False)
-
-
 def _maps(model_path, layers, *, kind="affine", seed=0, scale=0.3, rank=5) -> Transform:
     """float32 maps whose values are exactly representable in float16."""
     fp = lingalign.fingerprint(model_path)

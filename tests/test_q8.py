@@ -44,7 +44,7 @@ def test_quantize_delta_is_within_half_a_step():
     assert np.array_equal(LayerMap(delta_q8=qi, delta_scale=si).dense(), np.eye(d, dtype=np.float32))
 
 
-def test_hook_applies_the_q8_formula_to_the_real_hidden_states(tiny_model):
+def test_hook_applies_the_q8_formula_to_the_real_hidden_states(tiny_model, conversion):
     """Capture the last token's state at layer 1 without and with an 8-bit map there: the map
     turned h into h + alpha * ((h @ q) * scale + b), computed in float64 for reference."""
     t = _maps(tiny_model, [1]).to_precision("q8")
@@ -81,7 +81,7 @@ def test_q8_matches_the_f32_map_it_came_from(tiny_model):
     assert steering._hook.map_bytes(0) == d * d + 4 * d  # the bytes and the scales, no float copy
 
 
-def test_q8_identity_is_bit_identical_to_no_transform(tiny_model):
+def test_q8_identity_is_bit_identical_to_no_transform(tiny_model, conversion):
     t8 = _maps(tiny_model, range(4), kind="identity").to_precision("q8")
     assert not t8.layers[0].delta_q8.any()
     for logits in (_prompt_logits, _decode_logits):
@@ -156,3 +156,16 @@ def test_bad_q8_maps_are_refused(tiny_model, tmp_path):
         hook.set_affine_q8(1, np.zeros((3, 3), np.int8), np.ones(64, np.float32))
     with pytest.raises(IndexError, match="unknown layer 9"):
         hook.set_affine_q8(9, np.zeros((64, 64), np.int8), np.ones(64, np.float32))
+
+
+def test_q8_simd_and_portable_kernels_agree(tiny_model):
+    """The AVX2 kernel (int8 converted in registers) and the portable one give the same bits."""
+    t8 = _maps(tiny_model, range(4)).to_precision("q8")
+    for logits in (_prompt_logits, _decode_logits):
+        simd, _, _ = _run(tiny_model, t8, logits, n_batch=8, n_ubatch=4)
+        _core.set_portable_conversion(True)
+        try:
+            portable, _, _ = _run(tiny_model, t8, logits, n_batch=8, n_ubatch=4)
+        finally:
+            _core.set_portable_conversion(False)
+        assert np.array_equal(simd, portable)
