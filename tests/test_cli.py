@@ -74,19 +74,21 @@ def test_fit_layers_auto_picks_one_layer_and_alpha(tiny_model, tmp_path):
                  "--out", str(out), "--layers", "auto"]) == 1
 
 
-def test_fit_precision_f16_halves_the_file(tiny_model, texts, tmp_path, capsys):
+def test_fit_precision_f16_halves_the_file_and_q8_quarters_it(tiny_model, texts, tmp_path, capsys):
     sizes = {}
-    for precision in ("f32", "f16"):
+    for precision in ("f32", "f16", "q8"):
         out = tmp_path / f"{precision}.gguf"
         assert main(["fit", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(texts[1]), "--out", str(out),
                      "--lambda", "1", "--rank", "full", "--layers", "all", "--precision", precision]) == 0
         t = Transform.load(out)
-        assert t.precision == precision and t.layers[0].matrix.dtype == np.dtype(precision.replace("f", "float"))
+        stored = t.layers[0].delta_q8 if precision == "q8" else t.layers[0].matrix
+        assert t.precision == precision and stored.dtype == {"f32": np.float32, "f16": np.float16, "q8": np.int8}[precision]
         sizes[precision] = out.stat().st_size
         capsys.readouterr()
         assert main(["info", str(out)]) == 0
         assert f"precision:   {precision}" in capsys.readouterr().out
     assert sizes["f16"] < 0.6 * sizes["f32"]
+    assert sizes["q8"] < 0.35 * sizes["f32"]
 
 
 def test_bad_input_exits_1_with_message(tiny_model, texts, tmp_path, capsys):
