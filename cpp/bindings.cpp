@@ -185,5 +185,7 @@ PYBIND11_MODULE(_core, m) {
              "(sums float64 [slots, layers, d], counts int64 [slots, layers], last float32 [slots, layers, d])")
         .def("capture_layers", &Hook::capture_layers)
         .def("take_error", &Hook::take_error)
-        .def("take_rows_transformed", &Hook::take_rows_transformed);
+        .def("take_rows_transformed", &Hook::take_rows_transformed)
+        .def("take_apply_seconds", &Hook::take_apply_seconds,
+             "Seconds spent applying transforms since the last call (clears it).");
 }

@@ -7,6 +7,7 @@
 #include "ggml.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <functional>
 #include <type_traits>
@@ -522,6 +523,13 @@ int64_t Hook::take_rows_transformed() {
     return n;
 }
 
+double Hook::take_apply_seconds() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const double s = apply_seconds_;
+    apply_seconds_ = 0.0;
+    return s;
+}
+
 void Hook::fail(const std::string & message) {
     if (error_.empty()) {
         error_ = message;
@@ -667,6 +675,7 @@ bool Hook::on_data(ggml_tensor * t) {
         }
         const int n_apply = (int) row_ptrs_.size();
         if (n_apply > 0) {
+            const auto start = std::chrono::steady_clock::now();
             if (site == SITE_FFN) {
                 apply_clamp_rows(row_ptrs_.data(), n_apply, clamp.index.data(), clamp.value.data(),
                                  (int) clamp.index.size(), alpha_);
@@ -678,6 +687,7 @@ bool Hook::on_data(ggml_tensor * t) {
                 apply_additive_rows(row_ptrs_.data(), n_apply, lt.vector.data(), alpha_, n_embd_);
             }
             rows_transformed_ += n_apply;
+            apply_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
             modified = true;
         }
     }

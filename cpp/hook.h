@@ -129,6 +129,9 @@ public:
     std::string take_error();
     // Number of rows the transforms changed since the last call (clears it); for tests.
     int64_t take_rows_transformed();
+    // Wall time the callback spent applying transforms since the last call (clears it): what
+    // the intervention itself costs, apart from the rest of the decode.
+    double take_apply_seconds();
 
     // The function llama.cpp calls. Never throws: errors are stored for take_error().
     static bool eval_callback(ggml_tensor * t, bool ask, void * user_data);
@@ -196,6 +199,7 @@ private:
 
     std::string error_;
     int64_t rows_transformed_ = 0;
+    double apply_seconds_ = 0.0;
 };
 
 // IEEE binary16 -> float32 for n values, with the conversion the kernels use (F16C where the

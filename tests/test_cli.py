@@ -114,3 +114,18 @@ def test_bad_input_exits_1_with_message(tiny_model, texts, tmp_path, capsys):
         assert main(args) == 1, args
         err = capsys.readouterr().err
         assert err.startswith("lingalign: error:") and message in err, (args, err)
+
+
+def test_bench_json_has_the_ratios_and_hook_times(tiny_model, capsys):
+    """`lingalign bench --json` on a tiny model: every ratio the issue names, and the time spent
+    inside the hook, which is zero for the variants that apply nothing."""
+    import json
+
+    assert main(["bench", "--model", str(tiny_model), "--repeats", "1", "--threads", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    for key in ("pp_ratio_full", "decode_ratio_full", "pp_ratio_idle", "decode_ratio_idle", "pp_ratio_last",
+                "capture_ratio", "decode_ratio_full_q8", "decode_ratio_full_f16"):
+        assert r[key] > 0, key
+    assert r["decode_hook_ms_idle"] == 0.0
+    assert r["decode_hook_ms_last"] == 0.0  # the last-token policy leaves generated tokens alone
+    assert r["decode_hook_ms_full"] > 0 and r["decode_hook_ms_full_q8"] > 0

@@ -56,6 +56,19 @@ def test_alpha_zero_is_off(tiny_model, plain_logits):
     steering = lingalign.attach(llm, _transform(tiny_model, range(4)), alpha=0.0)
     assert np.array_equal(_logits(llm), plain_logits)
     assert steering.take_rows_transformed() == 0
+    assert steering.take_apply_seconds() == 0.0  # nothing applied, nothing timed
+
+
+def test_apply_seconds_counts_the_time_spent_applying_and_clears(tiny_model):
+    llm = tiny_llm(tiny_model, logits_all=True, n_batch=8, n_ubatch=4)
+    steering = lingalign.attach(llm, _transform(tiny_model, range(4)))
+    _logits(llm)
+    spent = steering.take_apply_seconds()
+    assert 0.0 < spent < 10.0
+    assert steering.take_apply_seconds() == 0.0  # taken: cleared
+    steering.clear()
+    _logits(llm)
+    assert steering.take_apply_seconds() == 0.0
 
 
 def test_transform_changes_output_and_clear_restores_it(tiny_model, plain_logits):

@@ -43,9 +43,10 @@ def _random_maps(model: Any, rank: int | None = None, seed: int = 0) -> dict[int
     return out
 
 
-def _time_prompt_and_decode(llm: Any, prompt: list[int], decode: list[int]) -> tuple[float, float]:
-    """(prompt tokens/s, decode tokens/s) from a fresh evaluation; decode tokens one per eval,
-    as generated tokens (as Llama.generate evaluates them)."""
+def _time_prompt_and_decode(llm: Any, prompt: list[int], decode: list[int]) -> tuple[float, float, float]:
+    """(prompt tokens/s, decode tokens/s, milliseconds per decoded token spent inside the hook
+    applying transforms) from a fresh evaluation; decode tokens one per eval, as generated
+    tokens (as Llama.generate evaluates them)."""
     import contextlib
 
     from .hook import steering_of
@@ -55,11 +56,14 @@ def _time_prompt_and_decode(llm: Any, prompt: list[int], decode: list[int]) -> t
     t0 = time.perf_counter()
     llm.eval(prompt)
     t1 = time.perf_counter()
+    if steering:
+        steering.take_apply_seconds()
     with steering.tokens_are("generated") if steering else contextlib.nullcontext():
         for tok in decode:
             llm.eval([tok])
     t2 = time.perf_counter()
-    return len(prompt) / (t1 - t0), len(decode) / (t2 - t1)
+    apply_ms = 1e3 * steering.take_apply_seconds() / len(decode) if steering else 0.0
+    return len(prompt) / (t1 - t0), len(decode) / (t2 - t1), apply_ms
 
 
 def _capture_throughput(llm: Any, sentences: list[str], hooked: bool) -> float:
@@ -141,6 +145,7 @@ def run_bench(
     }
     pp: dict[str, list[float]] = {k: [] for k in variants}
     tg: dict[str, list[float]] = {k: [] for k in variants}
+    apply_ms: dict[str, list[float]] = {k: [] for k in variants}
     cap: dict[str, list[float]] = {"plain": [], "capture": []}
     _time_prompt_and_decode(plain, prompt, decode)  # warm-up: page in the weights
     order = random.Random(0)
@@ -155,9 +160,10 @@ def run_bench(
                     steering.clear()
                 else:
                     steering.set(transform, alpha=1.0, positions=positions)
-            a, b = _time_prompt_and_decode(llm, prompt, decode)
+            a, b, c = _time_prompt_and_decode(llm, prompt, decode)
             pp[name].append(a)
             tg[name].append(b)
+            apply_ms[name].append(c)
         steering.clear()
         cap["plain"].append(_capture_throughput(plain, sentences, hooked=False))
         cap["capture"].append(_capture_throughput(plain, sentences, hooked=True))
@@ -190,6 +196,7 @@ def run_bench(
     for name in ("idle", "full", "full_f16", "full_q8", "last", "lowrank"):
         result[f"pp_ratio_{name}"] = med(a / b for a, b in zip(pp[name], pp["plain"]))
         result[f"decode_ratio_{name}"] = med(a / b for a, b in zip(tg[name], tg["plain"]))
+        result[f"decode_hook_ms_{name}"] = med(apply_ms[name])
     result["capture_ratio"] = med(a / b for a, b in zip(cap["capture"], cap["plain"]))
     return result
 
@@ -208,6 +215,9 @@ def format_bench(r: dict[str, Any]) -> str:
         f"{'full-rank q8 maps at all layers':<36} {r['pp_ratio_full_q8']:>7.3f}x {r['decode_ratio_full_q8']:>7.3f}x",
         f"{'rank-' + str(r['lowrank_rank']) + ' maps, all layers, all tokens':<36} {r['pp_ratio_lowrank']:>7.3f}x "
         f"{r['decode_ratio_lowrank']:>7.3f}x",
+        f"inside the hook per decoded token (plain decode: {1e3 / r['decode_tps_plain']:.1f} ms): full-rank f32 "
+        f"{r['decode_hook_ms_full']:.2f} ms, f16 {r['decode_hook_ms_full_f16']:.2f} ms, q8 {r['decode_hook_ms_full_q8']:.2f} ms, "
+        f"rank-{r['lowrank_rank']} {r['decode_hook_ms_lowrank']:.2f} ms",
         f"capture (all layers, mean+last pooled): {r['capture_sps']:.1f} sent/s = {r['capture_ratio']:.3f}x "
         f"plain evaluation of the same batches ({r['capture_sps_plain_eval']:.1f} sent/s)",
         f"fit (ridge, every layer, 240 pairs): {r['fit_ridge_all_layers_s']:.2f} s",

@@ -412,6 +412,11 @@ class Steering:
         """Rows changed by the transforms since the last call (a diagnostic for tests)."""
         return int(self._hook.take_rows_transformed())
 
+    def take_apply_seconds(self) -> float:
+        """Seconds the hook spent applying transforms since the last call (clears it): the cost
+        of the intervention itself, apart from llama.cpp's own work."""
+        return float(self._hook.take_apply_seconds())
+
     def __enter__(self) -> Steering:
         return self
 
