@@ -123,7 +123,7 @@ def test_bench_json_has_the_ratios_and_hook_times(tiny_model, capsys):
 
     assert main(["bench", "--model", str(tiny_model), "--repeats", "1", "--threads", "1", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    for key in ("pp_ratio_full", "decode_ratio_full", "pp_ratio_idle", "decode_ratio_idle", "pp_ratio_last",
+    for key in ("pp_ratio_full", "decode_ratio_full", "pp_ratio_idle", "decode_ratio_idle", "pp_ratio_last", "decode_ratio_splits",
                 "capture_ratio", "decode_ratio_full_q8", "decode_ratio_full_f16"):
         assert r[key] > 0, key
     assert r["decode_hook_ms_idle"] == 0.0

@@ -129,6 +129,10 @@ def run_bench(
     full_f16 = full.to_precision("f16")  # the same maps stored as float16 (float32 accumulation)
     full_q8 = full.to_precision("q8")  # and as 8-bit differences from the identity
     lowrank = Transform(layers=_random_maps(fp, BENCH_RANK), model=fp, method="bench")
+    # zero vectors at every layer: the hook asks for all 18 tensors and adds nothing, so this
+    # measures what splitting llama.cpp's graph at each l_out costs by itself
+    zeros = {il: LayerMap(vector=np.zeros(fp.n_embd, np.float32)) for il in range(fp.n_layer)}
+    splits = Transform(layers=zeros, model=fp, method="bench")
     text = " ".join(read_lines(embedded_path("eng")))
     prompt = plain.tokenize(text.encode())[:n_prompt]
     decode = plain.tokenize(text.encode(), add_bos=False)[n_prompt : n_prompt + n_decode]
@@ -137,6 +141,7 @@ def run_bench(
     variants = {
         "plain": (plain, None, None),
         "idle": (hooked, None, None),
+        "splits": (hooked, splits, "all"),
         "full": (hooked, full, "all"),
         "full_f16": (hooked, full_f16, "all"),
         "full_q8": (hooked, full_q8, "all"),
@@ -193,7 +198,7 @@ def run_bench(
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
     result["lowrank_rank"] = BENCH_RANK
-    for name in ("idle", "full", "full_f16", "full_q8", "last", "lowrank"):
+    for name in ("idle", "splits", "full", "full_f16", "full_q8", "last", "lowrank"):
         result[f"pp_ratio_{name}"] = med(a / b for a, b in zip(pp[name], pp["plain"]))
         result[f"decode_ratio_{name}"] = med(a / b for a, b in zip(tg[name], tg["plain"]))
         result[f"decode_hook_ms_{name}"] = med(apply_ms[name])
@@ -209,6 +214,7 @@ def format_bench(r: dict[str, Any]) -> str:
         f"decode {r['decode_tps_plain']:.1f} tok/s",
         f"{'variant':<36} {'prompt':>8} {'decode':>8}",
         f"{'hook installed, idle':<36} {r['pp_ratio_idle']:>7.3f}x {r['decode_ratio_idle']:>7.3f}x",
+        f"{'all 18 tensors requested, zero vectors':<36} {r['pp_ratio_splits']:>7.3f}x {r['decode_ratio_splits']:>7.3f}x",
         f"{'full-rank maps, all layers, all tokens':<36} {r['pp_ratio_full']:>7.3f}x {r['decode_ratio_full']:>7.3f}x",
         f"{'same, last prompt token only':<36} {r['pp_ratio_last']:>7.3f}x {r['decode_ratio_last']:>7.3f}x",
         f"{'full-rank f16 maps at all layers':<36} {r['pp_ratio_full_f16']:>7.3f}x {r['decode_ratio_full_f16']:>7.3f}x",
