@@ -743,7 +743,7 @@ void set_portable_conversion(bool portable) {
 }
 
 bool half_conversion_uses_f16c() {
-#ifdef LINGALIGN_F16C
+#ifdef LINGALIGN_X86
     return conversion_mode().load() == 0 && cpu_has_f16c();
 #else
     return false;

@@ -270,3 +270,20 @@ def test_cpp_side_checks_f16_maps():
     assert hook.map_bytes(1) == 64 * 64 * 4
     hook.set_additive(1, np.zeros(64, np.float32))
     assert hook.map_bytes(1) == 0
+
+
+def test_kernels_report_the_conversion_they_use():
+    """F16C where the CPU has it (x86-64 Linux: the 'f16c' cpuinfo flag), never in portable mode."""
+    import platform
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine() != "x86_64" or not cpuinfo.is_file():
+        pytest.skip("needs x86-64 Linux to know whether the CPU has F16C")
+    has_f16c = any(line.startswith("flags") and " f16c" in line for line in cpuinfo.read_text().splitlines())
+    assert _core.half_conversion_uses_f16c() == has_f16c
+    _core.set_portable_conversion(True)
+    try:
+        assert not _core.half_conversion_uses_f16c()
+    finally:
+        _core.set_portable_conversion(False)
