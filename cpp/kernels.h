@@ -329,6 +329,16 @@ __attribute__((target("avx2,fma,f16c"))) inline void matvec_panels_x86(const flo
 }
 #endif
 
+// Whether decode converts float16 and int8 panels in registers (matvec_panels_x86) rather than
+// with the portable code.
+inline bool convert_in_registers() {
+#ifdef LINGALIGN_X86
+    return conversion_mode().load(std::memory_order_relaxed) == 0 && cpu_has_avx2_fma_f16c();
+#else
+    return false;
+#endif
+}
+
 // One group of kDecodePanels panels of K rows for decode's one row h, into acc.
 inline void matvec_group(const float * h, int K, const float * const * panels, float (*acc)[kPanel], float *) {
     matvec_panels(h, K, panels, acc);
@@ -336,7 +346,7 @@ inline void matvec_group(const float * h, int K, const float * const * panels, f
 
 inline void matvec_group(const float * h, int K, const int8_t * const * panels, float (*acc)[kPanel], float *) {
 #ifdef LINGALIGN_X86
-    if (conversion_mode().load(std::memory_order_relaxed) == 0 && cpu_has_avx2_fma_f16c()) {
+    if (convert_in_registers()) {
         matvec_panels_x86(h, K, panels, acc);
         return;
     }
@@ -349,7 +359,7 @@ inline void matvec_group(const float * h, int K, const int8_t * const * panels, 
 inline void matvec_group(const float * h, int K, const uint16_t * const * panels, float (*acc)[kPanel],
                          float * scratch) {
 #ifdef LINGALIGN_X86
-    if (conversion_mode().load(std::memory_order_relaxed) == 0 && cpu_has_avx2_fma_f16c()) {
+    if (convert_in_registers()) {
         matvec_panels_x86(h, K, panels, acc);
         return;
     }
