@@ -103,6 +103,9 @@ public:
     void set_alpha(float alpha);
     float alpha() const;
     std::vector<int> active_layers() const;
+    // Nothing to apply and nothing to capture: batches need not be announced (the callback then
+    // requests no tensor and llama.cpp runs its graph unsplit).
+    bool idle() const;
 
     // Threads for the map kernel (the context's n_threads: llama.cpp's own sit idle meanwhile).
     void set_threads(int n_threads);

@@ -231,14 +231,18 @@ class _PositionState:
         self.eval_remaining = 0
         self.forced_kind: str | None = None  # set by Steering.tokens_are()
 
+    def advance(self, n: int) -> bool:
+        """Count a batch of n tokens of the current Llama.eval; whether it is the call's last."""
+        if self.eval_kind is None:
+            return True
+        self.eval_remaining -= n
+        return self.eval_remaining <= 0
+
     def flags(self, logits: np.ndarray) -> np.ndarray:
         n = logits.shape[0]
         flags = np.where(logits != 0, _core.ROW_OUTPUT, 0).astype(np.uint8)
         kind = self.eval_kind or "prompt"
-        final_chunk = True
-        if self.eval_kind is not None:
-            self.eval_remaining -= n
-            final_chunk = self.eval_remaining <= 0
+        final_chunk = self.advance(n)
         policy = self.positions
         if policy == "all" or policy == kind:
             flags |= _core.ROW_APPLY
@@ -259,6 +263,12 @@ class _HookedContext(llama_internals.LlamaContext):
 
     def decode(self, batch: llama_internals.LlamaBatch) -> None:
         n = int(batch.batch.n_tokens)
+        if self.hook.idle():
+            # Nothing to apply or capture: skip announcing the batch, so an idle hook costs
+            # llama.cpp's decode nothing but the callback's "not this tensor" answers.
+            self.state.advance(n)
+            super().decode(batch)
+            return
         logits = np.ctypeslib.as_array(batch.batch.logits, shape=(n,)) if n > 0 else np.zeros(0, np.int8)
         flags = self.state.flags(logits)
         self.hook.set_batch(self.n_ubatch, flags)
