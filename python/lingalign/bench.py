@@ -19,11 +19,12 @@ import numpy as np
 from .data import EMBEDDED_LANGUAGES, embedded_path, read_lines
 from .errors import LingalignError
 from .fit import fit_transform
-from .hook import attach, open_model
+from .hook import attach, open_model, quiet_llama_log
 from .transform import LayerMap, Transform
 
 
 BENCH_RANK = 64
+DECODE_BLOCK = 16  # tokens each variant decodes before the next takes its turn (the first untimed)
 
 
 def _random_maps(model: Any, rank: int | None = None, seed: int = 0) -> dict[int, LayerMap]:
@@ -43,27 +44,39 @@ def _random_maps(model: Any, rank: int | None = None, seed: int = 0) -> dict[int
     return out
 
 
-def _time_prompt_and_decode(llm: Any, prompt: list[int], decode: list[int]) -> tuple[float, float, float]:
-    """(prompt tokens/s, decode tokens/s, milliseconds per decoded token spent inside the hook
-    applying transforms) from a fresh evaluation; decode tokens one per eval, as generated
-    tokens (as Llama.generate evaluates them)."""
+def _time_prompt(llm: Any, prompt: list[int]) -> float:
+    """Prompt tokens/s from a fresh evaluation of `prompt` in one call."""
+    llm.reset()
+    t0 = time.perf_counter()
+    llm.eval(prompt)
+    return len(prompt) / (time.perf_counter() - t0)
+
+
+def _time_decode_block(llm: Any, tokens: list[int], pos: int) -> tuple[list[float], float]:
+    """(seconds per token, seconds inside the hook applying transforms) to decode tokens[1:] one
+    per eval, as generated tokens, at positions pos + 1...; the context is first cut back to `pos`.
+
+    tokens[0] is decoded untimed: after one decode step the model's weights have streamed
+    through the cache again, so every timed token starts from the same cache state whatever
+    ran just before (another variant, or a transform just packed into memory).
+    """
     import contextlib
 
     from .hook import steering_of
 
     steering = steering_of(llm)
-    llm.reset()
-    t0 = time.perf_counter()
-    llm.eval(prompt)
-    t1 = time.perf_counter()
-    if steering:
-        steering.take_apply_seconds()
+    llm._ctx.kv_cache_seq_rm(-1, pos, -1)
+    llm.n_tokens = pos
+    times = []
     with steering.tokens_are("generated") if steering else contextlib.nullcontext():
-        for tok in decode:
+        llm.eval(tokens[:1])
+        if steering:
+            steering.take_apply_seconds()
+        for tok in tokens[1:]:
+            t0 = time.perf_counter()
             llm.eval([tok])
-    t2 = time.perf_counter()
-    apply_ms = 1e3 * steering.take_apply_seconds() / len(decode) if steering else 0.0
-    return len(prompt) / (t1 - t0), len(decode) / (t2 - t1), apply_ms
+            times.append(time.perf_counter() - t0)
+    return times, steering.take_apply_seconds() if steering else 0.0
 
 
 def _capture_throughput(llm: Any, sentences: list[str], hooked: bool) -> float:
@@ -121,9 +134,18 @@ def run_bench(
     kw: dict[str, Any] = {"n_ctx": n_prompt + n_decode + 8, "n_batch": 512, "n_threads": threads}
     if threads is not None:
         kw["n_threads_batch"] = threads
-    plain = open_model(model, **kw)
-    hooked = open_model(model, **kw)
-    steering = attach(hooked)
+    # Every variant runs on one model: two Llama objects would hold two copies of the weights,
+    # and where each copy lands in memory moved decode speed by about 1% in either direction
+    # (whichever was loaded second was faster on the machine of bench/results), which no
+    # interleaving cancels. "plain" is a context of llama.cpp's own, without lingalign's
+    # callback, on the same model, swapped in for its turns.
+    from llama_cpp import _internals as llama_internals
+
+    llm = open_model(model, **kw)
+    steering = attach(llm)
+    hooked_ctx = llm._ctx
+    with quiet_llama_log(False):
+        plain_ctx = llama_internals.LlamaContext(model=llm._model, params=llm.context_params, verbose=False)
     fp = steering.model
     full = Transform(layers=_random_maps(fp), model=fp, method="bench")
     full_f16 = full.to_precision("f16")  # the same maps stored as float16 (float32 accumulation)
@@ -134,44 +156,74 @@ def run_bench(
     zeros = {il: LayerMap(vector=np.zeros(fp.n_embd, np.float32)) for il in range(fp.n_layer)}
     splits = Transform(layers=zeros, model=fp, method="bench")
     text = " ".join(read_lines(embedded_path("eng")))
-    prompt = plain.tokenize(text.encode())[:n_prompt]
-    decode = plain.tokenize(text.encode(), add_bos=False)[n_prompt : n_prompt + n_decode]
+    prompt = llm.tokenize(text.encode())[:n_prompt]
+    decode = llm.tokenize(text.encode(), add_bos=False)[n_prompt : n_prompt + n_decode]
     sentences = [s for lang in EMBEDDED_LANGUAGES for s in read_lines(embedded_path(lang))][:n_sentences]
 
-    variants = {
-        "plain": (plain, None, None),
-        "idle": (hooked, None, None),
-        "splits": (hooked, splits, "all"),
-        "full": (hooked, full, "all"),
-        "full_f16": (hooked, full_f16, "all"),
-        "full_q8": (hooked, full_q8, "all"),
-        "last": (hooked, full, "last"),
-        "lowrank": (hooked, lowrank, "all"),
+    variants: dict[str, tuple[Transform | None, str | None]] = {
+        "plain": (None, None),
+        "idle": (None, None),
+        "splits": (splits, "all"),
+        "full": (full, "all"),
+        "full_f16": (full_f16, "all"),
+        "full_q8": (full_q8, "all"),
+        "last": (full, "last"),
+        "lowrank": (lowrank, "all"),
     }
     pp: dict[str, list[float]] = {k: [] for k in variants}
     tg: dict[str, list[float]] = {k: [] for k in variants}
     apply_ms: dict[str, list[float]] = {k: [] for k in variants}
     cap: dict[str, list[float]] = {"plain": [], "capture": []}
-    _time_prompt_and_decode(plain, prompt, decode)  # warm-up: page in the weights
-    order = random.Random(0)
-    for _ in range(repeats):
-        # a new order every round, so that no variant always runs first or right after another
+
+    def use(name: str) -> Any:
+        transform, positions = variants[name]
+        if name == "plain":
+            llm._ctx = plain_ctx
+            return llm
+        llm._ctx = hooked_ctx
+        if transform is None:
+            steering.clear()
+        else:
+            steering.set(transform, alpha=1.0, positions=positions)
+        return llm
+
+    blocks = [(b0, decode[b0 : b0 + DECODE_BLOCK]) for b0 in range(0, len(decode), DECODE_BLOCK)]
+    blocks = [(b0, block) for b0, block in blocks if len(block) >= 2]
+    n_timed = sum(len(block) - 1 for _, block in blocks)
+    try:
+        _time_prompt(use("plain"), prompt)  # warm-up: page in the weights
+        order = random.Random(0)
         names = list(variants)
-        order.shuffle(names)
-        for name in names:
-            llm, transform, positions = variants[name]
-            if llm is hooked:
-                if transform is None:
-                    steering.clear()
-                else:
-                    steering.set(transform, alpha=1.0, positions=positions)
-            a, b, c = _time_prompt_and_decode(llm, prompt, decode)
-            pp[name].append(a)
-            tg[name].append(b)
-            apply_ms[name].append(c)
-        steering.clear()
-        cap["plain"].append(_capture_throughput(plain, sentences, hooked=False))
-        cap["capture"].append(_capture_throughput(plain, sentences, hooked=True))
+        for _ in range(repeats):
+            # a new order every round (and every decode block), so that no variant always runs
+            # first or right after another
+            order.shuffle(names)
+            for name in names:
+                pp[name].append(_time_prompt(use(name), prompt))
+            # Decode interleaves the variants every DECODE_BLOCK tokens, each decoding the same
+            # tokens at the same positions after the prompt: the machine's drift over a round (these
+            # machines are shared) then hits every variant alike, which a whole decode per variant
+            # did not (the ratios moved by 1-3% between runs).
+            # A round's decode speed is 1 / the median time per token: a token that another process
+            # on the machine interrupted (a few ms lost at random) does not count against whichever
+            # variant it happened to; the hook's own time is a mean.
+            token_seconds: dict[str, list[float]] = {k: [] for k in variants}
+            hook_seconds = dict.fromkeys(variants, 0.0)
+            for b0, block in blocks:
+                order.shuffle(names)
+                for name in names:
+                    times, dh = _time_decode_block(use(name), block, len(prompt) + b0)
+                    token_seconds[name] += times
+                    hook_seconds[name] += dh
+            for name in variants:
+                tg[name].append(1.0 / statistics.median(token_seconds[name]))
+                apply_ms[name].append(1e3 * hook_seconds[name] / n_timed)
+            use("idle")
+            cap["plain"].append(_capture_throughput(llm, sentences, hooked=False))
+            cap["capture"].append(_capture_throughput(llm, sentences, hooked=True))
+    finally:
+        llm._ctx = hooked_ctx
+        plain_ctx.close()
 
     # fitting time: ridge at every layer on 240 pairs of captured states (numpy only)
     rng = np.random.default_rng(0)
@@ -186,10 +238,12 @@ def run_bench(
         "model": fp.name or fp.architecture,
         "n_embd": fp.n_embd,
         "n_layer": fp.n_layer,
-        "threads": plain.context_params.n_threads,
+        "threads": llm.context_params.n_threads,
         "repeats": repeats,
         "n_prompt": len(prompt),
         "n_decode": len(decode),
+        "n_decode_timed": n_timed,
+        "decode_block": DECODE_BLOCK,
         "pp_tps_plain": med(pp["plain"]),
         "decode_tps_plain": med(tg["plain"]),
         "capture_sps_plain_eval": med(cap["plain"]),
@@ -202,6 +256,10 @@ def run_bench(
         result[f"pp_ratio_{name}"] = med(a / b for a, b in zip(pp[name], pp["plain"]))
         result[f"decode_ratio_{name}"] = med(a / b for a, b in zip(tg[name], tg["plain"]))
         result[f"decode_hook_ms_{name}"] = med(apply_ms[name])
+    # every round's decode ratio, so the spread behind each median can be read off
+    result["decode_ratio_rounds"] = {
+        name: [round(a / b, 4) for a, b in zip(tg[name], tg["plain"])] for name in variants if name != "plain"
+    }
     result["capture_ratio"] = med(a / b for a, b in zip(cap["capture"], cap["plain"]))
     return result
 
@@ -209,7 +267,7 @@ def run_bench(
 def format_bench(r: dict[str, Any]) -> str:
     lines = [
         f"{r['model']} (n_embd {r['n_embd']}, {r['n_layer']} layers), {r['threads']} threads, "
-        f"median of {r['repeats']} interleaved rounds",
+        f"median of {r['repeats']} interleaved rounds (decode: variants take turns every {r['decode_block']} tokens)",
         f"plain llama.cpp: prompt {r['pp_tps_plain']:.0f} tok/s ({r['n_prompt']} tokens), "
         f"decode {r['decode_tps_plain']:.1f} tok/s",
         f"{'variant':<36} {'prompt':>8} {'decode':>8}",
