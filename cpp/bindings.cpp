@@ -153,7 +153,7 @@ PYBIND11_MODULE(_core, m) {
         .def("clear_transforms", &Hook::clear_transforms)
         .def_property("alpha", &Hook::alpha, &Hook::set_alpha)
         .def("active_layers", &Hook::active_layers)
-        .def("idle", &Hook::idle)
+        .def("wants_batch", &Hook::wants_batch, py::arg("applies"))
         .def_property("threads", &Hook::threads, &Hook::set_threads)
         .def("set_batch",
              [](Hook & h, int n_ubatch, CArray<uint8_t> flags, std::optional<CArray<int32_t>> slots) {

@@ -408,20 +408,20 @@ std::vector<int> Hook::active_layers() const {
     return out;
 }
 
-bool Hook::idle() const {
+bool Hook::wants_batch(bool applies) const {
     std::lock_guard<std::mutex> lock(mutex_);
     if (capturing_) {
-        return false;
-    }
-    if (alpha_ == 0.0f) {
         return true;
+    }
+    if (!applies || alpha_ == 0.0f) {
+        return false;
     }
     for (int il = 0; il < n_layer_; ++il) {
         if (layers_[il].kind != LayerTransform::NONE || !clamps_[il].index.empty()) {
-            return false;
+            return true;
         }
     }
-    return true;
+    return false;
 }
 
 void Hook::set_batch(int n_ubatch, const uint8_t * flags, const int32_t * slots, size_t n_tokens) {

@@ -103,9 +103,10 @@ public:
     void set_alpha(float alpha);
     float alpha() const;
     std::vector<int> active_layers() const;
-    // Nothing to apply and nothing to capture: batches need not be announced (the callback then
-    // requests no tensor and llama.cpp runs its graph unsplit).
-    bool idle() const;
+    // Whether a batch must be announced with set_batch: when capturing, or when some of its
+    // tokens are to be transformed (`applies`) and a transform is active. Otherwise the
+    // callback requests no tensor and llama.cpp runs its graph unsplit.
+    bool wants_batch(bool applies) const;
 
     // Threads for the map kernel (the context's n_threads: llama.cpp's own sit idle meanwhile).
     void set_threads(int n_threads);

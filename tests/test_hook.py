@@ -71,27 +71,32 @@ def test_apply_seconds_counts_the_time_spent_applying_and_clears(tiny_model):
     assert steering.take_apply_seconds() == 0.0
 
 
-def test_idle_hook_is_skipped_and_wakes_for_transforms_and_capture(tiny_model, plain_logits):
-    """An idle hook (no transform, alpha 0) is not told about batches at all; setting a
-    transform or capturing makes it work again."""
+def test_batches_are_announced_only_when_the_hook_has_work(tiny_model, plain_logits):
+    """The hook is told about a batch only when a transform applies to some of its tokens or a
+    capture runs: an idle hook, alpha 0, or tokens the position policy leaves alone cost no
+    graph splits. Announced or not, the results are those of the policy."""
     llm = tiny_llm(tiny_model, logits_all=True, n_batch=8, n_ubatch=4)
     steering = lingalign.attach(llm)
     hook = steering._hook
-    assert hook.idle()
+    assert not hook.wants_batch(True)
     assert np.array_equal(_logits(llm), plain_logits)
     steering.set(_transform(tiny_model, [1]), alpha=0.0)
-    assert hook.idle()
+    assert not hook.wants_batch(True)
     steering.set(_transform(tiny_model, [1]), alpha=0.5)
-    assert not hook.idle()
+    assert hook.wants_batch(True) and not hook.wants_batch(False)
     assert not np.allclose(_logits(llm), plain_logits, atol=1e-4)
     assert steering.take_rows_transformed() > 0
     steering.clear()
-    assert hook.idle()
+    assert not hook.wants_batch(True)
     hook.start_capture([0, 2], 1, False)
-    assert not hook.idle()
+    assert hook.wants_batch(False)
     hook.stop_capture()
-    assert hook.idle()
     assert np.array_equal(_logits(llm), plain_logits)
+    # positions="last": the generated tokens are not announced, and the prompt's last row moves
+    steering.set(_transform(tiny_model, [1], positions="last"))
+    steering.take_rows_transformed()
+    llm.create_completion(PROMPT, max_tokens=4, temperature=0)
+    assert steering.take_rows_transformed() == 1
 
 
 def test_transform_changes_output_and_clear_restores_it(tiny_model, plain_logits):

@@ -231,22 +231,30 @@ class _PositionState:
         self.eval_remaining = 0
         self.forced_kind: str | None = None  # set by Steering.tokens_are()
 
-    def advance(self, n: int) -> bool:
-        """Count a batch of n tokens of the current Llama.eval; whether it is the call's last."""
-        if self.eval_kind is None:
-            return True
-        self.eval_remaining -= n
-        return self.eval_remaining <= 0
-
-    def flags(self, logits: np.ndarray) -> np.ndarray:
-        n = logits.shape[0]
-        flags = np.where(logits != 0, _core.ROW_OUTPUT, 0).astype(np.uint8)
+    def select(self, n: int) -> str:
+        """Which of a batch's n tokens the policy moves: "all", "last" or "none"; counts the batch
+        against the current Llama.eval."""
         kind = self.eval_kind or "prompt"
-        final_chunk = self.advance(n)
+        final_chunk = True
+        if self.eval_kind is not None:
+            self.eval_remaining -= n
+            final_chunk = self.eval_remaining <= 0
         policy = self.positions
         if policy == "all" or policy == kind:
+            return "all"
+        if policy == "last" and kind == "prompt" and final_chunk and n > 0:
+            return "last"
+        return "none"
+
+    @staticmethod
+    def flags(logits: np.ndarray, selection: str) -> np.ndarray:
+        """The hook's per-token flags: ROW_OUTPUT where llama.cpp keeps the row's logits,
+        ROW_APPLY on the tokens `selection` names."""
+        n = logits.shape[0]
+        flags = np.where(logits != 0, _core.ROW_OUTPUT, 0).astype(np.uint8)
+        if selection == "all":
             flags |= _core.ROW_APPLY
-        elif policy == "last" and kind == "prompt" and final_chunk and n > 0:
+        elif selection == "last":
             flags[n - 1] |= _core.ROW_APPLY
         return flags
 
@@ -263,14 +271,15 @@ class _HookedContext(llama_internals.LlamaContext):
 
     def decode(self, batch: llama_internals.LlamaBatch) -> None:
         n = int(batch.batch.n_tokens)
-        if self.hook.idle():
-            # Nothing to apply or capture: skip announcing the batch, so an idle hook costs
-            # llama.cpp's decode nothing but the callback's "not this tensor" answers.
-            self.state.advance(n)
+        selection = self.state.select(n)
+        if not self.hook.wants_batch(selection != "none"):
+            # Nothing to apply to these tokens and nothing to capture (an idle hook, or generated
+            # tokens under positions="last"): not announcing the batch leaves llama.cpp's decode
+            # as it is but for the callback's "not this tensor" answers.
             super().decode(batch)
             return
         logits = np.ctypeslib.as_array(batch.batch.logits, shape=(n,)) if n > 0 else np.zeros(0, np.int8)
-        flags = self.state.flags(logits)
+        flags = self.state.flags(logits, selection)
         self.hook.set_batch(self.n_ubatch, flags)
         try:
             super().decode(batch)
