@@ -1,10 +1,11 @@
 """`lingalign bench`: the cost of the hook, measured side by side against plain llama.cpp.
 
-All variants run in one process on the same model, interleaved round by round (in a new
-order each round), and each number is the median over rounds of the ratio to plain llama.cpp
-in the same round, so drift on a shared machine hits every variant alike.
-Results are ratios to plain llama.cpp (1.00 = no cost).
-"""
+All variants run in one process on one loaded model ("plain" is a llama.cpp context without
+lingalign's callback, swapped in for its turns). Prompt processing runs each variant once per
+round, in a new order every round; decode interleaves the variants every DECODE_BLOCK tokens, all
+decoding the same tokens at the same positions, and takes the median time per token. Each number
+is the median over rounds of the ratio to plain llama.cpp in the same round (1.00 = no cost), so
+drift on a shared machine hits every variant alike."""
 
 from __future__ import annotations
 
@@ -24,7 +25,13 @@ from .transform import LayerMap, Transform
 
 
 BENCH_RANK = 64
-DECODE_BLOCK = 16  # tokens each variant decodes before the next takes its turn (the first untimed)
+DECODE_BLOCK = 32  # tokens each variant decodes before the next takes its turn
+# Untimed tokens at the start of each turn. Setting a transform (packing its maps, 29 MB for the
+# float32 variant) slows the next few decoded tokens, even with a policy that applies nothing to
+# them, by 4% on the first and about 1% on the 2nd-4th (measured: per-token position in a turn,
+# against the plain context), presumably the model's weights pushed out of the last-level cache.
+# That is the price of switching transforms, not of applying one, so it is left out.
+DECODE_WARMUP = 8
 
 
 def _random_maps(model: Any, rank: int | None = None, seed: int = 0) -> dict[int, LayerMap]:
@@ -45,7 +52,10 @@ def _random_maps(model: Any, rank: int | None = None, seed: int = 0) -> dict[int
 
 
 def _time_prompt(llm: Any, prompt: list[int]) -> float:
-    """Prompt tokens/s from a fresh evaluation of `prompt` in one call."""
+    """Prompt tokens/s from a fresh evaluation of `prompt` in one call, after an untimed one
+    (which pays for whatever switching variants left in the caches, see DECODE_WARMUP)."""
+    llm.reset()
+    llm.eval(prompt)
     llm.reset()
     t0 = time.perf_counter()
     llm.eval(prompt)
@@ -53,13 +63,9 @@ def _time_prompt(llm: Any, prompt: list[int]) -> float:
 
 
 def _time_decode_block(llm: Any, tokens: list[int], pos: int) -> tuple[list[float], float]:
-    """(seconds per token, seconds inside the hook applying transforms) to decode tokens[1:] one
-    per eval, as generated tokens, at positions pos + 1...; the context is first cut back to `pos`.
-
-    tokens[0] is decoded untimed: after one decode step the model's weights have streamed
-    through the cache again, so every timed token starts from the same cache state whatever
-    ran just before (another variant, or a transform just packed into memory).
-    """
+    """(seconds per token, seconds inside the hook applying transforms) to decode
+    tokens[DECODE_WARMUP:] one per eval, as generated tokens; the context is first cut back to
+    `pos` and tokens[:DECODE_WARMUP] are decoded untimed (see DECODE_WARMUP)."""
     import contextlib
 
     from .hook import steering_of
@@ -69,10 +75,11 @@ def _time_decode_block(llm: Any, tokens: list[int], pos: int) -> tuple[list[floa
     llm.n_tokens = pos
     times = []
     with steering.tokens_are("generated") if steering else contextlib.nullcontext():
-        llm.eval(tokens[:1])
+        for tok in tokens[:DECODE_WARMUP]:
+            llm.eval([tok])
         if steering:
             steering.take_apply_seconds()
-        for tok in tokens[1:]:
+        for tok in tokens[DECODE_WARMUP:]:
             t0 = time.perf_counter()
             llm.eval([tok])
             times.append(time.perf_counter() - t0)
@@ -138,14 +145,28 @@ def run_bench(
     # and where each copy lands in memory moved decode speed by about 1% in either direction
     # (whichever was loaded second was faster on the machine of bench/results), which no
     # interleaving cancels. "plain" is a context of llama.cpp's own, without lingalign's
-    # callback, on the same model, swapped in for its turns.
+    # callback, on the same model, swapped in for its turns. Contexts differ a little too (where
+    # their buffers land: prompt processing moved by up to 3%), so both are made anew every round,
+    # in alternating order, and the median over rounds averages that out.
     from llama_cpp import _internals as llama_internals
 
     llm = open_model(model, **kw)
     steering = attach(llm)
-    hooked_ctx = llm._ctx
-    with quiet_llama_log(False):
-        plain_ctx = llama_internals.LlamaContext(model=llm._model, params=llm.context_params, verbose=False)
+    ctx: dict[str, Any] = {"hooked": llm._ctx, "plain": None}
+
+    def new_contexts(plain_first: bool) -> None:
+        llm._ctx = ctx["hooked"]
+        if ctx["plain"] is not None:
+            ctx["plain"].close()
+        for which in ("plain", "hooked") if plain_first else ("hooked", "plain"):
+            if which == "plain":
+                with quiet_llama_log(False):
+                    ctx["plain"] = llama_internals.LlamaContext(model=llm._model, params=llm.context_params,
+                                                                verbose=False)
+            else:
+                steering._install_context(hooked=True)  # closes the old one
+                ctx["hooked"] = llm._ctx
+
     fp = steering.model
     full = Transform(layers=_random_maps(fp), model=fp, method="bench")
     full_f16 = full.to_precision("f16")  # the same maps stored as float16 (float32 accumulation)
@@ -178,9 +199,9 @@ def run_bench(
     def use(name: str) -> Any:
         transform, positions = variants[name]
         if name == "plain":
-            llm._ctx = plain_ctx
+            llm._ctx = ctx["plain"]
             return llm
-        llm._ctx = hooked_ctx
+        llm._ctx = ctx["hooked"]
         if transform is None:
             steering.clear()
         else:
@@ -188,13 +209,17 @@ def run_bench(
         return llm
 
     blocks = [(b0, decode[b0 : b0 + DECODE_BLOCK]) for b0 in range(0, len(decode), DECODE_BLOCK)]
-    blocks = [(b0, block) for b0, block in blocks if len(block) >= 2]
-    n_timed = sum(len(block) - 1 for _, block in blocks)
+    blocks = [(b0, block) for b0, block in blocks if len(block) > DECODE_WARMUP]
+    if not blocks:
+        raise LingalignError(f"n_decode must be more than {DECODE_WARMUP} (the untimed tokens of each turn)")
+    n_timed = sum(len(block) - DECODE_WARMUP for _, block in blocks)
     try:
+        new_contexts(plain_first=False)
         _time_prompt(use("plain"), prompt)  # warm-up: page in the weights
         order = random.Random(0)
         names = list(variants)
-        for _ in range(repeats):
+        for round_index in range(repeats):
+            new_contexts(plain_first=round_index % 2 == 0)
             # a new order every round (and every decode block), so that no variant always runs
             # first or right after another
             order.shuffle(names)
@@ -222,8 +247,9 @@ def run_bench(
             cap["plain"].append(_capture_throughput(llm, sentences, hooked=False))
             cap["capture"].append(_capture_throughput(llm, sentences, hooked=True))
     finally:
-        llm._ctx = hooked_ctx
-        plain_ctx.close()
+        llm._ctx = ctx["hooked"]
+        if ctx["plain"] is not None:
+            ctx["plain"].close()
 
     # fitting time: ridge at every layer on 240 pairs of captured states (numpy only)
     rng = np.random.default_rng(0)
@@ -244,6 +270,7 @@ def run_bench(
         "n_decode": len(decode),
         "n_decode_timed": n_timed,
         "decode_block": DECODE_BLOCK,
+        "decode_warmup": DECODE_WARMUP,
         "pp_tps_plain": med(pp["plain"]),
         "decode_tps_plain": med(tg["plain"]),
         "capture_sps_plain_eval": med(cap["plain"]),
