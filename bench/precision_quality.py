@@ -2,6 +2,10 @@
 maps as float32 and as 8-bit differences from the identity (q8), measured on their held-out
 test lines (from matrices/manifest.json) with the transform live inside llama.cpp.
 
+Column q4-sim asks whether a 4-bit format would be worth adding: M - I rounded per column to 15
+steps of max |column| / 7, stored back as float32 maps (what a 4-bit map would hold; a 4-bit
+decode kernel would also round the activations, which this leaves out).
+
     python bench/precision_quality.py [--langs spa,swh] [--threads 2]
 
 Prints source->English retrieval top-1 at each transform's layer, per precision, and writes
@@ -11,9 +15,12 @@ bench/results/precision_quality.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 from pathlib import Path
+
+import numpy as np
 
 import lingalign
 from lingalign.data import read_lines
@@ -22,7 +29,24 @@ from lingalign.hook import open_model
 
 REPO = Path(__file__).resolve().parent.parent
 TATOEBA = REPO.parent / "shared" / "data" / "tatoeba"
-PRECISIONS = ("f32", "f16", "q8")
+PRECISIONS = ("f32", "f16", "q8", "q4-sim")
+Q4_MAX = 7
+
+
+def four_bit(t: lingalign.Transform) -> lingalign.Transform:
+    """`t` with every full map replaced by its 4-bit rounding (float32 storage)."""
+    layers = {}
+    for il, lm in t.layers.items():
+        if lm.kind == "affine":
+            m = lm.dense().astype(np.float64)
+            delta = m - np.eye(m.shape[0])
+            step = np.abs(delta).max(axis=0) / Q4_MAX
+            step = np.where(step > 0, step, 1.0)
+            q = np.clip(np.rint(delta / step), -Q4_MAX, Q4_MAX)
+            lm = dataclasses.replace(lm, matrix=(np.eye(m.shape[0]) + q * step).astype(np.float32),
+                                     delta_q8=None, delta_scale=None)
+        layers[il] = lm
+    return dataclasses.replace(t, layers=layers)
 
 
 def main() -> None:
@@ -45,10 +69,10 @@ def main() -> None:
         layer = sorted(shipped.layers)[0]
         row: dict[str, object] = {"layer": layer, "pairs": len(src), "test_lines": entry["measured"]["test_lines"]}
         for precision in PRECISIONS:
-            t = shipped.to_precision(precision)
+            t = four_bit(shipped.to_precision("f32")) if precision == "q4-sim" else shipped.to_precision(precision)
             r = eval_retrieval(llm, src, tgt, transform=t, layers=[layer], progress=False)
-            row[precision] = {"top1": r["best_top1"], "map_bytes": sum(a.nbytes for lm in t.layers.values()
-                                                                       for a in lm.arrays().values())}
+            stored = None if precision == "q4-sim" else sum(a.nbytes for lm in t.layers.values() for a in lm.arrays().values())
+            row[precision] = {"top1": r["best_top1"], "map_bytes": stored}
         results[lang] = row
         print(f"{lang:<5} {layer:>5} {len(src):>5} " + " ".join(f"{row[p]['top1']:>6.3f}" for p in PRECISIONS))
     record = {
