@@ -397,11 +397,15 @@ float Hook::alpha() const {
     return alpha_;
 }
 
+bool Hook::layer_active(int il) const {
+    return layers_[il].kind != LayerTransform::NONE || !clamps_[il].index.empty();
+}
+
 std::vector<int> Hook::active_layers() const {
     std::lock_guard<std::mutex> lock(mutex_);
     std::vector<int> out;
     for (int il = 0; il < n_layer_; ++il) {
-        if (layers_[il].kind != LayerTransform::NONE || !clamps_[il].index.empty()) {
+        if (layer_active(il)) {
             out.push_back(il);
         }
     }
@@ -417,7 +421,7 @@ bool Hook::wants_batch(bool applies) const {
         return false;
     }
     for (int il = 0; il < n_layer_; ++il) {
-        if (layers_[il].kind != LayerTransform::NONE || !clamps_[il].index.empty()) {
+        if (layer_active(il)) {
             return true;
         }
     }

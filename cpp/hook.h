@@ -148,6 +148,7 @@ private:
     void apply_affine(float * const * rows, int n, const LayerTransform & lt);
     void apply_lowrank(float * const * rows, int n, const LayerTransform & lt);
     void store_layer(int layer, LayerTransform lt);  // takes mutex_
+    bool layer_active(int il) const;  // a map, vector or clamp is set (mutex_ held)
     // Calls task(t) for t in [0, n_tasks) on the kernel threads; returns when all are done.
     void run_tasks(int n_tasks, const std::function<void(int)> & task);
     // Y [n x ncols] = rows [n x K] @ M [K x ncols], M packed by panels (float32, float16 bit
