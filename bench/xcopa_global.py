@@ -29,11 +29,10 @@ import numpy as np
 
 import lingalign
 from lingalign.evaluate import eval_choice, load_choice_items
-from quality import CHOICE_POSITIONS, XCOPA, XCOPA_OF, Study, write_table  # bench/ is on sys.path for its scripts
+from quality import CHOICE_ALPHAS, CHOICE_POSITIONS, XCOPA, XCOPA_OF, Study, write_table  # bench/ is on sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "xcopa_global.json"
-ALPHAS = (-0.5, 0.25, 0.5, 1.0)  # bench/quality.py's CHOICE_ALPHAS
 
 
 def main() -> int:
@@ -56,11 +55,14 @@ def main() -> int:
     langs = list(XCOPA_OF)  # Tatoeba code -> XCOPA code
     methods = args.methods.split(",")
     val_items = {xl: load_choice_items(XCOPA / xl / f"val.{xl}.jsonl") for xl in XCOPA_OF.values()}
+    studies: dict[str, Study] = {}  # one per language: its captures are loaded once for every method
     transforms: dict[str, Any] = {}
 
     def transform(method: str, lang: str) -> Any:
         if f"{method}/{lang}" not in transforms:
-            transforms[f"{method}/{lang}"], _ = Study(llm, lang).fit(method)
+            if lang not in studies:
+                studies[lang] = Study(llm, lang)
+            transforms[f"{method}/{lang}"], _ = studies[lang].fit(method)
         return transforms[f"{method}/{lang}"]
 
     for lang in langs:
@@ -69,7 +71,7 @@ def main() -> int:
             scores[f"none/{lang}"] = eval_choice(llm, val_items[xl], lang=xl)["accuracy"]
             save()
         for method in methods:
-            for alpha in ALPHAS:
+            for alpha in CHOICE_ALPHAS:
                 for pos in CHOICE_POSITIONS:
                     key = f"{method}/{lang}/{alpha}/{pos}"
                     if key in scores:
@@ -83,7 +85,7 @@ def main() -> int:
     none_val = float(np.mean([scores[f"none/{lang}"] for lang in langs]))
     pooled = {
         (m, a, p): float(np.mean([scores[f"{m}/{lang}/{a}/{p}"] for lang in langs]))
-        for m in methods for a in ALPHAS for p in CHOICE_POSITIONS
+        for m in methods for a in CHOICE_ALPHAS for p in CHOICE_POSITIONS
     }
     (method, alpha, pos), best_val = max(pooled.items(), key=lambda kv: (kv[1], -abs(kv[0][1])))
     off = best_val <= none_val
