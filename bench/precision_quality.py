@@ -20,12 +20,11 @@ import datetime
 import json
 from pathlib import Path
 
-import numpy as np
-
 import lingalign
 from lingalign.data import read_lines
 from lingalign.evaluate import eval_retrieval
 from lingalign.hook import open_model
+from lingalign.transform import LayerMap, quantize_delta
 
 REPO = Path(__file__).resolve().parent.parent
 TATOEBA = REPO.parent / "shared" / "data" / "tatoeba"
@@ -38,12 +37,8 @@ def four_bit(t: lingalign.Transform) -> lingalign.Transform:
     layers = {}
     for il, lm in t.layers.items():
         if lm.kind == "affine":
-            m = lm.dense().astype(np.float64)
-            delta = m - np.eye(m.shape[0])
-            step = np.abs(delta).max(axis=0) / Q4_MAX
-            step = np.where(step > 0, step, 1.0)
-            q = np.clip(np.rint(delta / step), -Q4_MAX, Q4_MAX)
-            lm = dataclasses.replace(lm, matrix=(np.eye(m.shape[0]) + q * step).astype(np.float32),
+            q, scale = quantize_delta(lm.dense(), q_max=Q4_MAX)
+            lm = dataclasses.replace(lm, matrix=LayerMap(delta_q8=q, delta_scale=scale).dense(),
                                      delta_q8=None, delta_scale=None)
         layers[il] = lm
     return dataclasses.replace(t, layers=layers)

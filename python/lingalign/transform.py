@@ -35,14 +35,21 @@ def check_alpha(alpha: float) -> float:
         raise TransformFileError(f"alpha {a:g} is out of range (a finite number within +-{MAX_ALPHA:g})")
     return a
 
-def quantize_delta(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(q, scale) with matrix ~= I + q * scale: M - I rounded per column to the nearest of 255
-    steps of scale = max |column| / 127 (error at most scale / 2 per entry). Quantizing the
-    difference from the identity, not M itself, keeps the steps small: fitted maps are near I."""
+
+Q8_MAX = 127  # quantized map differences use -127..127, symmetric around 0
+
+
+def quantize_delta(matrix: np.ndarray, q_max: int = Q8_MAX) -> tuple[np.ndarray, np.ndarray]:
+    """(q, scale) with matrix ~= I + q * scale: M - I rounded per column to the nearest of
+    2 q_max + 1 steps of scale = max |column| / q_max (error at most scale / 2 per entry; q_max 127
+    for q8, smaller for studies of fewer bits). Quantizing the difference from the identity, not M
+    itself, keeps the steps small: fitted maps are near I."""
+    if not 1 <= q_max <= Q8_MAX:
+        raise ValueError(f"q_max must be in 1..{Q8_MAX}")
     delta = np.asarray(matrix, dtype=np.float64) - np.eye(matrix.shape[0])
-    scale = (np.abs(delta).max(axis=0) / Q8_MAX).astype(np.float32)
+    scale = (np.abs(delta).max(axis=0) / q_max).astype(np.float32)
     step = np.where(scale > 0, scale.astype(np.float64), 1.0)
-    q = np.clip(np.rint(delta / step), -Q8_MAX, Q8_MAX).astype(np.int8)
+    q = np.clip(np.rint(delta / step), -q_max, q_max).astype(np.int8)
     return q, scale
 
 
@@ -63,7 +70,6 @@ _INT_PARTS = ("clamp_index",)  # stored as I32
 _BYTE_PARTS = ("delta_q8",)  # stored as I8
 _HALF_PARTS = ("map", "lr_u", "lr_vt")  # F32, or F16 for float16 maps; every other tensor is F32
 PRECISIONS = ("f32", "f16", "q8")
-Q8_MAX = 127  # quantized map differences use -127..127, symmetric around 0
 _F16_MAX = float(np.finfo(np.float16).max)
 MAX_NEURON = 1 << 24
 
