@@ -132,6 +132,19 @@ PYBIND11_MODULE(_core, m) {
              },
              py::arg("layer"), py::arg("q"), py::arg("scale"), py::arg("bias") = py::none(),
              "y = h + (h @ q) * scale + bias: an 8-bit map difference (int8 [d, d]) with a scale per column.")
+        .def("set_affine_q4",
+             [](Hook & h, int layer, CArray<int8_t> q, CArray<float> scale, std::optional<CArray<float>> bias) {
+                 if (q.ndim() != 2 || scale.ndim() != 1) {
+                     throw py::value_error("layer " + std::to_string(layer) +
+                                           ": a 4-bit map needs a 2-D array of bytes and a 1-D scale");
+                 }
+                 // the file's I8 tensor holds two unsigned nibbles per byte: the same bits as uint8
+                 h.set_affine_q4(layer, reinterpret_cast<const uint8_t *>(q.data()), (size_t) q.size(), scale.data(),
+                                 (size_t) scale.size(), bias ? bias->data() : nullptr, bias ? (size_t) bias->size() : 0);
+             },
+             py::arg("layer"), py::arg("q"), py::arg("scale"), py::arg("bias") = py::none(),
+             "y = h + (h @ q) * scale + bias for a 4-bit map difference: q [d, d/2] bytes (int8 or uint8), "
+             "byte [j, k] holding q[j, 2k] + 8 in its low nibble and q[j, 2k+1] + 8 in its high one.")
         .def("map_bytes", &Hook::map_bytes, py::arg("layer"),
              "Bytes of the map or low-rank factors stored for a layer (0 if none).")
         .def("set_additive",

@@ -1,6 +1,7 @@
 #include "hook.h"
 
 #include "kernels.h"
+#include "kernels_q4.h"
 #include "thread_pool.h"
 
 #include "ggml-backend.h"
@@ -84,7 +85,7 @@ void Hook::run_tasks(int n_tasks, const std::function<void(int)> & task) {
 #endif
 }
 
-static float * grow(std::vector<float> & v, size_t n) {
+template <typename T> static T * grow(std::vector<T> & v, size_t n) {
     if (v.size() < n) {
         v.resize(n);
     }
@@ -113,12 +114,39 @@ void Hook::multiply(const float * const * rows, int n, int K, const T * M, int n
     });
 }
 
+void Hook::multiply_q4(const float * const * rows, int n, const LayerTransform & lt, float * Y) {
+    const int d = n_embd_;
+    const int Kp = q4_padded_rows(d);
+    const int nb = Kp / kQ4Block;
+    int8_t * hq = grow(q4_rows_, (size_t) n * Kp);
+    float * hs = grow(q4_scales_, (size_t) n * nb);
+    int32_t * hsum = grow(q4_sums_, (size_t) n * nb);
+    // Quantizing is d operations per row against d^2 / 2 for the dots: one thread does it.
+    for (int r = 0; r < n; ++r) {
+        quantize_row_blocks(rows[r], d, hq + (size_t) r * Kp, hs + (size_t) r * nb, hsum + (size_t) r * nb);
+    }
+    const bool portable = conversion_mode().load(std::memory_order_relaxed) != 0;
+    const size_t work = (size_t) n * d * d;
+    const int unit = n == 1 ? kDecodePanels * kPanel : kPanel;
+    const int n_units = (d + unit - 1) / unit;
+    const int n_tasks = work >= kParallelWork ? std::min(n_threads_, n_units) : 1;
+    run_tasks(n_tasks, [&](int t) {
+        const int c0 = std::min(d, (n_units * t / n_tasks) * unit);
+        const int c1 = std::min(d, (n_units * (t + 1) / n_tasks) * unit);
+        matmul_q4(hq, hs, hsum, n, Kp, lt.matrix_q4.data(), d, c0, c1, Y, d, portable);
+    });
+}
+
 void Hook::apply_affine(float * const * rows, int n, const LayerTransform & lt) {
     const int d = n_embd_;
     float * Y = grow(map_out_, (size_t) n * d);
     const float * bias = lt.bias.empty() ? nullptr : lt.bias.data();
-    if (lt.kind == LayerTransform::AFFINE_Q8) {
-        multiply(rows, n, d, lt.matrix_q.data(), d, Y);
+    if (lt.kind == LayerTransform::AFFINE_Q8 || lt.kind == LayerTransform::AFFINE_Q4) {
+        if (lt.kind == LayerTransform::AFFINE_Q8) {
+            multiply(rows, n, d, lt.matrix_q.data(), d, Y);
+        } else {
+            multiply_q4(rows, n, lt, Y);
+        }
         scale_columns(Y, n, lt.scale.data(), d);
         add_delta_rows(rows, n, Y, bias, alpha_, d);
         return;
@@ -304,12 +332,38 @@ void Hook::set_affine_q8(int layer, const int8_t * q, size_t q_len, const float 
     store_layer(layer, std::move(lt));
 }
 
+void Hook::set_affine_q4(int layer, const uint8_t * q, size_t q_len, const float * scale, size_t scale_len,
+                         const float * bias, size_t bias_len) {
+    check_layer(layer, n_layer_);
+    const size_t d = (size_t) n_embd_;
+    if (d % 2 != 0) {
+        throw std::invalid_argument("layer " + std::to_string(layer) + ": 4-bit maps need an even n_embd, the model has " +
+                                    std::to_string(d));
+    }
+    if (q_len != d * d / 2) {
+        throw std::invalid_argument("layer " + std::to_string(layer) + ": 4-bit map has " + std::to_string(q_len) +
+                                    " bytes, the model needs " + std::to_string(d) + "x" + std::to_string(d / 2));
+    }
+    if (scale_len != d) {
+        throw std::invalid_argument("layer " + std::to_string(layer) + ": scale has " + std::to_string(scale_len) +
+                                    " values, the model needs " + std::to_string(d));
+    }
+    check_finite(scale, scale_len, layer, "scale");
+    LayerTransform lt;
+    lt.kind = LayerTransform::AFFINE_Q4;
+    lt.matrix_q4 = pack_q4_panels(q, (int) d, (int) d);
+    lt.scale.assign(scale, scale + scale_len);
+    lt.bias = checked_bias(layer, d, bias, bias_len);
+    store_layer(layer, std::move(lt));
+}
+
 size_t Hook::map_bytes(int layer) const {
     check_layer(layer, n_layer_);
     std::lock_guard<std::mutex> lock(mutex_);
     const LayerTransform & lt = layers_[layer];
     return (lt.matrix.size() + lt.lr_u.size() + lt.lr_vt.size() + lt.scale.size()) * sizeof(float) +
-           (lt.matrix_h.size() + lt.lr_u_h.size() + lt.lr_vt_h.size()) * sizeof(uint16_t) + lt.matrix_q.size();
+           (lt.matrix_h.size() + lt.lr_u_h.size() + lt.lr_vt_h.size()) * sizeof(uint16_t) + lt.matrix_q.size() +
+           lt.matrix_q4.size();
 }
 
 void Hook::set_additive(int layer, const float * vector, size_t len) {
@@ -699,7 +753,8 @@ bool Hook::on_data(ggml_tensor * t) {
             if (site == SITE_FFN) {
                 apply_clamp_rows(row_ptrs_.data(), n_apply, clamp.index.data(), clamp.value.data(),
                                  (int) clamp.index.size(), alpha_);
-            } else if (lt.kind == LayerTransform::AFFINE || lt.kind == LayerTransform::AFFINE_Q8) {
+            } else if (lt.kind == LayerTransform::AFFINE || lt.kind == LayerTransform::AFFINE_Q8 ||
+                       lt.kind == LayerTransform::AFFINE_Q4) {
                 apply_affine(row_ptrs_.data(), n_apply, lt);
             } else if (lt.kind == LayerTransform::LOWRANK) {
                 apply_lowrank(row_ptrs_.data(), n_apply, lt);

@@ -53,7 +53,9 @@ struct NeuronClamp {
 struct LayerTransform {
     // AFFINE_Q8: y = h + (h @ Q) * scale + b, Q [d*d] int8 with one scale per column: the
     // difference M - I of a map quantized to 8 bits (a quarter of float32's bytes per token).
-    enum Kind { NONE, AFFINE, AFFINE_Q8, LOWRANK, ADDITIVE } kind = NONE;
+    // AFFINE_Q4: the same with Q in -8..7, two values per byte (an eighth); h is quantized to
+    // int8 per block of 32 for the integer dot products (kernels_q4.h).
+    enum Kind { NONE, AFFINE, AFFINE_Q8, AFFINE_Q4, LOWRANK, ADDITIVE } kind = NONE;
     // float32 maps use matrix/lr_u/lr_vt; float16 maps (half = true) the *_h copies instead
     // (IEEE binary16 bit patterns), converted to float32 in the kernels, accumulated in float32.
     // All are stored packed by column panels (kernels.h: pack_panels), not row-major.
@@ -63,7 +65,8 @@ struct LayerTransform {
     std::vector<float> lr_vt;   // LOWRANK: [r*d]
     std::vector<uint16_t> matrix_h, lr_u_h, lr_vt_h;
     std::vector<int8_t> matrix_q;  // AFFINE_Q8: [d*d]
-    std::vector<float> scale;      // AFFINE_Q8: [d]
+    std::vector<uint8_t> matrix_q4;  // AFFINE_Q4: padded panels (kernels_q4.h: pack_q4_panels)
+    std::vector<float> scale;      // AFFINE_Q8, AFFINE_Q4: [d]
     int rank = 0;
     std::vector<float> bias;    // AFFINE, LOWRANK: [d] or empty
     std::vector<float> vector;  // ADDITIVE: [d]
@@ -90,6 +93,10 @@ public:
                          const float * bias, size_t bias_len);
     // y = h + (h @ Q) * scale + b: an 8-bit map difference Q [d x d] with a scale per column.
     void set_affine_q8(int layer, const int8_t * q, size_t q_len, const float * scale, size_t scale_len,
+                       const float * bias, size_t bias_len);
+    // The same in 4 bits: q [d x d/2] bytes, byte [j, k] holding Q[j, 2k] + 8 in its low
+    // nibble and Q[j, 2k+1] + 8 in its high one (the file layout); d must be even.
+    void set_affine_q4(int layer, const uint8_t * q, size_t q_len, const float * scale, size_t scale_len,
                        const float * bias, size_t bias_len);
     void set_additive(int layer, const float * vector, size_t len);
     // Bytes of the map or factors stored for a layer (0 for none, an additive vector or a clamp).
@@ -154,6 +161,8 @@ private:
     // Y [n x ncols] = rows [n x K] @ M [K x ncols], M packed by panels (float32, float16 bit
     // patterns or int8), on the kernel threads when the work is large enough.
     template <typename T> void multiply(const float * const * rows, int n, int K, const T * M, int ncols, float * Y);
+    // Y [n x d] = rows @ Q for a 4-bit map: the rows quantized per block, then integer dots.
+    void multiply_q4(const float * const * rows, int n, const LayerTransform & lt, float * Y);
     void fail(const std::string & message);           // mutex_ held
     void fail_locked(const std::string & message) noexcept;  // takes mutex_
 
@@ -199,6 +208,9 @@ private:
     std::vector<float> low_out_;  // [rows x rank] for low-rank maps
     std::vector<const float *> low_ptrs_;
     std::vector<float> half_scratch_;  // float16 maps: converted panel rows, one block per task
+    std::vector<int8_t> q4_rows_;      // 4-bit maps: the rows quantized per block of 32
+    std::vector<float> q4_scales_;     // and their scales
+    std::vector<int32_t> q4_sums_;     // and the sums of their int8 values
     int n_threads_ = 1;
     std::unique_ptr<ThreadPool> pool_;  // without OpenMP: the kernel threads
 

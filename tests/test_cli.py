@@ -74,21 +74,23 @@ def test_fit_layers_auto_picks_one_layer_and_alpha(tiny_model, tmp_path):
                  "--out", str(out), "--layers", "auto"]) == 1
 
 
-def test_fit_precision_f16_halves_the_file_and_q8_quarters_it(tiny_model, texts, tmp_path, capsys):
+def test_fit_precision_f16_halves_the_file_q8_quarters_it_q4_eighths_it(tiny_model, texts, tmp_path, capsys):
     sizes = {}
-    for precision in ("f32", "f16", "q8"):
+    for precision in ("f32", "f16", "q8", "q4"):
         out = tmp_path / f"{precision}.gguf"
         assert main(["fit", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(texts[1]), "--out", str(out),
                      "--lambda", "1", "--rank", "full", "--layers", "all", "--precision", precision]) == 0
         t = Transform.load(out)
-        stored = t.layers[0].delta_q8 if precision == "q8" else t.layers[0].matrix
-        assert t.precision == precision and stored.dtype == {"f32": np.float32, "f16": np.float16, "q8": np.int8}[precision]
+        stored = {"q8": t.layers[0].delta_q8, "q4": t.layers[0].delta_q4}.get(precision, t.layers[0].matrix)
+        dtypes = {"f32": np.float32, "f16": np.float16, "q8": np.int8, "q4": np.int8}
+        assert t.precision == precision and stored.dtype == dtypes[precision]
         sizes[precision] = out.stat().st_size
         capsys.readouterr()
         assert main(["info", str(out)]) == 0
         assert f"precision:   {precision}" in capsys.readouterr().out
     assert sizes["f16"] < 0.6 * sizes["f32"]
     assert sizes["q8"] < 0.35 * sizes["f32"]
+    assert sizes["q4"] < 0.2 * sizes["f32"]
 
 
 def test_bad_input_exits_1_with_message(tiny_model, texts, tmp_path, capsys):
@@ -124,8 +126,8 @@ def test_bench_json_has_the_ratios_and_hook_times(tiny_model, capsys):
     assert main(["bench", "--model", str(tiny_model), "--repeats", "1", "--threads", "1", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     for key in ("pp_ratio_full", "decode_ratio_full", "pp_ratio_idle", "decode_ratio_idle", "pp_ratio_last", "decode_ratio_splits",
-                "capture_ratio", "decode_ratio_full_q8", "decode_ratio_full_f16"):
+                "capture_ratio", "decode_ratio_full_q8", "decode_ratio_full_q4", "decode_ratio_full_f16"):
         assert r[key] > 0, key
     assert r["decode_hook_ms_idle"] == 0.0
     assert r["decode_hook_ms_last"] == 0.0  # the last-token policy leaves generated tokens alone
-    assert r["decode_hook_ms_full"] > 0 and r["decode_hook_ms_full_q8"] > 0
+    assert r["decode_hook_ms_full"] > 0 and r["decode_hook_ms_full_q8"] > 0 and r["decode_hook_ms_full_q4"] > 0

@@ -29,7 +29,11 @@ class _Env(SimpleNamespace):
 @pytest.fixture(scope="module")
 def fuzz_env(tiny_model, tmp_path_factory):
     good = tmp_path_factory.mktemp("fuzz") / "good.gguf"
-    _transform(tiny_model).save(good)
+    t = _transform(tiny_model)
+    # the quantized formats too: their bytes and types go through the same mutations
+    t.layers[0] = t.layers[0].to_precision("q4")
+    t.layers[3] = t.layers[3].to_precision("q8")
+    t.save(good)
     llm = tiny_llm(tiny_model, n_batch=8, n_ubatch=4)
     steering = lingalign.attach(llm)
     yield _Env(data=good.read_bytes(), folder=good.parent, steering=steering, llm=llm)

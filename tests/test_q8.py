@@ -139,7 +139,7 @@ def test_bad_q8_maps_are_refused(tiny_model, tmp_path):
         "delta_q8 has shape": {"blk.1.delta_q8": np.zeros((d, d - 1), np.int8), "blk.1.delta_scale": s},
         "blk.1.delta_q8 has ggml type F32, expected I8$": {"blk.1.delta_q8": q.astype(np.float32), "blk.1.delta_scale": s},
         "blk.1.map has ggml type I8": {"blk.1.map": q},
-        "exactly one of a map and an 8-bit map": {"blk.1.map": np.eye(d, dtype=np.float32), "blk.1.delta_q8": q,
+        "exactly one of a map, an 8-bit map": {"blk.1.map": np.eye(d, dtype=np.float32), "blk.1.delta_q8": q,
                                                   "blk.1.delta_scale": s},
     }
     for message, tensors in cases.items():

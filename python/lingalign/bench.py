@@ -171,6 +171,7 @@ def run_bench(
     full = Transform(layers=_random_maps(fp), model=fp, method="bench")
     full_f16 = full.to_precision("f16")  # the same maps stored as float16 (float32 accumulation)
     full_q8 = full.to_precision("q8")  # and as 8-bit differences from the identity
+    full_q4 = full.to_precision("q4")  # and 4-bit ones (integer dot products)
     lowrank = Transform(layers=_random_maps(fp, BENCH_RANK), model=fp, method="bench")
     # zero vectors at every layer: the hook asks for all 18 tensors and adds nothing, so this
     # measures what splitting llama.cpp's graph at each l_out costs by itself
@@ -188,6 +189,7 @@ def run_bench(
         "full": (full, "all"),
         "full_f16": (full_f16, "all"),
         "full_q8": (full_q8, "all"),
+        "full_q4": (full_q4, "all"),
         "last": (full, "last"),
         "lowrank": (lowrank, "all"),
     }
@@ -279,7 +281,7 @@ def run_bench(
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
     result["lowrank_rank"] = BENCH_RANK
-    for name in ("idle", "splits", "full", "full_f16", "full_q8", "last", "lowrank"):
+    for name in ("idle", "splits", "full", "full_f16", "full_q8", "full_q4", "last", "lowrank"):
         result[f"pp_ratio_{name}"] = med(a / b for a, b in zip(pp[name], pp["plain"]))
         result[f"decode_ratio_{name}"] = med(a / b for a, b in zip(tg[name], tg["plain"]))
         result[f"decode_hook_ms_{name}"] = med(apply_ms[name])
@@ -304,10 +306,12 @@ def format_bench(r: dict[str, Any]) -> str:
         f"{'same, last prompt token only':<36} {r['pp_ratio_last']:>7.3f}x {r['decode_ratio_last']:>7.3f}x",
         f"{'full-rank f16 maps at all layers':<36} {r['pp_ratio_full_f16']:>7.3f}x {r['decode_ratio_full_f16']:>7.3f}x",
         f"{'full-rank q8 maps at all layers':<36} {r['pp_ratio_full_q8']:>7.3f}x {r['decode_ratio_full_q8']:>7.3f}x",
+        f"{'full-rank q4 maps at all layers':<36} {r['pp_ratio_full_q4']:>7.3f}x {r['decode_ratio_full_q4']:>7.3f}x",
         f"{'rank-' + str(r['lowrank_rank']) + ' maps, all layers, all tokens':<36} {r['pp_ratio_lowrank']:>7.3f}x "
         f"{r['decode_ratio_lowrank']:>7.3f}x",
         f"inside the hook per decoded token (plain decode: {1e3 / r['decode_tps_plain']:.1f} ms): full-rank f32 "
         f"{r['decode_hook_ms_full']:.2f} ms, f16 {r['decode_hook_ms_full_f16']:.2f} ms, q8 {r['decode_hook_ms_full_q8']:.2f} ms, "
+        f"q4 {r['decode_hook_ms_full_q4']:.2f} ms, "
         f"rank-{r['lowrank_rank']} {r['decode_hook_ms_lowrank']:.2f} ms",
         f"capture (all layers, mean+last pooled): {r['capture_sps']:.1f} sent/s = {r['capture_ratio']:.3f}x "
         f"plain evaluation of the same batches ({r['capture_sps_plain_eval']:.1f} sent/s)",

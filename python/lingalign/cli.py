@@ -484,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0, help="random-neurons: seed of the draw")
     sp.add_argument("--precision", choices=PRECISIONS, default="f32",
                     help="storage of maps: f16 halves the file and the memory read per token (float32 accumulation); "
-                    "q8 stores full maps as 8-bit differences from the identity (a quarter)")
+                    "q8 stores full maps as 8-bit differences from the identity (a quarter), q4 as 4-bit ones "
+                    "(an eighth; the hook then quantizes the hidden states to 8 bits per block of 32 for its "
+                    "integer dot products)")
     sp.add_argument("--lambda", dest="lam", type=float, default=None, help="ridge strength (default: chosen on held-out pairs)")
     sp.add_argument("--rank", default="auto",
                     help="store maps as I + U V^T of this rank: auto (smallest rank no worse on held-out "

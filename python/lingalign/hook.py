@@ -99,7 +99,8 @@ def _set_hook_layer(hook: Any, layer: int, lm: LayerMap) -> None:
 
     float16 maps and low-rank factors are passed as they are: the hook stores them as float16
     and converts in its kernels (float32 accumulation); other dtypes are stored as float32.
-    8-bit maps stay 8-bit (converted in the kernels too).
+    8-bit maps stay 8-bit (converted in the kernels too) and 4-bit maps 4-bit (integer dot products
+    with the rows quantized to 8 bits per block of 32, see cpp/kernels_q4.h).
     """
     if lm.clamp_index is not None:
         try:
@@ -115,6 +116,8 @@ def _set_hook_layer(hook: Any, layer: int, lm: LayerMap) -> None:
         hook.set_affine(layer, lm.matrix, lm.bias)
     elif lm.delta_q8 is not None:
         hook.set_affine_q8(layer, lm.delta_q8, lm.delta_scale, lm.bias)
+    elif lm.delta_q4 is not None:
+        hook.set_affine_q4(layer, lm.delta_q4, lm.delta_scale, lm.bias)
     elif lm.lowrank_u is not None:
         hook.set_lowrank(layer, lm.lowrank_u, lm.lowrank_vt, lm.bias)
     else:

@@ -37,6 +37,7 @@ def check_alpha(alpha: float) -> float:
 
 
 Q8_MAX = 127  # quantized map differences use -127..127, symmetric around 0
+Q4_MAX = 7  # and -7..7 in 4 bits (the file format also reads -8)
 
 
 def quantize_delta(matrix: np.ndarray, q_max: int = Q8_MAX) -> tuple[np.ndarray, np.ndarray]:
@@ -53,11 +54,29 @@ def quantize_delta(matrix: np.ndarray, q_max: int = Q8_MAX) -> tuple[np.ndarray,
     return q, scale
 
 
+def pack_nibbles(q: np.ndarray) -> np.ndarray:
+    """int8 values -8..7, [d, d] with d even, as the file's 4-bit layout: [d, d/2] bytes (int8,
+    as GGUF stores them), byte [j, k] holding q[j, 2k] + 8 in its low nibble and q[j, 2k+1] + 8 in
+    its high one."""
+    u = (q.astype(np.int16) + 8).astype(np.uint8)
+    return (u[:, 0::2] | (u[:, 1::2] << 4)).view(np.int8)
+
+
+def unpack_nibbles(packed: np.ndarray) -> np.ndarray:
+    """The inverse of pack_nibbles: [d, d/2] bytes -> [d, d] int8 values -8..7."""
+    u = packed.view(np.uint8)
+    out = np.empty((u.shape[0], 2 * u.shape[1]), dtype=np.int8)
+    out[:, 0::2] = (u & 0x0F).astype(np.int8) - 8
+    out[:, 1::2] = (u >> 4).astype(np.int8) - 8
+    return out
+
+
 _K = "lingalign."  # metadata key prefix
 # tensor name suffix -> LayerMap field
 _TENSOR_PARTS = {
     "map": "matrix",
     "delta_q8": "delta_q8",
+    "delta_q4": "delta_q4",
     "delta_scale": "delta_scale",
     "lr_u": "lowrank_u",
     "lr_vt": "lowrank_vt",
@@ -67,9 +86,9 @@ _TENSOR_PARTS = {
     "clamp_value": "clamp_value",
 }
 _INT_PARTS = ("clamp_index",)  # stored as I32
-_BYTE_PARTS = ("delta_q8",)  # stored as I8
+_BYTE_PARTS = ("delta_q8", "delta_q4")  # stored as I8 (delta_q4: two 4-bit values per byte)
 _HALF_PARTS = ("map", "lr_u", "lr_vt")  # F32, or F16 for float16 maps; every other tensor is F32
-PRECISIONS = ("f32", "f16", "q8")
+PRECISIONS = ("f32", "f16", "q8", "q4")
 _F16_MAX = float(np.finfo(np.float16).max)
 MAX_NEURON = 1 << 24
 
@@ -101,12 +120,14 @@ class LayerMap:
     `matrix` and the low-rank factors may be float16 (half the memory and the bytes the hook
     reads per token; the hook accumulates in float32), and a full map may be quantized to 8
     bits: M = I + delta_q8 * delta_scale (int8 [d, d], one float32 scale per column; a quarter
-    of float32's bytes). See `to_precision`. Everything else is float32. Numpy users of the map
+    of float32's bytes) or to 4 bits: the same with values -7..7 packed two per byte in
+    `delta_q4` ([d, d/2], see `pack_nibbles`; an eighth). See `to_precision`. Everything else is float32. Numpy users of the map
     should go through `dense()`, which is float32.
     """
 
     matrix: np.ndarray | None = None  # [d, d] float32 or float16, y = h @ matrix
     delta_q8: np.ndarray | None = None  # [d, d] int8: M - I in steps of delta_scale
+    delta_q4: np.ndarray | None = None  # [d, d/2] int8 bytes: M - I in steps, two per byte
     delta_scale: np.ndarray | None = None  # [d] float32, one step per column (output coordinate)
     bias: np.ndarray | None = None  # [d] float32
     vector: np.ndarray | None = None  # [d] float32, additive
@@ -117,7 +138,7 @@ class LayerMap:
 
     @property
     def kind(self) -> str:
-        if self.matrix is not None or self.delta_q8 is not None:
+        if self.matrix is not None or self.delta_q8 is not None or self.delta_q4 is not None:
             return "affine"
         if self.clamp_index is not None:
             return "clamp"
@@ -125,10 +146,12 @@ class LayerMap:
 
     @property
     def precision(self) -> str:
-        """"q8" for an 8-bit map, "f16" if the map or low-rank factors are stored as float16, else
-        "f32"."""
+        """"q8" or "q4" for an 8- or 4-bit map, "f16" if the map or low-rank factors are stored as
+        float16, else "f32"."""
         if self.delta_q8 is not None:
             return "q8"
+        if self.delta_q4 is not None:
+            return "q4"
         parts = (self.matrix, self.lowrank_u, self.lowrank_vt)
         return "f16" if any(a is not None and a.dtype == np.float16 for a in parts) else "f32"
 
@@ -137,9 +160,11 @@ class LayerMap:
         converted, exactly)."""
         if self.matrix is not None:
             return self.matrix.astype(np.float32, copy=False)
-        if self.delta_q8 is not None and self.delta_scale is not None:
-            d = self.delta_q8.shape[0]
-            return np.eye(d, dtype=np.float32) + self.delta_q8.astype(np.float32) * self.delta_scale[None, :]
+        quantized = self.delta_q8 if self.delta_q8 is not None else self.delta_q4
+        if quantized is not None and self.delta_scale is not None:
+            q = unpack_nibbles(quantized) if self.delta_q4 is not None else quantized
+            d = q.shape[0]
+            return np.eye(d, dtype=np.float32) + q.astype(np.float32) * self.delta_scale[None, :]
         if self.lowrank_u is None or self.lowrank_vt is None:
             raise TransformFileError("an additive vector has no matrix")
         u, vt = self.lowrank_u.astype(np.float64), self.lowrank_vt.astype(np.float64)
@@ -147,21 +172,30 @@ class LayerMap:
 
     def to_precision(self, precision: str, layer: int | None = None) -> LayerMap:
         """A copy whose map or low-rank factors are stored as float16 ("f16"), float32 ("f32") or,
-        for a full map, 8 bits ("q8": M - I rounded to 255 steps per column; low-rank factors,
-        already small, become float16); bias, vector and clamp stay as they are. float16 ->
-        float32 is exact; float32 -> float16 rounds to nearest, and values beyond float16's range
-        (+-65504) raise TransformFileError. An 8-bit map goes back to f32 or f16 as `dense()`."""
+        for a full map, 8 bits ("q8": M - I rounded to 255 steps per column) or 4 bits ("q4": 15
+        steps per column, two per byte; needs an even width); low-rank factors, already small,
+        become float16 for q8 and q4. Bias, vector and clamp stay as they are. float16 -> float32
+        is exact; float32 -> float16 rounds to nearest, and values beyond float16's range
+        (+-65504) raise TransformFileError. A quantized map converts from `dense()`."""
         if precision not in PRECISIONS:
             raise TransformFileError(f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
-        if precision == "q8":
+        if self.delta_q8 is not None or self.delta_q4 is not None:
+            if precision == self.precision:
+                return dataclasses.replace(self)
+            dense = dataclasses.replace(self, matrix=self.dense(), delta_q8=None, delta_q4=None, delta_scale=None)
+            return dense.to_precision(precision, layer)
+        if precision in ("q8", "q4"):
             if self.matrix is None:
                 return self.to_precision("f16", layer)
-            q, scale = quantize_delta(self.matrix)
-            return dataclasses.replace(self, matrix=None, delta_q8=q, delta_scale=scale)
+            if precision == "q8":
+                q, scale = quantize_delta(self.matrix)
+                return dataclasses.replace(self, matrix=None, delta_q8=q, delta_scale=scale)
+            if self.matrix.shape[0] % 2:
+                where = f"layer {layer}: " if layer is not None else ""
+                raise TransformFileError(f"{where}4-bit maps need an even width, the map is {self.matrix.shape[0]} wide")
+            q, scale = quantize_delta(self.matrix, Q4_MAX)
+            return dataclasses.replace(self, matrix=None, delta_q4=pack_nibbles(q), delta_scale=scale)
         dtype = np.float16 if precision == "f16" else np.float32
-        if self.delta_q8 is not None:
-            dense = dataclasses.replace(self, matrix=self.dense(), delta_q8=None, delta_scale=None)
-            return dense.to_precision(precision, layer)
         out = dataclasses.replace(self)
         for part in _HALF_PARTS:
             attr = _TENSOR_PARTS[part]
@@ -186,7 +220,7 @@ class LayerMap:
     def validate(self, layer: int, n_embd: int) -> None:
         """Raise TransformFileError unless shapes, dtypes and values are usable."""
         kinds = [
-            self.matrix is not None or self.delta_q8 is not None or self.delta_scale is not None,
+            any(a is not None for a in (self.matrix, self.delta_q8, self.delta_q4, self.delta_scale)),
             self.lowrank_u is not None or self.lowrank_vt is not None,
             self.vector is not None,
             self.clamp_index is not None or self.clamp_value is not None,
@@ -198,10 +232,18 @@ class LayerMap:
         if self.clamp_index is not None or self.clamp_value is not None:
             self._validate_clamp(layer)
             return
-        if self.matrix is not None and self.delta_q8 is not None:
-            raise TransformFileError(f"layer {layer}: needs exactly one of a map and an 8-bit map (delta_q8)")
-        if (self.delta_q8 is None) != (self.delta_scale is None):
+        if sum(a is not None for a in (self.matrix, self.delta_q8, self.delta_q4)) > 1:
+            raise TransformFileError(
+                f"layer {layer}: needs exactly one of a map, an 8-bit map (delta_q8) and a 4-bit map (delta_q4)"
+            )
+        if self.delta_q8 is None and self.delta_q4 is None and self.delta_scale is not None:
+            raise TransformFileError(f"layer {layer}: delta_scale belongs to an 8- or 4-bit map, and there is none")
+        if self.delta_q8 is not None and self.delta_scale is None:
             raise TransformFileError(f"layer {layer}: an 8-bit map needs both delta_q8 and delta_scale")
+        if self.delta_q4 is not None and self.delta_scale is None:
+            raise TransformFileError(f"layer {layer}: a 4-bit map needs both delta_q4 and delta_scale")
+        if self.delta_q4 is not None and n_embd % 2:
+            raise TransformFileError(f"layer {layer}: 4-bit maps need an even n_embd, the model has {n_embd}")
         if (self.lowrank_u is None) != (self.lowrank_vt is None):
             raise TransformFileError(f"layer {layer}: low-rank maps need both factors (lr_u and lr_vt)")
         if self.vector is not None and self.bias is not None:
@@ -216,6 +258,7 @@ class LayerMap:
         expected = {
             "map": (n_embd, n_embd),
             "delta_q8": (n_embd, n_embd),
+            "delta_q4": (n_embd, n_embd // 2),
             "delta_scale": (n_embd,),
             "lr_u": (n_embd, rank),
             "lr_vt": (rank, n_embd),
@@ -230,7 +273,7 @@ class LayerMap:
             if part in _BYTE_PARTS:
                 if array.dtype != np.int8:
                     raise TransformFileError(f"layer {layer}: {part} is {array.dtype}, expected int8")
-                if int(array.min(initial=0)) < -Q8_MAX:
+                if part == "delta_q8" and int(array.min(initial=0)) < -Q8_MAX:
                     raise TransformFileError(f"layer {layer}: {part} holds -128, outside -{Q8_MAX}..{Q8_MAX}")
                 continue
             if array.dtype != np.float32 and not (part in _HALF_PARTS and array.dtype == np.float16):
@@ -289,23 +332,23 @@ class Transform:
 
     @property
     def precision(self) -> str:
-        """"q8" if any layer's map is 8-bit, else "f16" if any map or low-rank factors are
-        float16, else "f32"."""
+        """"q8" or "q4" if any layer's map is 8- or 4-bit (the fewest bits found), else "f16" if any
+        map or low-rank factors are float16, else "f32"."""
         found = {lm.precision for lm in self.layers.values()}
-        return next((p for p in ("q8", "f16") if p in found), "f32")
+        return next((p for p in ("q4", "q8", "f16") if p in found), "f32")
 
     def to_precision(self, precision: str) -> Transform:
         """A copy with every map and low-rank factor stored as float16 ("f16": half the size on
         disk, in memory and in what the hook reads per token; the hook still accumulates in
-        float32), float32 ("f32"), or full maps as 8 bits ("q8", a quarter; see
-        `LayerMap.to_precision`). Biases, vectors and clamps stay float32. Raises
+        float32), float32 ("f32"), or full maps as 8 bits ("q8", a quarter) or 4 bits ("q4", an
+        eighth; see `LayerMap.to_precision`). Biases, vectors and clamps stay float32. Raises
         TransformFileError for a map with values beyond float16's range."""
         layers = {il: lm.to_precision(precision, il) for il, lm in self.layers.items()}
         return dataclasses.replace(self, layers=layers, fit_info=dict(self.fit_info))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the transform as a GGUF file (bit-exact round trip): F32 tensors, F16 for maps
-        and low-rank factors held as float16, and I8 for 8-bit maps."""
+        and low-rank factors held as float16, and I8 for 8- and 4-bit maps."""
         import gguf
 
         self.validate()

@@ -1,0 +1,212 @@
+// Kernels for 4-bit maps: Y = H @ Q, Q [K x ncols] holding values -8..7 (M - I in steps of a
+// per-column scale, which the hook applies afterwards). Header-only, no llama.cpp dependency.
+//
+// Out of cache (decode, where the model's weights have just streamed through it) the hook's
+// 8-bit kernel is bound by the bytes it reads; 4 bits halve them. Converting nibbles to floats
+// would cost more instructions than the bytes save, so these kernels use integer dot products,
+// as llama.cpp does for its own quantized weights: each row h is quantized to int8 per block of
+// 32 values (scale max|h| / 127, round to nearest even), and AVX2 maddubs multiplies 32 nibbles
+// by 32 int8 values per instruction. A block's integer sum is exact, so every path (AVX2 with
+// 1 or 4 panels at a time, the portable code, any thread count, decode or prompt processing)
+// computes the same integers and adds them into the float32 result with the same fused
+// multiply-adds in the same order: bit-identical results everywhere.
+//
+// Packed layout (pack_q4_panels): K is padded to Kp (a multiple of 32) and ncols to a multiple of
+// kPanel with zeros; panel p (columns 16p..16p+15) is Kp * 8 contiguous bytes; in it, rows
+// 4g..4g+3 are 32 bytes, byte 4c + t holding row 4g + t of column c in its low nibble and of
+// column c + 8 in its high one, each as value + 8 (0..15). maddubs then sums the 4 rows of each
+// column in one 32-bit lane: 8 columns per register, the low and the high nibbles.
+#pragma once
+
+#include "kernels.h"
+
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace lingalign {
+
+constexpr int kQ4Block = 32;  // values per quantization block of a row h
+
+inline int q4_padded_rows(int K) {
+    return (K + kQ4Block - 1) / kQ4Block * kQ4Block;
+}
+
+inline int q4_padded_cols(int ncols) {
+    return (ncols + kPanel - 1) / kPanel * kPanel;
+}
+
+// The file layout (two columns per byte: byte [j, k] holds column 2k in its low nibble and
+// 2k + 1 in its high one, each as value + 8; ncols even) into the kernels' panel layout.
+inline std::vector<uint8_t> pack_q4_panels(const uint8_t * file, int K, int ncols) {
+    const int Kp = q4_padded_rows(K);
+    const int Np = q4_padded_cols(ncols);
+    std::vector<uint8_t> out((size_t) Np * Kp / 2, 0x88);  // padding: value 0 in both nibbles
+    for (int j = 0; j < K; ++j) {
+        const uint8_t * row = file + (size_t) j * (ncols / 2);
+        for (int c = 0; c < ncols; ++c) {
+            const uint8_t nibble = (c % 2 == 0) ? (row[c / 2] & 0x0F) : (row[c / 2] >> 4);
+            const int p = c / kPanel, ci = c % kPanel;
+            uint8_t & byte = out[(size_t) p * Kp * 8 + (size_t) (j / 4) * 32 + (ci % 8) * 4 + j % 4];
+            byte = ci < 8 ? (uint8_t) ((byte & 0xF0) | nibble) : (uint8_t) ((byte & 0x0F) | (nibble << 4));
+        }
+    }
+    return out;
+}
+
+// One row h of K floats as int8 hq [Kp] (zero padded), with a scale hs and the sum of hq per
+// block of 32. A block with NaN or Inf gets scale NaN and zeros, so the result is NaN, as the
+// float kernels' would be, rather than an out-of-range conversion.
+inline void quantize_row_blocks(const float * h, int K, int8_t * hq, float * hs, int32_t * hsum) {
+    const int Kp = q4_padded_rows(K);
+    for (int b = 0; b < Kp / kQ4Block; ++b) {
+        const int j0 = b * kQ4Block, j1 = std::min(K, j0 + kQ4Block);
+        float amax = 0.0f;
+        bool finite = true;
+        for (int j = j0; j < j1; ++j) {
+            const float a = std::fabs(h[j]);
+            finite = finite && a <= FLT_MAX;
+            amax = std::max(amax, a);
+        }
+        std::memset(hq + j0, 0, kQ4Block);
+        hsum[b] = 0;
+        if (!finite) {
+            hs[b] = NAN;
+            continue;
+        }
+        hs[b] = amax / 127.0f;
+        const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        int32_t sum = 0;
+        for (int j = j0; j < j1; ++j) {
+            const float x = std::nearbyint(h[j] * inv);  // default rounding: to nearest even
+            const int q = (int) std::max(-127.0f, std::min(127.0f, x));
+            hq[j] = (int8_t) q;
+            sum += q;
+        }
+        hsum[b] = sum;
+    }
+}
+
+// y[i] for the columns of panel P (kPanel of them) and one quantized row: the portable code.
+inline void dot_q4_panel_portable(const int8_t * hq, const float * hs, int Kp, const uint8_t * P, float * y) {
+    for (int ci = 0; ci < kPanel; ++ci) {
+        const int shift = ci < 8 ? 0 : 4;
+        const int c = ci % 8;
+        float acc = 0.0f;
+        for (int b = 0; b < Kp / kQ4Block; ++b) {
+            int32_t s = 0;
+            for (int j = b * kQ4Block; j < (b + 1) * kQ4Block; ++j) {
+                const int v = (P[(size_t) (j / 4) * 32 + c * 4 + j % 4] >> shift) & 0x0F;
+                s += (int32_t) hq[j] * (v - 8);
+            }
+            acc = std::fma((float) s, hs[b], acc);
+        }
+        y[ci] = acc;
+    }
+}
+
+#ifdef LINGALIGN_X86
+inline bool cpu_has_avx2_fma() {
+    static const bool has = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }();
+    return has;
+}
+
+// y[0 .. NP * kPanel) for NP panels (NP = 1 or 4; P[q] each) and one quantized row: per block,
+// the 32-bit sums of nibble * hq (minus 8 * sum(hq): the nibbles are value + 8), then one fused
+// multiply-add by the block's scale, as the portable code does.
+template <int NP>
+__attribute__((target("avx2,fma"))) inline void dot_q4_panels_avx2(const int8_t * hq, const float * hs,
+                                                                   const int32_t * hsum, int Kp,
+                                                                   const uint8_t * const * P, float * y) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    __m256 acc[NP][2];
+    for (int q = 0; q < NP; ++q) {
+        acc[q][0] = _mm256_setzero_ps();
+        acc[q][1] = _mm256_setzero_ps();
+    }
+    for (int b = 0; b < Kp / kQ4Block; ++b) {
+        const __m256i start = _mm256_set1_epi32(-8 * hsum[b]);
+        __m256i s[NP][2];
+        for (int q = 0; q < NP; ++q) {
+            s[q][0] = start;
+            s[q][1] = start;
+        }
+        for (int g = b * (kQ4Block / 4); g < (b + 1) * (kQ4Block / 4); ++g) {
+            int32_t four;
+            std::memcpy(&four, hq + 4 * g, 4);
+            const __m256i x = _mm256_set1_epi32(four);
+            for (int q = 0; q < NP; ++q) {
+                const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(P[q] + (size_t) g * 32));
+                const __m256i lo = _mm256_and_si256(v, low);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                // |nibble * hq| <= 15 * 127: the pairwise sums never saturate 16 bits
+                s[q][0] = _mm256_add_epi32(s[q][0], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x), ones));
+                s[q][1] = _mm256_add_epi32(s[q][1], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x), ones));
+            }
+        }
+        const __m256 scale = _mm256_set1_ps(hs[b]);
+        for (int q = 0; q < NP; ++q) {
+            acc[q][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[q][0]), scale, acc[q][0]);
+            acc[q][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[q][1]), scale, acc[q][1]);
+        }
+    }
+    for (int q = 0; q < NP; ++q) {
+        _mm256_storeu_ps(y + q * kPanel, acc[q][0]);
+        _mm256_storeu_ps(y + q * kPanel + 8, acc[q][1]);
+    }
+}
+#endif
+
+// Y[:, c0:c1] for the n quantized rows (row r: hq + r * Kp, hs and hsum + r * Kp / 32), the
+// packed map P of ncols columns (c0 a multiple of kPanel), Y [n x ldy]. Panels are taken four at
+// a time where AVX2 allows, each group (Kp * 32 bytes) staying in cache while the rows pass.
+// `portable` forces the portable code (tests).
+inline void matmul_q4(const int8_t * hq, const float * hs, const int32_t * hsum, int n, int Kp, const uint8_t * P,
+                      int ncols, int c0, int c1, float * Y, int ldy, bool portable) {
+    const size_t panel_bytes = (size_t) Kp * 8;
+    const int nb = Kp / kQ4Block;
+    float out[kDecodePanels * kPanel];
+    int p0 = c0;
+#ifdef LINGALIGN_X86
+    if (!portable && cpu_has_avx2_fma()) {
+        for (; p0 < c1; p0 += kPanel) {
+            const int group = (c1 - p0 >= kDecodePanels * kPanel) ? kDecodePanels : 1;
+            const uint8_t * panels[kDecodePanels];
+            for (int q = 0; q < group; ++q) {
+                panels[q] = P + (size_t) (p0 / kPanel + q) * panel_bytes;
+            }
+            const int w = std::min(group * kPanel, ncols - p0);
+            for (int r = 0; r < n; ++r) {
+                const int8_t * x = hq + (size_t) r * Kp;
+                if (group == kDecodePanels) {
+                    dot_q4_panels_avx2<kDecodePanels>(x, hs + (size_t) r * nb, hsum + (size_t) r * nb, Kp, panels,
+                                                       out);
+                } else {
+                    dot_q4_panels_avx2<1>(x, hs + (size_t) r * nb, hsum + (size_t) r * nb, Kp, panels, out);
+                }
+                std::copy(out, out + w, Y + (size_t) r * ldy + p0);
+            }
+            p0 += (group - 1) * kPanel;
+        }
+        return;
+    }
+#endif
+    (void) portable;
+    (void) hsum;
+    for (; p0 < c1; p0 += kPanel) {
+        const uint8_t * panel = P + (size_t) (p0 / kPanel) * panel_bytes;
+        const int w = std::min(kPanel, ncols - p0);
+        for (int r = 0; r < n; ++r) {
+            dot_q4_panel_portable(hq + (size_t) r * Kp, hs + (size_t) r * nb, Kp, panel, out);
+            std::copy(out, out + w, Y + (size_t) r * ldy + p0);
+        }
+    }
+}
+
+} // namespace lingalign
