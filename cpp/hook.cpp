@@ -121,11 +121,14 @@ void Hook::multiply_q4(const float * const * rows, int n, const LayerTransform &
     int8_t * hq = grow(q4_rows_, (size_t) n * Kp);
     float * hs = grow(q4_scales_, (size_t) n * nb);
     int32_t * hsum = grow(q4_sums_, (size_t) n * nb);
-    // Quantizing is d operations per row against d^2 / 2 for the dots: one thread does it.
-    for (int r = 0; r < n; ++r) {
-        quantize_row_blocks(rows[r], d, hq + (size_t) r * Kp, hs + (size_t) r * nb, hsum + (size_t) r * nb);
-    }
     const bool portable = conversion_mode().load(std::memory_order_relaxed) != 0;
+    // Every task below needs every row, so the rows are quantized first (split by rows).
+    const int n_quantize = n >= 16 ? std::min(n_threads_, n / 8) : 1;
+    run_tasks(n_quantize, [&](int t) {
+        for (int r = n * t / n_quantize; r < n * (t + 1) / n_quantize; ++r) {
+            quantize_row_blocks(rows[r], d, hq + (size_t) r * Kp, hs + (size_t) r * nb, hsum + (size_t) r * nb, portable);
+        }
+    });
     const size_t work = (size_t) n * d * d;
     const int unit = n == 1 ? kDecodePanels * kPanel : kPanel;
     const int n_units = (d + unit - 1) / unit;

@@ -56,12 +56,9 @@ inline std::vector<uint8_t> pack_q4_panels(const uint8_t * file, int K, int ncol
     return out;
 }
 
-// One row h of K floats as int8 hq [Kp] (zero padded), with a scale hs and the sum of hq per
-// block of 32. A block with NaN or Inf gets scale NaN and zeros, so the result is NaN, as the
-// float kernels' would be, rather than an out-of-range conversion.
-inline void quantize_row_blocks(const float * h, int K, int8_t * hq, float * hs, int32_t * hsum) {
-    const int Kp = q4_padded_rows(K);
-    for (int b = 0; b < Kp / kQ4Block; ++b) {
+// Blocks b0..b1 of quantize_row_blocks, portable.
+inline void quantize_blocks_portable(const float * h, int K, int b0, int b1, int8_t * hq, float * hs, int32_t * hsum) {
+    for (int b = b0; b < b1; ++b) {
         const int j0 = b * kQ4Block, j1 = std::min(K, j0 + kQ4Block);
         float amax = 0.0f;
         bool finite = true;
@@ -89,6 +86,80 @@ inline void quantize_row_blocks(const float * h, int K, int8_t * hq, float * hs,
     }
 }
 
+#ifdef LINGALIGN_X86
+inline bool cpu_has_avx2_fma() {
+    static const bool has = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }();
+    return has;
+}
+
+// Whole blocks b0..b1 of quantize_row_blocks with AVX2: the same maximum, the same division and
+// products, and the same rounding (to nearest even), so the same bytes as the portable code.
+__attribute__((target("avx2,fma"))) inline void quantize_blocks_avx2(const float * h, int b0, int b1, int8_t * hq,
+                                                                     float * hs, int32_t * hsum) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 big = _mm256_set1_ps(FLT_MAX);
+    const __m256i lim = _mm256_set1_epi32(127);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  // undoes packs' lane interleaving
+    for (int b = b0; b < b1; ++b) {
+        const float * x = h + (size_t) b * kQ4Block;
+        __m256 v[4], amax = _mm256_setzero_ps();
+        int finite = 1;
+        for (int k = 0; k < 4; ++k) {
+            v[k] = _mm256_loadu_ps(x + 8 * k);
+            const __m256 a = _mm256_andnot_ps(sign, v[k]);
+            finite &= _mm256_movemask_ps(_mm256_cmp_ps(a, big, _CMP_LE_OQ)) == 0xFF;
+            amax = _mm256_max_ps(amax, a);
+        }
+        int8_t * q = hq + (size_t) b * kQ4Block;
+        if (!finite) {
+            std::memset(q, 0, kQ4Block);
+            hs[b] = NAN;
+            hsum[b] = 0;
+            continue;
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float m = _mm_cvtss_f32(m4);
+        hs[b] = m / 127.0f;
+        const __m256 inv = _mm256_set1_ps(m > 0.0f ? 127.0f / m : 0.0f);
+        __m256i i[4];
+        for (int k = 0; k < 4; ++k) {
+            const __m256 r = _mm256_round_ps(_mm256_mul_ps(v[k], inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            i[k] = _mm256_max_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), lim),
+                                    _mm256_min_epi32(lim, _mm256_cvtps_epi32(r)));
+        }
+        __m256i total = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+        __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+        t4 = _mm_hadd_epi32(t4, t4);
+        t4 = _mm_hadd_epi32(t4, t4);
+        hsum[b] = _mm_cvtsi128_si32(t4);
+        const __m256i p8 = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(q), _mm256_permutevar8x32_epi32(p8, order));
+    }
+}
+#endif
+
+// One row h of K floats as int8 hq [Kp] (zero padded), with a scale hs and the sum of hq per
+// block of 32. A block with NaN or Inf gets scale NaN and zeros, so the result is NaN, as the
+// float kernels' would be, rather than an out-of-range conversion. `portable` forces the
+// portable code (tests); both give the same bytes.
+inline void quantize_row_blocks(const float * h, int K, int8_t * hq, float * hs, int32_t * hsum, bool portable = false) {
+    const int n_blocks = q4_padded_rows(K) / kQ4Block;
+    int b = 0;
+#ifdef LINGALIGN_X86
+    if (!portable && cpu_has_avx2_fma()) {
+        b = K / kQ4Block;  // whole blocks; a partial last one below
+        quantize_blocks_avx2(h, 0, b, hq, hs, hsum);
+    }
+#endif
+    (void) portable;
+    quantize_blocks_portable(h, K, b, n_blocks, hq, hs, hsum);
+}
+
 // y[i] for the columns of panel P (kPanel of them) and one quantized row: the portable code.
 inline void dot_q4_panel_portable(const int8_t * hq, const float * hs, int Kp, const uint8_t * P, float * y) {
     for (int ci = 0; ci < kPanel; ++ci) {
@@ -108,14 +179,6 @@ inline void dot_q4_panel_portable(const int8_t * hq, const float * hs, int Kp, c
 }
 
 #ifdef LINGALIGN_X86
-inline bool cpu_has_avx2_fma() {
-    static const bool has = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }();
-    return has;
-}
-
 // y[0 .. NP * kPanel) for NP panels (NP = 1 or 4; P[q] each) and one quantized row: per block,
 // the 32-bit sums of nibble * hq (minus 8 * sum(hq): the nibbles are value + 8), then one fused
 // multiply-add by the block's scale, as the portable code does.
