@@ -1,10 +1,7 @@
 """What storage precision costs in alignment: the shipped transforms (float16) against the same
-maps as float32 and as 8-bit differences from the identity (q8), measured on their held-out
-test lines (from matrices/manifest.json) with the transform live inside llama.cpp.
-
-Column q4-sim asks whether a 4-bit format would be worth adding: M - I rounded per column to 15
-steps of max |column| / 7, stored back as float32 maps (what a 4-bit map would hold; a 4-bit
-decode kernel would also round the activations, which this leaves out).
+maps as float32, as 8-bit differences from the identity (q8) and as 4-bit ones (q4, whose kernel
+also rounds the hidden states to 8 bits per block of 32), measured on their held-out test lines
+(from matrices/manifest.json) with the transform live inside llama.cpp.
 
     python bench/precision_quality.py [--langs spa,swh] [--threads 2]
 
@@ -15,7 +12,6 @@ bench/results/precision_quality.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 from pathlib import Path
@@ -24,24 +20,10 @@ import lingalign
 from lingalign.data import read_lines
 from lingalign.evaluate import eval_retrieval
 from lingalign.hook import open_model
-from lingalign.transform import LayerMap, quantize_delta
 
 REPO = Path(__file__).resolve().parent.parent
 TATOEBA = REPO.parent / "shared" / "data" / "tatoeba"
-PRECISIONS = ("f32", "f16", "q8", "q4-sim")
-Q4_MAX = 7
-
-
-def four_bit(t: lingalign.Transform) -> lingalign.Transform:
-    """`t` with every full map replaced by its 4-bit rounding (float32 storage)."""
-    layers = {}
-    for il, lm in t.layers.items():
-        if lm.kind == "affine":
-            q, scale = quantize_delta(lm.dense(), q_max=Q4_MAX)
-            lm = dataclasses.replace(lm, matrix=LayerMap(delta_q8=q, delta_scale=scale).dense(),
-                                     delta_q8=None, delta_scale=None)
-        layers[il] = lm
-    return dataclasses.replace(t, layers=layers)
+PRECISIONS = ("f32", "f16", "q8", "q4")
 
 
 def main() -> None:
@@ -64,9 +46,9 @@ def main() -> None:
         layer = sorted(shipped.layers)[0]
         row: dict[str, object] = {"layer": layer, "pairs": len(src), "test_lines": entry["measured"]["test_lines"]}
         for precision in PRECISIONS:
-            t = four_bit(shipped.to_precision("f32")) if precision == "q4-sim" else shipped.to_precision(precision)
+            t = shipped.to_precision(precision)
             r = eval_retrieval(llm, src, tgt, transform=t, layers=[layer], progress=False)
-            stored = None if precision == "q4-sim" else sum(a.nbytes for lm in t.layers.values() for a in lm.arrays().values())
+            stored = sum(a.nbytes for lm in t.layers.values() for a in lm.arrays().values())
             row[precision] = {"top1": r["best_top1"], "map_bytes": stored}
         results[lang] = row
         print(f"{lang:<5} {layer:>5} {len(src):>5} " + " ".join(f"{row[p]['top1']:>6.3f}" for p in PRECISIONS))

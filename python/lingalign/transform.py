@@ -43,7 +43,7 @@ Q4_MAX = 7  # and -7..7 in 4 bits (the file format also reads -8)
 def quantize_delta(matrix: np.ndarray, q_max: int = Q8_MAX) -> tuple[np.ndarray, np.ndarray]:
     """(q, scale) with matrix ~= I + q * scale: M - I rounded per column to the nearest of
     2 q_max + 1 steps of scale = max |column| / q_max (error at most scale / 2 per entry; q_max 127
-    for q8, smaller for studies of fewer bits). Quantizing the difference from the identity, not M
+    for q8, 7 for q4). Quantizing the difference from the identity, not M
     itself, keeps the steps small: fitted maps are near I."""
     if not 1 <= q_max <= Q8_MAX:
         raise ValueError(f"q_max must be in 1..{Q8_MAX}")
