@@ -92,19 +92,30 @@ template <typename T> static T * grow(std::vector<T> & v, size_t n) {
     return v.data();
 }
 
-template <typename T>
-void Hook::multiply(const float * const * rows, int n, int K, const T * M, int ncols, float * Y) {
-    const size_t work = (size_t) n * K * ncols;
+int Hook::column_tasks(int n, int K, int ncols, int * unit) const {
     // Tasks take whole panels (whole groups of them for decode's one row), so they never write
     // the same cache line of Y and each streams its own contiguous part of the packed map.
-    const int unit = n == 1 ? kDecodePanels * kPanel : kPanel;
+    *unit = n == 1 ? kDecodePanels * kPanel : kPanel;
+    const int n_units = (ncols + *unit - 1) / *unit;
+    return (size_t) n * K * ncols >= kParallelWork ? std::min(n_threads_, n_units) : 1;
+}
+
+// Columns [c0, c1) of task t of n_tasks, in whole units of `unit` columns.
+static void task_columns(int t, int n_tasks, int ncols, int unit, int * c0, int * c1) {
     const int n_units = (ncols + unit - 1) / unit;
-    const int n_tasks = work >= kParallelWork ? std::min(n_threads_, n_units) : 1;
+    *c0 = std::min(ncols, (n_units * t / n_tasks) * unit);
+    *c1 = std::min(ncols, (n_units * (t + 1) / n_tasks) * unit);
+}
+
+template <typename T>
+void Hook::multiply(const float * const * rows, int n, int K, const T * M, int ncols, float * Y) {
+    int unit = 0;
+    const int n_tasks = column_tasks(n, K, ncols, &unit);
     const size_t scratch_floats = std::is_same<T, float>::value ? 0 : panel_scratch_floats(K);
     float * scratch = scratch_floats > 0 ? grow(half_scratch_, scratch_floats * n_tasks) : nullptr;
     run_tasks(n_tasks, [&](int t) {
-        const int c0 = std::min(ncols, (n_units * t / n_tasks) * unit);
-        const int c1 = std::min(ncols, (n_units * (t + 1) / n_tasks) * unit);
+        int c0 = 0, c1 = 0;
+        task_columns(t, n_tasks, ncols, unit, &c0, &c1);
         float * own = scratch != nullptr ? scratch + scratch_floats * t : nullptr;
         if (n == 1) {
             matvec_packed(rows[0], K, M, ncols, c0, c1, Y, own);
@@ -129,13 +140,11 @@ void Hook::multiply_q4(const float * const * rows, int n, const LayerTransform &
             quantize_row_blocks(rows[r], d, hq + (size_t) r * Kp, hs + (size_t) r * nb, hsum + (size_t) r * nb, portable);
         }
     });
-    const size_t work = (size_t) n * d * d;
-    const int unit = n == 1 ? kDecodePanels * kPanel : kPanel;
-    const int n_units = (d + unit - 1) / unit;
-    const int n_tasks = work >= kParallelWork ? std::min(n_threads_, n_units) : 1;
+    int unit = 0;
+    const int n_tasks = column_tasks(n, d, d, &unit);
     run_tasks(n_tasks, [&](int t) {
-        const int c0 = std::min(d, (n_units * t / n_tasks) * unit);
-        const int c1 = std::min(d, (n_units * (t + 1) / n_tasks) * unit);
+        int c0 = 0, c1 = 0;
+        task_columns(t, n_tasks, d, unit, &c0, &c1);
         matmul_q4(hq, hs, hsum, n, Kp, lt.matrix_q4.data(), d, c0, c1, Y, d, portable);
     });
 }

@@ -161,6 +161,9 @@ private:
     // Y [n x ncols] = rows [n x K] @ M [K x ncols], M packed by panels (float32, float16 bit
     // patterns or int8), on the kernel threads when the work is large enough.
     template <typename T> void multiply(const float * const * rows, int n, int K, const T * M, int ncols, float * Y);
+    // How many tasks share Y [n x ncols] = rows [n x K] @ M, each taking whole units of *unit
+    // columns (task_columns in hook.cpp says which).
+    int column_tasks(int n, int K, int ncols, int * unit) const;
     // Y [n x d] = rows @ Q for a 4-bit map: the rows quantized per block, then integer dots.
     void multiply_q4(const float * const * rows, int n, const LayerTransform & lt, float * Y);
     void fail(const std::string & message);           // mutex_ held
