@@ -326,21 +326,28 @@ void Hook::set_lowrank_f16(int layer, const uint16_t * u, size_t u_len, const ui
     store_layer(layer, make_lowrank(layer, (size_t) n_embd_, u, u_len, vt, vt_len, rank, bias, bias_len));
 }
 
-void Hook::set_affine_q8(int layer, const int8_t * q, size_t q_len, const float * scale, size_t scale_len,
-                         const float * bias, size_t bias_len) {
-    check_layer(layer, n_layer_);
-    const size_t d = (size_t) n_embd_;
-    check_affine_shape(layer, d, q_len);
+// The column scales and bias of an 8- or 4-bit map, checked; the caller adds the bytes.
+static LayerTransform quantized_map(int layer, size_t d, LayerTransform::Kind kind, const float * scale,
+                                    size_t scale_len, const float * bias, size_t bias_len) {
     if (scale_len != d) {
         throw std::invalid_argument("layer " + std::to_string(layer) + ": scale has " + std::to_string(scale_len) +
                                     " values, the model needs " + std::to_string(d));
     }
     check_finite(scale, scale_len, layer, "scale");
     LayerTransform lt;
-    lt.kind = LayerTransform::AFFINE_Q8;
-    lt.matrix_q = packed(q, (int) d, (int) d);
+    lt.kind = kind;
     lt.scale.assign(scale, scale + scale_len);
     lt.bias = checked_bias(layer, d, bias, bias_len);
+    return lt;
+}
+
+void Hook::set_affine_q8(int layer, const int8_t * q, size_t q_len, const float * scale, size_t scale_len,
+                         const float * bias, size_t bias_len) {
+    check_layer(layer, n_layer_);
+    const size_t d = (size_t) n_embd_;
+    check_affine_shape(layer, d, q_len);
+    LayerTransform lt = quantized_map(layer, d, LayerTransform::AFFINE_Q8, scale, scale_len, bias, bias_len);
+    lt.matrix_q = packed(q, (int) d, (int) d);
     store_layer(layer, std::move(lt));
 }
 
@@ -356,16 +363,8 @@ void Hook::set_affine_q4(int layer, const uint8_t * q, size_t q_len, const float
         throw std::invalid_argument("layer " + std::to_string(layer) + ": 4-bit map has " + std::to_string(q_len) +
                                     " bytes, the model needs " + std::to_string(d) + "x" + std::to_string(d / 2));
     }
-    if (scale_len != d) {
-        throw std::invalid_argument("layer " + std::to_string(layer) + ": scale has " + std::to_string(scale_len) +
-                                    " values, the model needs " + std::to_string(d));
-    }
-    check_finite(scale, scale_len, layer, "scale");
-    LayerTransform lt;
-    lt.kind = LayerTransform::AFFINE_Q4;
+    LayerTransform lt = quantized_map(layer, d, LayerTransform::AFFINE_Q4, scale, scale_len, bias, bias_len);
     lt.matrix_q4 = pack_q4_panels(q, (int) d, (int) d);
-    lt.scale.assign(scale, scale + scale_len);
-    lt.bias = checked_bias(layer, d, bias, bias_len);
     store_layer(layer, std::move(lt));
 }
 

@@ -4,23 +4,23 @@ block of 32 (scale max|h| / 127, nearest even), so h' = h + alpha * ((hq @ q) * 
 
 What is asserted: packing round-trips; quantization stays within half a step; the hook computes
 exactly that formula on the model's real hidden states (read back with capture), also for widths
-that are not whole blocks and panels; the result stays close to the float32 map's; the identity is
-bit-identical to no transform; thread counts and the portable kernel change nothing; files
-round-trip at an eighth of float32's size and bad ones are refused.
+that are not whole blocks and panels; the result stays close to the float32 map's; thread
+counts and the portable kernel change nothing; bad files are refused. test_q8.py's tests parametrized by precision cover 4 bits too:
+logits close to the float32 map's, the identity bit-identical to no transform, files that
+round-trip at an eighth of float32's size.
 """
 
 from __future__ import annotations
 
-import gguf
 import numpy as np
 import pytest
 from conftest import tiny_llm
 from test_f16 import _decode_logits, _maps, _prompt_logits, _run
-from test_transform_file import _valid_kv, _write_raw
+from test_transform_file import _assert_refused
 
 import lingalign
-from lingalign import LayerMap, Transform, TransformFileError, _core
-from lingalign.transform import Q4_MAX, pack_nibbles, quantize_delta, unpack_nibbles
+from lingalign import LayerMap, TransformFileError, _core
+from lingalign.transform import Q4_MAX, pack_nibbles, unpack_nibbles
 
 SENTENCES = ["the quick brown fox jumps over the lazy dog", "a dog", "over the lazy fox and the dog jumps"]
 
@@ -110,29 +110,6 @@ def test_hook_applies_the_q4_formula_to_the_real_hidden_states(tiny_model, narro
             assert moved > 1e-2 and np.linalg.norm(y - exact) < 0.2 * moved
 
 
-def test_q4_moves_the_logits_as_the_f32_map_does(tiny_model):
-    t32 = _maps(tiny_model, range(4))
-    t4 = t32.to_precision("q4")
-    plain, _, _ = _run(tiny_model, None, _prompt_logits, n_batch=8, n_ubatch=4)
-    out32, _, _ = _run(tiny_model, t32, _prompt_logits, n_batch=8, n_ubatch=4)
-    out4, rows, steering = _run(tiny_model, t4, _prompt_logits, n_batch=8, n_ubatch=4)
-    assert rows > 0
-    moved, err = np.abs(out32 - plain).max(), np.abs(out4 - out32).max()
-    assert err < 0.25 * moved
-    d = t4.model.n_embd
-    assert steering._hook.map_bytes(0) == d * d // 2 + 4 * d  # the nibbles and the scales, no float copy
-
-
-def test_q4_identity_is_bit_identical_to_no_transform(tiny_model, conversion):
-    t4 = _maps(tiny_model, range(4), kind="identity").to_precision("q4")
-    assert not t4.layers[0].delta_scale.any()
-    for logits in (_prompt_logits, _decode_logits):
-        plain, _, _ = _run(tiny_model, None, logits, n_batch=8, n_ubatch=4)
-        out, rows, _ = _run(tiny_model, t4, logits, n_batch=8, n_ubatch=4)
-        assert rows > 0
-        assert np.array_equal(out, plain)
-
-
 def test_q4_threads_and_the_portable_kernel_give_the_same_logits(tmp_path):
     from tinymodel import write_tiny_llama
 
@@ -153,27 +130,6 @@ def test_q4_threads_and_the_portable_kernel_give_the_same_logits(tmp_path):
         assert np.array_equal(two, portable)
 
 
-def test_q4_file_round_trip_and_conversions(tiny_model, tmp_path):
-    t32 = _maps(tiny_model, [0, 2]).to_precision("f32")
-    t32.layers[3] = _maps(tiny_model, [3], kind="lowrank").layers[3]
-    t4 = t32.to_precision("q4")
-    assert t4.layers[3].precision == "f16" and t4.precision == "q4"
-    path = tmp_path / "q4.gguf"
-    t4.save(path)
-    types = {x.name: x.tensor_type for x in gguf.GGUFReader(str(path)).tensors}
-    Q = gguf.GGMLQuantizationType
-    assert types["blk.0.delta_q4"] == Q.I8 and types["blk.0.delta_scale"] == Q.F32 and types["blk.0.bias"] == Q.F32
-    back = Transform.load(path)
-    assert back.precision == "q4" and back.summary() == t4.summary()
-    for part in ("delta_q4", "delta_scale", "bias"):
-        assert getattr(back.layers[0], part).tobytes() == getattr(t4.layers[0], part).tobytes()
-    f = back.to_precision("f32")
-    assert f.layers[0].delta_q4 is None and np.array_equal(f.layers[0].matrix, back.layers[0].dense())
-    d = t4.model.n_embd
-    t32.save(tmp_path / "f32.gguf")
-    assert path.stat().st_size < (tmp_path / "f32.gguf").stat().st_size - 2 * (4 * d * d - d * d // 2)
-
-
 def test_bad_q4_maps_are_refused(tiny_model, tmp_path):
     fp = lingalign.fingerprint(tiny_model)
     d = fp.n_embd
@@ -189,11 +145,7 @@ def test_bad_q4_maps_are_refused(tiny_model, tmp_path):
         "exactly one of a map, an 8-bit map": {"blk.1.delta_q8": np.zeros((d, d), np.int8), "blk.1.delta_q4": q,
                                               "blk.1.delta_scale": s},
     }
-    for message, tensors in cases.items():
-        path = tmp_path / "bad.gguf"
-        _write_raw(path, kv=_valid_kv(fp, [1]), tensors=tensors)
-        with pytest.raises(TransformFileError, match=message):
-            Transform.load(path)
+    _assert_refused(tmp_path, fp, cases)
     hook = _core.Hook(64, 4)
     with pytest.raises(ValueError, match="scale contains NaN or Inf"):
         hook.set_affine_q4(1, np.zeros((64, 32), np.int8), np.full(64, np.nan, np.float32))

@@ -1,5 +1,6 @@
 """8-bit maps: M = I + q * scale (int8 q, one float32 scale per column), applied by the hook as
-h' = h + alpha * ((h @ q) * scale + b).
+h' = h + alpha * ((h @ q) * scale + b). The tests parametrized by precision cover 4-bit maps
+too (test_q4.py has the rest of theirs).
 
 What is asserted: quantization stays within half a step of the map; the hook computes exactly
 that formula on the model's real hidden states (read back with capture); the identity is
@@ -14,10 +15,10 @@ import numpy as np
 import pytest
 from conftest import tiny_llm
 from test_f16 import _decode_logits, _maps, _prompt_logits, _run
-from test_transform_file import _valid_kv, _write_raw
+from test_transform_file import _assert_refused
 
 import lingalign
-from lingalign import LayerMap, Transform, TransformFileError, _core
+from lingalign import LayerMap, Transform, _core
 from lingalign.transform import quantize_delta
 
 SENTENCES = ["the quick brown fox jumps over the lazy dog", "a dog", "over the lazy fox and the dog jumps"]
@@ -67,26 +68,30 @@ def test_hook_applies_the_q8_formula_to_the_real_hidden_states(tiny_model, conve
             assert not np.allclose(y, h, atol=1e-3)
 
 
-def test_q8_matches_the_f32_map_it_came_from(tiny_model):
+@pytest.mark.parametrize("precision", ["q8", "q4"])
+def test_quantized_map_moves_the_logits_as_the_f32_map_does(tiny_model, precision):
     t32 = _maps(tiny_model, range(4))
-    t8 = t32.to_precision("q8")
+    tq = t32.to_precision(precision)
     plain, _, _ = _run(tiny_model, None, _prompt_logits, n_batch=8, n_ubatch=4)
     out32, _, _ = _run(tiny_model, t32, _prompt_logits, n_batch=8, n_ubatch=4)
-    out8, rows, steering = _run(tiny_model, t8, _prompt_logits, n_batch=8, n_ubatch=4)
+    outq, rows, steering = _run(tiny_model, tq, _prompt_logits, n_batch=8, n_ubatch=4)
     assert rows > 0
-    # the 8-bit map moves the logits as the float32 one does, up to a small quantization error
-    moved, err = np.abs(out32 - plain).max(), np.abs(out8 - out32).max()
-    assert err < 0.05 * moved
-    d = t8.model.n_embd
-    assert steering._hook.map_bytes(0) == d * d + 4 * d  # the bytes and the scales, no float copy
+    # up to the rounding: 255 steps per column in 8 bits; 15 in 4 bits, plus the hidden states'
+    moved, err = np.abs(out32 - plain).max(), np.abs(outq - out32).max()
+    assert err < {"q8": 0.05, "q4": 0.25}[precision] * moved
+    d = tq.model.n_embd
+    stored = {"q8": d * d, "q4": d * d // 2}[precision]
+    assert steering._hook.map_bytes(0) == stored + 4 * d  # the bytes and the scales, no float copy
 
 
-def test_q8_identity_is_bit_identical_to_no_transform(tiny_model, conversion):
-    t8 = _maps(tiny_model, range(4), kind="identity").to_precision("q8")
-    assert not t8.layers[0].delta_q8.any()
+@pytest.mark.parametrize("precision", ["q8", "q4"])
+def test_quantized_identity_is_bit_identical_to_no_transform(tiny_model, conversion, precision):
+    tq = _maps(tiny_model, range(4), kind="identity").to_precision(precision)
+    d = tq.model.n_embd
+    assert tq.precision == precision and np.array_equal(tq.layers[0].dense(), np.eye(d, dtype=np.float32))
     for logits in (_prompt_logits, _decode_logits):
         plain, _, _ = _run(tiny_model, None, logits, n_batch=8, n_ubatch=4)
-        out, rows, _ = _run(tiny_model, t8, logits, n_batch=8, n_ubatch=4)
+        out, rows, _ = _run(tiny_model, tq, logits, n_batch=8, n_ubatch=4)
         assert rows > 0
         assert np.array_equal(out, plain)
 
@@ -105,26 +110,30 @@ def test_q8_threads_give_the_same_logits(tmp_path):
         assert np.array_equal(one, two)
 
 
-def test_q8_file_round_trip_and_conversions(tiny_model, tmp_path):
+@pytest.mark.parametrize("precision", ["q8", "q4"])
+def test_quantized_file_round_trip_and_conversions(tiny_model, tmp_path, precision):
     t32 = _maps(tiny_model, [0, 2]).to_precision("f32")
     t32.layers[3] = _maps(tiny_model, [3], kind="lowrank").layers[3]
-    t8 = t32.to_precision("q8")
-    assert t8.layers[3].precision == "f16"  # low-rank factors are already small: float16
-    path = tmp_path / "q8.gguf"
-    t8.save(path)
+    tq = t32.to_precision(precision)
+    assert tq.precision == precision
+    assert tq.layers[3].precision == "f16"  # low-rank factors are already small: float16
+    path = tmp_path / f"{precision}.gguf"
+    tq.save(path)
+    part = f"delta_{precision}"
     types = {x.name: x.tensor_type for x in gguf.GGUFReader(str(path)).tensors}
     Q = gguf.GGMLQuantizationType
-    assert types["blk.0.delta_q8"] == Q.I8 and types["blk.0.delta_scale"] == Q.F32 and types["blk.0.bias"] == Q.F32
+    assert types[f"blk.0.{part}"] == Q.I8 and types["blk.0.delta_scale"] == Q.F32 and types["blk.0.bias"] == Q.F32
     back = Transform.load(path)
-    assert back.precision == "q8" and back.summary() == t8.summary()
-    for part in ("delta_q8", "delta_scale", "bias"):
-        assert getattr(back.layers[0], part).tobytes() == getattr(t8.layers[0], part).tobytes()
+    assert back.precision == precision and back.summary() == tq.summary()
+    for name in (part, "delta_scale", "bias"):
+        assert getattr(back.layers[0], name).tobytes() == getattr(tq.layers[0], name).tobytes()
     # back to float: the dense map, exactly
     f = back.to_precision("f32")
-    assert f.layers[0].delta_q8 is None and np.array_equal(f.layers[0].matrix, back.layers[0].dense())
-    d = t8.model.n_embd
+    assert getattr(f.layers[0], part) is None and np.array_equal(f.layers[0].matrix, back.layers[0].dense())
+    d = tq.model.n_embd
+    stored = {"q8": d * d, "q4": d * d // 2}[precision]  # bytes per map, against 4 d^2 in float32
     t32.save(tmp_path / "f32.gguf")
-    assert path.stat().st_size < (tmp_path / "f32.gguf").stat().st_size - 2 * 3 * d * d
+    assert path.stat().st_size < (tmp_path / "f32.gguf").stat().st_size - 2 * (4 * d * d - stored)
 
 
 def test_bad_q8_maps_are_refused(tiny_model, tmp_path):
@@ -142,11 +151,7 @@ def test_bad_q8_maps_are_refused(tiny_model, tmp_path):
         "exactly one of a map, an 8-bit map": {"blk.1.map": np.eye(d, dtype=np.float32), "blk.1.delta_q8": q,
                                                   "blk.1.delta_scale": s},
     }
-    for message, tensors in cases.items():
-        path = tmp_path / "bad.gguf"
-        _write_raw(path, kv=_valid_kv(fp, [1]), tensors=tensors)
-        with pytest.raises(TransformFileError, match=message):
-            Transform.load(path)
+    _assert_refused(tmp_path, fp, cases)
     hook = _core.Hook(64, 4)
     with pytest.raises(ValueError, match="scale contains NaN or Inf"):
         hook.set_affine_q8(1, np.zeros((64, 64), np.int8), np.full(64, np.inf, np.float32))

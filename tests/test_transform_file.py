@@ -65,6 +65,16 @@ def _write_raw(path, arch="lingalign", kv=None, tensors=None):
     w.close()
 
 
+def _assert_refused(tmp_path, fp, cases: dict, layers=(1,)) -> None:
+    """Each case's tensors, written with valid metadata for `layers`, are refused by
+    Transform.load with a TransformFileError matching the case's message."""
+    for message, tensors in cases.items():
+        path = tmp_path / "bad.gguf"
+        _write_raw(path, kv=_valid_kv(fp, list(layers)), tensors=tensors)
+        with pytest.raises(TransformFileError, match=message):
+            Transform.load(path)
+
+
 def _valid_kv(fp, layers):
     return {
         "lingalign.format_version": 1,
