@@ -74,7 +74,7 @@ def test_fit_layers_auto_picks_one_layer_and_alpha(tiny_model, tmp_path):
                  "--out", str(out), "--layers", "auto"]) == 1
 
 
-def test_fit_precision_f16_halves_the_file_q8_quarters_it_q4_eighths_it(tiny_model, texts, tmp_path, capsys):
+def test_fit_and_convert_precision_f16_halves_the_file_q8_quarters_it_q4_eighths_it(tiny_model, texts, tmp_path, capsys):
     sizes = {}
     for precision in ("f32", "f16", "q8", "q4"):
         out = tmp_path / f"{precision}.gguf"
@@ -91,6 +91,19 @@ def test_fit_precision_f16_halves_the_file_q8_quarters_it_q4_eighths_it(tiny_mod
     assert sizes["f16"] < 0.6 * sizes["f32"]
     assert sizes["q8"] < 0.35 * sizes["f32"]
     assert sizes["q4"] < 0.2 * sizes["f32"]
+    # convert: the same maps in another precision, as fit would have stored them
+    f32 = Transform.load(tmp_path / "f32.gguf")
+    for precision in ("q4", "f16"):
+        out = tmp_path / f"converted-{precision}.gguf"
+        capsys.readouterr()
+        assert main(["convert", str(tmp_path / "f32.gguf"), str(out), "--precision", precision]) == 0
+        assert f"f32 -> {precision}" in capsys.readouterr().out
+        back = Transform.load(out)
+        assert back.precision == precision and back.summary() == f32.summary()
+        for il, lm in back.layers.items():
+            assert np.array_equal(lm.dense(), f32.layers[il].to_precision(precision).dense())
+    assert main(["convert", str(tmp_path / "nope.gguf"), str(tmp_path / "x.gguf"), "--precision", "q4"]) == 1
+    assert "transform file not found" in capsys.readouterr().err
 
 
 def test_bad_input_exits_1_with_message(tiny_model, texts, tmp_path, capsys):

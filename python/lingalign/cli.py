@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -398,6 +399,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .transform import Transform
+
+    t = Transform.load(args.transform)
+    out = t.to_precision(args.precision)
+    out.save(args.out)
+    before, after = Path(args.transform).stat().st_size, Path(args.out).stat().st_size
+    print(f"wrote {args.out}: {t.precision} -> {out.precision}, {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB")
+    return 0
+
+
 def _cmd_pull(args: argparse.Namespace) -> int:
     from .hub import pull
     from .model import fingerprint, resolve_model
@@ -564,6 +576,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("out")
     sp.add_argument("--alpha", type=float, default=None, help="scale baked into the vectors (default: the file's)")
     sp.set_defaults(func=_cmd_export)
+
+    sp = sub.add_parser("convert", help="store a transform's maps in another precision (f32, f16, q8, q4)")
+    sp.add_argument("transform")
+    sp.add_argument("out")
+    sp.add_argument("--precision", choices=PRECISIONS, required=True,
+                    help="f32 and f16 store maps as floats; q8 and q4 full maps as 8- or 4-bit differences from "
+                    "the identity (a quarter or an eighth of float32's bytes, read per token)")
+    sp.set_defaults(func=_cmd_convert)
 
     sp = sub.add_parser("pull", help="download a transform from the Hugging Face Hub, verified")
     sp.add_argument("repo_id")
