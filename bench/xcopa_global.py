@@ -6,10 +6,14 @@ bench/quality.py tunes each language's strength on its own 100 val items, which 
 (one standard error there is 5 points) and is not "chosen once". Here, per XCOPA language:
 - the method's transform is fitted exactly as in bench/quality.py (Tatoeba pairs 1-450, the one
   layer and strength with the best dev top-1 on pairs 451-500);
-- every (alpha, positions) of the grid is scored on that language's XCOPA val (100 items).
+- every (alpha, positions) of the grid is scored on that language's XCOPA val (100 items); the
+  positions are bench/quality.py's (all, last) and "prompt": the premise and connector move, the
+  choices being scored do not (they are the target language's own words, which a map toward
+  English could only make less likely), yet they attend to the moved premise.
 The one (method, alpha, positions) with the best mean val accuracy over the six languages (600
-items) is then used unchanged on every language's test set (500 items). Nothing is tuned per
-language or on test data. The unintervened test accuracies are recomputed here too.
+items; ties go to the smaller |alpha|, then to the policy that moves fewer tokens) is then used
+unchanged on every language's test set (500 items). Nothing is tuned per language or on test
+data. The unintervened test accuracies are recomputed here too.
 
 Writes bench/results/xcopa_global.json after every score (a rerun resumes) and its row into
 docs/results.md.
@@ -31,6 +35,8 @@ import lingalign
 from lingalign.evaluate import eval_choice, load_choice_items
 from quality import CHOICE_ALPHAS, CHOICE_POSITIONS, XCOPA, XCOPA_OF, Study, write_table  # bench/ is on sys.path
 
+POSITIONS = CHOICE_POSITIONS + ("prompt",)
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "xcopa_global.json"
 
@@ -45,7 +51,7 @@ def main() -> int:
     res: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
     res["command"] = "python bench/xcopa_global.py"
     scores = res.setdefault("val", {})  # "<method>/<lang>/<alpha>/<positions>" -> accuracy
-    test = res.setdefault("test", {})  # "<lang>/none" or "<lang>/chosen" -> accuracy
+    test = res.setdefault("test", {})  # "<lang>/none" or "<lang>/<method>/<alpha>/<positions>" -> accuracy
 
     def save() -> None:
         out.write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
@@ -72,7 +78,7 @@ def main() -> int:
             save()
         for method in methods:
             for alpha in CHOICE_ALPHAS:
-                for pos in CHOICE_POSITIONS:
+                for pos in POSITIONS:
                     key = f"{method}/{lang}/{alpha}/{pos}"
                     if key in scores:
                         continue
@@ -85,14 +91,19 @@ def main() -> int:
     none_val = float(np.mean([scores[f"none/{lang}"] for lang in langs]))
     pooled = {
         (m, a, p): float(np.mean([scores[f"{m}/{lang}/{a}/{p}"] for lang in langs]))
-        for m in methods for a in CHOICE_ALPHAS for p in CHOICE_POSITIONS
+        for m in methods for a in CHOICE_ALPHAS for p in POSITIONS
     }
-    (method, alpha, pos), best_val = max(pooled.items(), key=lambda kv: (kv[1], -abs(kv[0][1])))
+    # ties: the smaller |alpha|, then the policy that moves fewer tokens (last, prompt, all)
+    moved = {"last": 0, "prompt": 1, "all": 2}
+    (method, alpha, pos), best_val = max(pooled.items(), key=lambda kv: (kv[1], -abs(kv[0][1]), -moved[kv[0][2]]))
     off = best_val <= none_val
     res["chosen"] = {"method": method, "alpha": 0.0 if off else alpha, "positions": pos, "off": off,
                      "val_mean": round(best_val, 4), "val_mean_none": round(none_val, 4)}
     save()
     print(f"chosen on pooled val: {res['chosen']}", file=sys.stderr, flush=True)
+
+    def chosen_key(lang: str) -> str:
+        return f"{lang}/none" if off else f"{lang}/{method}/{alpha}/{pos}"
 
     for lang in langs:
         xl = XCOPA_OF[lang]
@@ -100,13 +111,12 @@ def main() -> int:
         if f"{lang}/none" not in test:
             test[f"{lang}/none"] = eval_choice(llm, items, lang=xl)["accuracy"]
             save()
-        if not off and f"{lang}/chosen" not in test:
+        if chosen_key(lang) not in test:
             t = dataclasses.replace(transform(method, lang), alpha=alpha, positions=pos)
-            test[f"{lang}/chosen"] = eval_choice(llm, items, lang=xl, transform=t)["accuracy"]
+            test[chosen_key(lang)] = eval_choice(llm, items, lang=xl, transform=t)["accuracy"]
             save()
-        print(f"{xl}: test none {test[f'{lang}/none']:.3f} chosen {test.get(f'{lang}/chosen', test[f'{lang}/none']):.3f}",
-              file=sys.stderr, flush=True)
-    chosen = [test.get(f"{lang}/chosen", test[f"{lang}/none"]) for lang in langs]
+        print(f"{xl}: test none {test[f'{lang}/none']:.3f} chosen {test[chosen_key(lang)]:.3f}", file=sys.stderr, flush=True)
+    chosen = [test[chosen_key(lang)] for lang in langs]
     none = [test[f"{lang}/none"] for lang in langs]
     res["summary"] = {"test_mean_none": round(float(np.mean(none)), 4), "test_mean_chosen": round(float(np.mean(chosen)), 4),
                       "per_language": {XCOPA_OF[lang]: [round(n, 4), round(c, 4)] for lang, n, c in zip(langs, none, chosen)}}
