@@ -65,6 +65,20 @@ PYBIND11_MODULE(_core, m) {
           "Kernels convert float16 and int8 maps with the portable code instead of F16C and AVX2 "
           "(process-wide; for tests).");
     m.def("half_conversion_uses_f16c", &lingalign::half_conversion_uses_f16c);
+    m.def("q4_multiply",
+          [](CArray<float> rows, CArray<int8_t> q, bool portable) {
+              if (rows.ndim() != 2 || q.ndim() != 2 || q.shape(0) != rows.shape(1) || q.shape(1) * 2 != q.shape(0)) {
+                  throw py::value_error("q4_multiply needs rows [n, d] and q [d, d/2]");
+              }
+              const int n = (int) rows.shape(0), d = (int) rows.shape(1);
+              py::array_t<float> out({n, d});
+              lingalign::q4_multiply_rows(rows.data(), n, d, reinterpret_cast<const uint8_t *>(q.data()),
+                                          out.mutable_data(), portable);
+              return out;
+          },
+          py::arg("rows"), py::arg("q"), py::arg("portable") = false,
+          "rows @ Q for a 4-bit map in the file layout, as the hook's kernel computes it: the rows "
+          "quantized to int8 per block of 32, then integer dot products (for tests; no scales).");
 
     py::class_<Hook>(m, "Hook")
         .def(py::init<int, int>(), py::arg("n_embd"), py::arg("n_layer"))

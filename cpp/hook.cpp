@@ -810,6 +810,19 @@ bool Hook::on_data(ggml_tensor * t) {
     return keep_going;
 }
 
+void q4_multiply_rows(const float * rows, int n, int d, const uint8_t * q, float * Y, bool portable) {
+    const int Kp = q4_padded_rows(d), nb = Kp / kQ4Block;
+    const std::vector<uint8_t> P = pack_q4_panels(q, d, d);
+    std::vector<int8_t> hq((size_t) n * Kp);
+    std::vector<float> hs((size_t) n * nb);
+    std::vector<int32_t> hsum((size_t) n * nb);
+    for (int r = 0; r < n; ++r) {
+        quantize_row_blocks(rows + (size_t) r * d, d, hq.data() + (size_t) r * Kp, hs.data() + (size_t) r * nb,
+                            hsum.data() + (size_t) r * nb, portable);
+    }
+    matmul_q4(hq.data(), hs.data(), hsum.data(), n, Kp, P.data(), d, 0, d, Y, d, portable);
+}
+
 void half_to_float_array(const uint16_t * src, size_t n, float * dst, bool portable) {
     if (portable) {
         for (size_t i = 0; i < n; ++i) {

@@ -230,5 +230,8 @@ void half_to_float_array(const uint16_t * src, size_t n, float * dst, bool porta
 void set_portable_conversion(bool portable);
 // Whether the kernels convert halves with F16C now.
 bool half_conversion_uses_f16c();
+// Y [n x d] = rows [n x d] @ Q for a 4-bit map q [d x d/2] in the file layout, with the hook's
+// kernel (rows quantized per block of 32, integer dots; no scales), on one thread; for tests.
+void q4_multiply_rows(const float * rows, int n, int d, const uint8_t * q, float * Y, bool portable);
 
 } // namespace lingalign

@@ -41,14 +41,19 @@ def _quantized_rows(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hq, np.stack(hs, axis=1)
 
 
-def _q4_delta(h: np.ndarray, lm: LayerMap) -> np.ndarray:
-    """(hq @ q) * hs * scale + b in float64, block by block, as the hook computes it."""
-    q = unpack_nibbles(lm.delta_q4).astype(np.float64)
+def _q4_product(h: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """hq @ q scaled block by block, in float64: what the kernel computes for rows h [n, d] and a
+    4-bit map q [d, d] (values -8..7), before the column scales."""
     hq, hs = _quantized_rows(h)
     acc = np.zeros((h.shape[0], q.shape[1]))
     for b, j0 in enumerate(range(0, h.shape[1], 32)):
-        acc += (hq[:, j0 : j0 + 32] @ q[j0 : j0 + 32]) * hs[:, b : b + 1]
-    return acc * lm.delta_scale + lm.bias
+        acc += (hq[:, j0 : j0 + 32] @ q[j0 : j0 + 32].astype(np.float64)) * hs[:, b : b + 1]
+    return acc
+
+
+def _q4_delta(h: np.ndarray, lm: LayerMap) -> np.ndarray:
+    """(hq @ q) * hs * scale + b in float64, as the hook computes it."""
+    return _q4_product(h, unpack_nibbles(lm.delta_q4)) * lm.delta_scale + lm.bias
 
 
 def test_nibbles_round_trip_and_quantization_is_within_half_a_step():
@@ -73,6 +78,32 @@ def test_nibbles_round_trip_and_quantization_is_within_half_a_step():
     assert lm.to_precision("q8").precision == "q8" and lm.to_precision("q4").delta_q4.tobytes() == lm.delta_q4.tobytes()
     with pytest.raises(TransformFileError, match="layer 3: 4-bit maps need an even width"):
         LayerMap(matrix=np.eye(5, dtype=np.float32)).to_precision("q4", layer=3)
+
+
+def test_q4_kernel_matches_the_formula_for_every_shape():
+    """The kernel alone, for widths with and without whole blocks of 32 and panels of 16 (one
+    panel at a time and groups of four), 1 to 9 rows: the formula, and the same bits from the
+    portable code; zero rows give exact zeros and a NaN or Inf in a block gives no finite result."""
+    rng = np.random.default_rng(1)
+    for d in (2, 4, 16, 30, 32, 34, 48, 62, 64, 66, 96, 126, 128, 130, 192, 254):
+        q = rng.integers(-8, 8, size=(d, d), dtype=np.int8)
+        packed = pack_nibbles(q)
+        for n in (1, 3, 9):
+            h = (rng.standard_normal((n, d)) * rng.choice([1e-3, 1.0, 50.0], size=(n, 1))).astype(np.float32)
+            h[-1] = 0.0
+            y = _core.q4_multiply(h, packed)
+            assert y.dtype == np.float32 and y.shape == (n, d)
+            ref = _q4_product(h, q)
+            np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+            assert np.array_equal(y, _core.q4_multiply(h, packed, portable=True))
+            assert not y[-1].any()
+    h = np.ones((2, 64), np.float32)
+    h[0, 40], h[1, 3] = np.nan, np.inf
+    for portable in (False, True):
+        y = _core.q4_multiply(h, pack_nibbles(np.ones((64, 64), np.int8)), portable=portable)
+        assert not np.isfinite(y).any()
+    with pytest.raises(ValueError, match="rows \\[n, d\\] and q \\[d, d/2\\]"):
+        _core.q4_multiply(np.ones((2, 64), np.float32), np.zeros((64, 64), np.int8))
 
 
 @pytest.fixture(scope="module")
