@@ -106,6 +106,25 @@ def test_fit_and_convert_precision_f16_halves_the_file_q8_quarters_it_q4_eighths
     assert "transform file not found" in capsys.readouterr().err
 
 
+def test_a_closed_output_pipe_ends_quietly(tiny_model, texts, tmp_path, capsys, monkeypatch):
+    """`lingalign info T | head -1`: the reader goes away; no error message, exit 141 (SIGPIPE)."""
+    out = tmp_path / "t.gguf"
+    assert main(["fit", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(texts[1]), "--out", str(out),
+                 "--lambda", "1"]) == 0
+    capsys.readouterr()
+
+    class ClosedPipe:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert main(["info", str(out)]) == 141
+    assert capsys.readouterr().err == ""
+
+
 def test_bad_input_exits_1_with_message(tiny_model, texts, tmp_path, capsys):
     short = tmp_path / "short.txt"
     short.write_text("one line\n", encoding="utf-8")

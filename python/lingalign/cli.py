@@ -629,6 +629,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LingalignError as e:
         print(f"lingalign: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # Whoever read the output stopped (`lingalign info T.gguf | head -3`): stop quietly, as
+        # command-line tools do on SIGPIPE, with stdout on devnull so the exit flush cannot fail.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141
     except OSError as e:
         print(f"lingalign: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
