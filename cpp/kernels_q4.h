@@ -2,9 +2,9 @@
 // per-column scale, which the hook applies afterwards). Header-only, no llama.cpp dependency.
 //
 // Out of cache (decode, where the model's weights have just streamed through it) the hook's
-// 8-bit kernel is bound by the bytes it reads; 4 bits halve them. Converting nibbles to floats
-// would cost more instructions than the bytes save, so these kernels use integer dot products,
-// as llama.cpp does for its own quantized weights: each row h is quantized to int8 per block of
+// 8-bit kernel is bound by the bytes it reads; 4 bits halve them. Rather than convert every
+// nibble to a float (more instructions per value than for a byte), these kernels use integer dot
+// products, as llama.cpp does for its own quantized weights: each row h is quantized to int8 per block of
 // 32 values (scale max|h| / 127, round to nearest even), and AVX2 maddubs multiplies 32 nibbles
 // by 32 int8 values per instruction. A block's integer sum is exact, so every path (AVX2 with
 // 1 or 4 panels at a time, the portable code, any thread count, decode or prompt processing)
