@@ -136,9 +136,7 @@ void Hook::multiply_q4(const float * const * rows, int n, const LayerTransform &
     // Every task below needs every row, so the rows are quantized first (split by rows).
     const int n_quantize = n >= 16 ? std::min(n_threads_, n / 8) : 1;
     run_tasks(n_quantize, [&](int t) {
-        for (int r = n * t / n_quantize; r < n * (t + 1) / n_quantize; ++r) {
-            quantize_row_blocks(rows[r], d, hq + (size_t) r * Kp, hs + (size_t) r * nb, hsum + (size_t) r * nb, portable);
-        }
+        quantize_rows(rows, n * t / n_quantize, n * (t + 1) / n_quantize, d, hq, hs, hsum, portable);
     });
     int unit = 0;
     const int n_tasks = column_tasks(n, d, d, &unit);
@@ -816,10 +814,11 @@ void q4_multiply_rows(const float * rows, int n, int d, const uint8_t * q, float
     std::vector<int8_t> hq((size_t) n * Kp);
     std::vector<float> hs((size_t) n * nb);
     std::vector<int32_t> hsum((size_t) n * nb);
+    std::vector<const float *> row_ptrs((size_t) n);
     for (int r = 0; r < n; ++r) {
-        quantize_row_blocks(rows + (size_t) r * d, d, hq.data() + (size_t) r * Kp, hs.data() + (size_t) r * nb,
-                            hsum.data() + (size_t) r * nb, portable);
+        row_ptrs[r] = rows + (size_t) r * d;
     }
+    quantize_rows(row_ptrs.data(), 0, n, d, hq.data(), hs.data(), hsum.data(), portable);
     matmul_q4(hq.data(), hs.data(), hsum.data(), n, Kp, P.data(), d, 0, d, Y, d, portable);
 }
 

@@ -203,12 +203,16 @@ inline bool cpu_has_f16c() {
     return has;
 }
 
-inline bool cpu_has_avx2_fma_f16c() {
+inline bool cpu_has_avx2_fma() {
     static const bool has = [] {
         __builtin_cpu_init();
-        return cpu_has_f16c() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     }();
     return has;
+}
+
+inline bool cpu_has_avx2_fma_f16c() {
+    return cpu_has_f16c() && cpu_has_avx2_fma();
 }
 
 // dst[r * cols + i] = src[r * ld + i] for rows x cols halves, 8 at a time with F16C.

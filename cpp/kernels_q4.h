@@ -87,14 +87,6 @@ inline void quantize_blocks_portable(const float * h, int K, int b0, int b1, int
 }
 
 #ifdef LINGALIGN_X86
-inline bool cpu_has_avx2_fma() {
-    static const bool has = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }();
-    return has;
-}
-
 // Whole blocks b0..b1 of quantize_row_blocks with AVX2: the same maximum, the same division and
 // products, and the same rounding (to nearest even), so the same bytes as the portable code.
 __attribute__((target("avx2,fma"))) inline void quantize_blocks_avx2(const float * h, int b0, int b1, int8_t * hq,
@@ -158,6 +150,16 @@ inline void quantize_row_blocks(const float * h, int K, int8_t * hq, float * hs,
 #endif
     (void) portable;
     quantize_blocks_portable(h, K, b, n_blocks, hq, hs, hsum);
+}
+
+// Rows r0..r1 of rows[] (each K floats) through quantize_row_blocks into row r's slots of hq
+// ([n x Kp]), hs and hsum ([n x Kp / 32]).
+inline void quantize_rows(const float * const * rows, int r0, int r1, int K, int8_t * hq, float * hs, int32_t * hsum,
+                          bool portable) {
+    const int Kp = q4_padded_rows(K), nb = Kp / kQ4Block;
+    for (int r = r0; r < r1; ++r) {
+        quantize_row_blocks(rows[r], K, hq + (size_t) r * Kp, hs + (size_t) r * nb, hsum + (size_t) r * nb, portable);
+    }
 }
 
 // y[i] for the columns of panel P (kPanel of them) and one quantized row: the portable code.
