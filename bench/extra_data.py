@@ -23,8 +23,7 @@ import numpy as np
 import lingalign
 from lingalign.capture import capture
 from lingalign.data import EMBEDDED_LANGUAGES, embedded_path, read_lines
-from lingalign.fit import fit_transform
-from quality import LANGS, MAP_LAYERS, Study  # bench/ is on sys.path
+from quality import LANGS, Study  # bench/ is on sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 METHODS = ("contrastive", "ridge")
@@ -39,7 +38,6 @@ def main() -> int:
     args = ap.parse_args()
     threads = {} if args.threads is None else {"n_threads": args.threads, "n_threads_batch": args.threads}
     llm = lingalign.load(n_ctx=512, verbose=False, **threads)
-    fp = lingalign.steering_of(llm).model
     eng = capture(llm, read_lines(embedded_path("eng")), progress=False)
     results: dict[str, dict[str, object]] = {}
     for lang in args.langs.split(","):
@@ -51,9 +49,7 @@ def main() -> int:
             alone, chosen = study.fit(method)
             X = np.concatenate([study.acts("train.src"), src])
             Y = np.concatenate([study.acts("train.eng"), eng])
-            t = fit_transform(X, Y, model=fp, layers=study.layers, fit_layers=list(MAP_LAYERS), method=method,
-                              rank=None, source_lang=lang)
-            more, chosen_more = study.choose_layer(t)
+            more, chosen_more = study.fit_maps(X, Y, method)
             row[method] = {"tatoeba": study.measure(alone)["best_top1"], "tatoeba+embedded": study.measure(more)["best_top1"],
                            "chosen": [chosen["best"], chosen_more["best"]]}
             print(f"{lang} {method}: none {row['none']:.3f}, Tatoeba {row[method]['tatoeba']:.3f}, "

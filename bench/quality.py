@@ -113,9 +113,14 @@ class Study:
             t, record = tune(self.llm, t, metric="retrieval", dev_src=self.dev[0], dev_tgt=self.dev[1],
                              alphas=EXPERT_ALPHAS)
             return t, record
-        X, Y = self.acts("train.src"), self.acts("train.eng")
+        return self.fit_maps(self.acts("train.src"), self.acts("train.eng"), method, info)
+
+    def fit_maps(self, X: np.ndarray, Y: np.ndarray, method: str, info: dict[str, Any] | None = None) -> Any:
+        """A map or vector fitted on captured pairs X -> Y at each of MAP_LAYERS, then the one
+        layer and strength chosen on dev (choose_layer)."""
+        fp = lingalign.steering_of(self.llm).model
         t = fit_transform(X, Y, model=fp, layers=self.layers, fit_layers=list(MAP_LAYERS), method=method,
-                          rank=None, source_lang=self.lang, fit_info=info)
+                          rank=None, source_lang=self.lang, fit_info=info or {})
         return self.choose_layer(t)
 
     def choose_layer(self, t: Any) -> tuple[Any, dict[str, Any]]:
