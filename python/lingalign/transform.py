@@ -43,8 +43,8 @@ Q4_MAX = 7  # and -7..7 in 4 bits (the file format also reads -8)
 def quantize_delta(matrix: np.ndarray, q_max: int = Q8_MAX) -> tuple[np.ndarray, np.ndarray]:
     """(q, scale) with matrix ~= I + q * scale: M - I rounded per column to the nearest of
     2 q_max + 1 steps of scale = max |column| / q_max (error at most scale / 2 per entry; q_max 127
-    for q8, 7 for q4). Quantizing the difference from the identity, not M
-    itself, keeps the steps small: fitted maps are near I."""
+    for q8, 7 for q4). Quantizing the difference from the identity, not M itself, keeps the steps
+    small: fitted maps are near I."""
     if not 1 <= q_max <= Q8_MAX:
         raise ValueError(f"q_max must be in 1..{Q8_MAX}")
     delta = np.asarray(matrix, dtype=np.float64) - np.eye(matrix.shape[0])
@@ -121,8 +121,8 @@ class LayerMap:
     reads per token; the hook accumulates in float32), and a full map may be quantized to 8
     bits: M = I + delta_q8 * delta_scale (int8 [d, d], one float32 scale per column; a quarter
     of float32's bytes) or to 4 bits: the same with values -7..7 packed two per byte in
-    `delta_q4` ([d, d/2], see `pack_nibbles`; an eighth). See `to_precision`. Everything else is float32. Numpy users of the map
-    should go through `dense()`, which is float32.
+    `delta_q4` ([d, d/2], see `pack_nibbles`; an eighth). See `to_precision`. Everything else is
+    float32. Numpy users of the map should go through `dense()`, which is float32.
     """
 
     matrix: np.ndarray | None = None  # [d, d] float32 or float16, y = h @ matrix
