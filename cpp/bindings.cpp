@@ -61,9 +61,17 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("bits"), py::arg("portable") = true,
           "float32 values of IEEE binary16 bit patterns (uint16), with the kernels' conversion (for tests).");
-    m.def("set_portable_conversion", &lingalign::set_portable_conversion, py::arg("portable"),
-          "Kernels convert float16 and int8 maps with the portable code instead of F16C and AVX2 "
+    m.def("set_portable_kernels", &lingalign::set_portable_kernels, py::arg("portable"),
+          "Kernels run only their portable code instead of the AVX2, AVX-512 and F16C code "
           "(process-wide; for tests).");
+    m.def("set_wide_kernels", &lingalign::set_wide_kernels, py::arg("wide"),
+          "Kernels may use AVX-512 and VNNI where the CPU has them (default), or stop at AVX2 "
+          "(process-wide; for tests).");
+    m.def("wide_kernels_available", &lingalign::wide_kernels_available);
+    m.def("q4_vnni_available", &lingalign::q4_vnni_available);
+    m.def("set_q4_vnni", &lingalign::set_q4_vnni, py::arg("which"),
+          "The 4-bit prompt kernel uses this VNNI variant: 'auto' (default), 'avxvnni' or "
+          "'avx512vnni' (process-wide; for tests).");
     m.def("half_conversion_uses_f16c", &lingalign::half_conversion_uses_f16c);
     m.def("q4_multiply",
           [](CArray<float> rows, CArray<int8_t> q, bool portable) {

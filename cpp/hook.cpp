@@ -132,7 +132,7 @@ void Hook::multiply_q4(const float * const * rows, int n, const LayerTransform &
     int8_t * hq = grow(q4_rows_, (size_t) n * Kp);
     float * hs = grow(q4_scales_, (size_t) n * nb);
     int32_t * hsum = grow(q4_sums_, (size_t) n * nb);
-    const bool portable = conversion_mode().load(std::memory_order_relaxed) != 0;
+    const bool portable = kernel_mode().load(std::memory_order_relaxed) != 0;
     // Every task below needs every row, so the rows are quantized first (split by rows).
     const int n_quantize = n >= 16 ? std::min(n_threads_, n / 8) : 1;
     run_tasks(n_quantize, [&](int t) {
@@ -836,13 +836,56 @@ void half_to_float_array(const uint16_t * src, size_t n, float * dst, bool porta
     }
 }
 
-void set_portable_conversion(bool portable) {
-    conversion_mode().store(portable ? 1 : 0);
+void set_portable_kernels(bool portable) {
+    kernel_mode().store(portable ? 1 : 0);
+}
+
+void set_wide_kernels(bool wide) {
+    wide_kernels().store(wide);
+}
+
+bool wide_kernels_available() {
+#ifdef LINGALIGN_X86
+    return cpu_has_avx512f() || cpu_has_avxvnni() || cpu_has_avx512vnni();
+#else
+    return false;
+#endif
+}
+
+std::vector<std::string> q4_vnni_available() {
+    std::vector<std::string> out;
+#ifdef LINGALIGN_X86
+    if (cpu_has_avxvnni()) {
+        out.emplace_back("avxvnni");
+    }
+    if (cpu_has_avx512vnni()) {
+        out.emplace_back("avx512vnni");
+    }
+#endif
+    return out;
+}
+
+void set_q4_vnni(const std::string & which) {
+#ifdef LINGALIGN_X86
+    if (which == "auto") {
+        q4_vnni_choice().store(-1);
+        return;
+    }
+    const std::vector<std::string> have = q4_vnni_available();
+    if (std::find(have.begin(), have.end(), which) == have.end()) {
+        throw std::invalid_argument("this CPU has no " + which + " for the 4-bit kernel");
+    }
+    q4_vnni_choice().store(which == "avxvnni" ? kVnniAvx : kVnniAvx512);
+#else
+    if (which != "auto") {
+        throw std::invalid_argument("this CPU has no " + which + " for the 4-bit kernel");
+    }
+#endif
 }
 
 bool half_conversion_uses_f16c() {
 #ifdef LINGALIGN_X86
-    return conversion_mode().load() == 0 && cpu_has_f16c();
+    return kernel_mode().load() == 0 && cpu_has_f16c();
 #else
     return false;
 #endif

@@ -225,9 +225,17 @@ private:
 // IEEE binary16 -> float32 for n values, with the conversion the kernels use (F16C where the
 // CPU has it), or the portable one; for tests.
 void half_to_float_array(const uint16_t * src, size_t n, float * dst, bool portable);
-// Kernel conversion of float16 and int8 maps: false = F16C and AVX2 where available (default),
-// true = the portable code everywhere (tests); process-wide.
-void set_portable_conversion(bool portable);
+// How the kernels run: false = with the AVX2, AVX-512 and F16C code where the CPU has it
+// (default), true = with the portable code only (tests); process-wide.
+void set_portable_kernels(bool portable);
+// Whether the SIMD code may use AVX-512 and VNNI (default) or stops at AVX2 (tests); process-wide.
+void set_wide_kernels(bool wide);
+// Whether this CPU has AVX-512 or VNNI code for the kernels to use.
+bool wide_kernels_available();
+// The VNNI variants of the 4-bit prompt kernel this CPU can run ("avxvnni", "avx512vnni").
+std::vector<std::string> q4_vnni_available();
+// Force one of them ("auto" = the best; the default); process-wide, for tests.
+void set_q4_vnni(const std::string & which);
 // Whether the kernels convert halves with F16C now.
 bool half_conversion_uses_f16c();
 // Y [n x d] = rows [n x d] @ Q for a 4-bit map q [d x d/2] in the file layout, with the hook's

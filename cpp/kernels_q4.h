@@ -6,8 +6,9 @@
 // nibble to a float (more instructions per value than for a byte), these kernels use integer dot
 // products, as llama.cpp does for its own quantized weights: each row h is quantized to int8 per block of
 // 32 values (scale max|h| / 127, round to nearest even), and AVX2 maddubs multiplies 32 nibbles
-// by 32 int8 values per instruction. A block's integer sum is exact, so every path (AVX2 with
-// 1 or 4 panels at a time, the portable code, any thread count, decode or prompt processing)
+// by 32 int8 values per instruction (VNNI's vpdpbusd also adds them up, in prompt processing).
+// A block's integer sum is exact, so every path (AVX2 or VNNI, 1 or 4 panels or several rows at
+// a time, the portable code, any thread count, decode or prompt processing)
 // computes the same integers and adds them into the float32 result with the same fused
 // multiply-adds in the same order: bit-identical results everywhere.
 //
@@ -226,11 +227,150 @@ __attribute__((target("avx2,fma"))) inline void dot_q4_panels_avx2(const int8_t 
         _mm256_storeu_ps(y + q * kPanel + 8, acc[q][1]);
     }
 }
+
+// Prompt processing: R rows against one panel at a time, so each 32 bytes of nibbles are split
+// into their low and high halves once for all R rows. The integer sums are the ones
+// dot_q4_panels_avx2 computes, added into the float32 result with the same fused multiply-adds
+// in the same order: the same bits. DOT(s, v, x) adds to s the 32-bit sums of v (unsigned) times
+// x (signed), four products per lane: maddubs + madd + add with AVX2, one instruction (vpdpbusd)
+// with AVX-VNNI or AVX512-VNNI. Writes out[r * kPanel + i].
+#    define LINGALIGN_Q4_ROWS_BODY(DOT)                                                                        \
+        const int nb = Kp / kQ4Block;                                                                         \
+        const __m256i low = _mm256_set1_epi8(0x0F);                                                           \
+        __m256 acc[R][2];                                                                                     \
+        for (int r = 0; r < R; ++r) {                                                                         \
+            acc[r][0] = _mm256_setzero_ps();                                                                  \
+            acc[r][1] = _mm256_setzero_ps();                                                                  \
+        }                                                                                                     \
+        for (int b = 0; b < nb; ++b) {                                                                        \
+            __m256i s[R][2];                                                                                  \
+            for (int r = 0; r < R; ++r) {                                                                     \
+                s[r][0] = s[r][1] = _mm256_set1_epi32(-8 * hsum[(size_t) r * nb + b]);                        \
+            }                                                                                                 \
+            for (int g = b * (kQ4Block / 4); g < (b + 1) * (kQ4Block / 4); ++g) {                             \
+                const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(P + (size_t) g * 32)); \
+                const __m256i lo = _mm256_and_si256(v, low);                                                  \
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);                            \
+                for (int r = 0; r < R; ++r) {                                                                 \
+                    int32_t four;                                                                             \
+                    std::memcpy(&four, hq + (size_t) r * Kp + 4 * g, 4);                                      \
+                    const __m256i x = _mm256_set1_epi32(four);                                                \
+                    s[r][0] = DOT(s[r][0], lo, x);                                                            \
+                    s[r][1] = DOT(s[r][1], hi, x);                                                            \
+                }                                                                                             \
+            }                                                                                                 \
+            for (int r = 0; r < R; ++r) {                                                                     \
+                const __m256 scale = _mm256_set1_ps(hs[(size_t) r * nb + b]);                                 \
+                acc[r][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[r][0]), scale, acc[r][0]);                   \
+                acc[r][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[r][1]), scale, acc[r][1]);                   \
+            }                                                                                                 \
+        }                                                                                                     \
+        for (int r = 0; r < R; ++r) {                                                                         \
+            _mm256_storeu_ps(out + r * kPanel, acc[r][0]);                                                    \
+            _mm256_storeu_ps(out + r * kPanel + 8, acc[r][1]);                                                \
+        }
+
+// |nibble * hq| <= 15 * 127: maddubs's pairwise sums never saturate 16 bits
+#    define LINGALIGN_DOT_AVX2(s, v, x) _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(v, x), ones))
+#    define LINGALIGN_DOT_AVXVNNI(s, v, x) _mm256_dpbusd_avx_epi32(s, v, x)
+#    define LINGALIGN_DOT_AVX512VNNI(s, v, x) _mm256_dpbusd_epi32(s, v, x)
+
+// Rows per call: what measured fastest on one core (bench/kernel_prompt.cpp); more rows than
+// that spill the accumulators out of the 16 registers.
+constexpr int kQ4RowsAvx2 = 2;
+constexpr int kQ4RowsVnni = 4;
+
+template <int R>
+__attribute__((target("avx2,fma"))) inline void dot_q4_rows_avx2(const int8_t * hq, const float * hs,
+                                                                 const int32_t * hsum, int Kp, const uint8_t * P,
+                                                                 float * out) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    LINGALIGN_Q4_ROWS_BODY(LINGALIGN_DOT_AVX2)
+}
+
+template <int R>
+__attribute__((target("avx2,fma,avxvnni"))) inline void dot_q4_rows_avxvnni(const int8_t * hq, const float * hs,
+                                                                           const int32_t * hsum, int Kp,
+                                                                           const uint8_t * P, float * out) {
+    LINGALIGN_Q4_ROWS_BODY(LINGALIGN_DOT_AVXVNNI)
+}
+
+template <int R>
+__attribute__((target("avx2,fma,avx512f,avx512vl,avx512vnni"))) inline void
+dot_q4_rows_avx512vnni(const int8_t * hq, const float * hs, const int32_t * hsum, int Kp, const uint8_t * P,
+                       float * out) {
+    LINGALIGN_Q4_ROWS_BODY(LINGALIGN_DOT_AVX512VNNI)
+}
+
+#    undef LINGALIGN_Q4_ROWS_BODY
+#    undef LINGALIGN_DOT_AVX2
+#    undef LINGALIGN_DOT_AVXVNNI
+#    undef LINGALIGN_DOT_AVX512VNNI
+
+constexpr int kVnniNone = 0, kVnniAvx512 = 1, kVnniAvx = 2;
+
+inline bool cpu_has_avxvnni() {
+    static const bool has = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avxvnni") != 0;
+    }();
+    return has;
+}
+
+inline bool cpu_has_avx512vnni() {
+    static const bool has = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+    }();
+    return has;
+}
+
+// The VNNI code the 4-bit prompt kernel uses: -1 = the best the CPU has (AVX-VNNI, else
+// AVX512-VNNI), or one of them forced (tests cover both on a CPU that has both).
+inline std::atomic<int> & q4_vnni_choice() {
+    static std::atomic<int> choice{-1};
+    return choice;
+}
+
+inline int cpu_vnni() {
+    const int forced = q4_vnni_choice().load(std::memory_order_relaxed);
+    if (forced >= 0) {
+        return forced;
+    }
+    return cpu_has_avxvnni() ? kVnniAvx : cpu_has_avx512vnni() ? kVnniAvx512 : kVnniNone;
+}
+
+// Rows [0, n) of one panel for prompt processing; returns the rows done (whole groups of rows).
+inline int dot_q4_rows(const int8_t * hq, const float * hs, const int32_t * hsum, int n, int Kp, const uint8_t * P,
+                       int w, float * Y, int ldy) {
+    const int nb = Kp / kQ4Block;
+    const int vnni = wide_allowed() ? cpu_vnni() : 0;
+    const int R = vnni != kVnniNone ? kQ4RowsVnni : kQ4RowsAvx2;
+    float out[kQ4RowsVnni * kPanel];
+    int r0 = 0;
+    for (; r0 + R <= n; r0 += R) {
+        const int8_t * x = hq + (size_t) r0 * Kp;
+        const float * s = hs + (size_t) r0 * nb;
+        const int32_t * sum = hsum + (size_t) r0 * nb;
+        if (vnni == kVnniAvx) {
+            dot_q4_rows_avxvnni<kQ4RowsVnni>(x, s, sum, Kp, P, out);
+        } else if (vnni == kVnniAvx512) {
+            dot_q4_rows_avx512vnni<kQ4RowsVnni>(x, s, sum, Kp, P, out);
+        } else {
+            dot_q4_rows_avx2<kQ4RowsAvx2>(x, s, sum, Kp, P, out);
+        }
+        for (int r = 0; r < R; ++r) {
+            std::copy(out + r * kPanel, out + r * kPanel + w, Y + (size_t) (r0 + r) * ldy);
+        }
+    }
+    return r0;
+}
 #endif
 
 // Y[:, c0:c1] for the n quantized rows (row r: hq + r * Kp, hs and hsum + r * Kp / 32), the
-// packed map P of ncols columns (c0 a multiple of kPanel), Y [n x ldy]. Panels are taken four at
-// a time where AVX2 allows, each group (Kp * 32 bytes) staying in cache while the rows pass.
+// packed map P of ncols columns (c0 a multiple of kPanel), Y [n x ldy]. With AVX2, prompt
+// processing takes each panel with several rows at a time (dot_q4_rows), and decode's one row takes
+// four panels at a time.
 // `portable` forces the portable code (tests).
 inline void matmul_q4(const int8_t * hq, const float * hs, const int32_t * hsum, int n, int Kp, const uint8_t * P,
                       int ncols, int c0, int c1, float * Y, int ldy, bool portable) {
@@ -239,6 +379,20 @@ inline void matmul_q4(const int8_t * hq, const float * hs, const int32_t * hsum,
     float out[kDecodePanels * kPanel];
     int p0 = c0;
 #ifdef LINGALIGN_X86
+    if (!portable && cpu_has_avx2_fma() && n > 1) {
+        // prompt processing: panel by panel, several rows at a time, the rest one by one
+        for (; p0 < c1; p0 += kPanel) {
+            const uint8_t * panel = P + (size_t) (p0 / kPanel) * panel_bytes;
+            const int w = std::min(kPanel, ncols - p0);
+            int r = dot_q4_rows(hq, hs, hsum, n, Kp, panel, w, Y + p0, ldy);
+            for (; r < n; ++r) {
+                dot_q4_panels_avx2<1>(hq + (size_t) r * Kp, hs + (size_t) r * nb, hsum + (size_t) r * nb, Kp, &panel,
+                                      out);
+                std::copy(out, out + w, Y + (size_t) r * ldy + p0);
+            }
+        }
+        return;
+    }
     if (!portable && cpu_has_avx2_fma()) {
         for (; p0 < c1; p0 += kPanel) {
             const int group = (c1 - p0 >= kDecodePanels * kPanel) ? kDecodePanels : 1;

@@ -19,11 +19,11 @@ def conversion(request):
     where the CPU has them) and with the portable code other CPUs use."""
     from lingalign import _core
 
-    _core.set_portable_conversion(request.param == "portable")
+    _core.set_portable_kernels(request.param == "portable")
     try:
         yield request.param
     finally:
-        _core.set_portable_conversion(False)
+        _core.set_portable_kernels(False)
 
 
 @pytest.fixture(scope="session")

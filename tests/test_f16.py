@@ -278,8 +278,8 @@ def test_kernels_report_the_conversion_they_use():
         pytest.skip("needs x86-64 Linux to know whether the CPU has F16C")
     has_f16c = any(line.startswith("flags") and " f16c" in line for line in cpuinfo.read_text().splitlines())
     assert _core.half_conversion_uses_f16c() == has_f16c
-    _core.set_portable_conversion(True)
+    _core.set_portable_kernels(True)
     try:
         assert not _core.half_conversion_uses_f16c()
     finally:
-        _core.set_portable_conversion(False)
+        _core.set_portable_kernels(False)

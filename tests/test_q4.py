@@ -153,11 +153,11 @@ def test_q4_threads_and_the_portable_kernel_give_the_same_logits(tmp_path):
         two, rows, s2 = _run(path, t4, logits, n_threads=2, n_threads_batch=2, **kw)
         assert rows > 0 and s1._hook.threads == 1 and s2._hook.threads == 2
         assert np.array_equal(one, two)
-        _core.set_portable_conversion(True)
+        _core.set_portable_kernels(True)
         try:
             portable, _, _ = _run(path, t4, logits, n_threads=2, n_threads_batch=2, **kw)
         finally:
-            _core.set_portable_conversion(False)
+            _core.set_portable_kernels(False)
         assert np.array_equal(two, portable)
 
 
