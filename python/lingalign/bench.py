@@ -1,11 +1,12 @@
 """`lingalign bench`: the cost of the hook, measured side by side against plain llama.cpp.
 
 All variants run in one process on one loaded model ("plain" is a llama.cpp context without
-lingalign's callback, swapped in for its turns). Prompt processing runs each variant once per
-round, in a new order every round; decode interleaves the variants every DECODE_BLOCK tokens, all
-decoding the same tokens at the same positions, and takes the median time per token. Each number
-is the median over rounds of the ratio to plain llama.cpp in the same round (1.00 = no cost), so
-drift on a shared machine hits every variant alike."""
+lingalign's callback, swapped in for its turns). Prompt processing runs each variant
+PROMPT_TURNS times per round, in a new order every turn, and takes the median time; decode
+interleaves the variants every DECODE_BLOCK tokens, all decoding the same tokens at the same
+positions, and takes the median time per token. Each number is the median over rounds of the
+ratio to plain llama.cpp in the same round (1.00 = no cost), so drift on a shared machine hits
+every variant alike."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from .transform import LayerMap, Transform
 
 BENCH_RANK = 64
 DECODE_BLOCK = 32  # tokens each variant decodes before the next takes its turn
+PROMPT_TURNS = 3  # prompt evaluations per variant per round, interleaved
 # Untimed tokens at the start of each turn. Setting a transform (packing its maps, 29 MB for the
 # float32 variant) slows the next few decoded tokens, even with a policy that applies nothing to
 # them, by 4% on the first and about 1% on the 2nd-4th (measured: per-token position in a turn,
@@ -52,14 +54,14 @@ def _random_maps(model: Any, rank: int | None = None, seed: int = 0) -> dict[int
 
 
 def _time_prompt(llm: Any, prompt: list[int]) -> float:
-    """Prompt tokens/s from a fresh evaluation of `prompt` in one call, after an untimed one
-    (which pays for whatever switching variants left in the caches, see DECODE_WARMUP)."""
+    """Seconds for a fresh evaluation of `prompt` in one call, after an untimed one (which pays
+    for whatever switching variants left in the caches, see DECODE_WARMUP)."""
     llm.reset()
     llm.eval(prompt)
     llm.reset()
     t0 = time.perf_counter()
     llm.eval(prompt)
-    return len(prompt) / (time.perf_counter() - t0)
+    return time.perf_counter() - t0
 
 
 def _time_decode_block(llm: Any, tokens: list[int], pos: int) -> tuple[list[float], float]:
@@ -224,9 +226,16 @@ def run_bench(
             new_contexts(plain_first=round_index % 2 == 0)
             # a new order every round (and every decode block), so that no variant always runs
             # first or right after another
-            order.shuffle(names)
-            for name in names:
-                pp[name].append(_time_prompt(use(name), prompt))
+            # Prompt processing takes PROMPT_TURNS turns per round, in a new order each turn, and a
+            # round's speed is the median: one evaluation per round left the idle hook's prompt
+            # ratio (a hook that does nothing) anywhere in 0.96-0.99 from one run to the next.
+            prompt_seconds: dict[str, list[float]] = {k: [] for k in variants}
+            for _ in range(PROMPT_TURNS):
+                order.shuffle(names)
+                for name in names:
+                    prompt_seconds[name].append(_time_prompt(use(name), prompt))
+            for name in variants:
+                pp[name].append(len(prompt) / statistics.median(prompt_seconds[name]))
             # Decode interleaves the variants every DECODE_BLOCK tokens, each decoding the same
             # tokens at the same positions after the prompt: the machine's drift over a round (these
             # machines are shared) then hits every variant alike, which a whole decode per variant
