@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from speed import write_record  # bench/ is on sys.path when this script runs
+
 # Run in each subprocess: prints {"pp": tokens/s, "decode": tokens/s, "system_info": ...}.
 CHILD = r"""
 import json, statistics, sys, time
@@ -101,10 +103,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "result": result,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"written to {out}")
+    write_record(args.out, record)
 
 
 if __name__ == "__main__":

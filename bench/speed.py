@@ -42,6 +42,14 @@ def machine() -> dict[str, object]:
     }
 
 
+def write_record(path: str, record: dict) -> None:
+    """Write a benchmark's record as JSON (the results files under bench/results) and say where."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"written to {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -57,10 +65,7 @@ def main() -> None:
         "machine": machine(),
         "result": result,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"written to {out}")
+    write_record(args.out, record)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import shlex
@@ -63,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from speed import write_record  # bench/ is on sys.path when this script runs
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tatoeba"
 PROMPT = "Traduce al inglés: Vi fugazmente al fantasma sentado al volante. Parece que a todo el mundo le gusta el golf.\n"
@@ -490,10 +490,7 @@ def main() -> None:
             },
         },
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"written to {out}")
+    write_record(args.out, record)
 
 
 if __name__ == "__main__":
