@@ -45,6 +45,9 @@ PYBIND11_MODULE(_core, m) {
     m.attr("ROW_APPLY") = (int) lingalign::ROW_APPLY;
     m.attr("ROW_POOL") = (int) lingalign::ROW_POOL;
     m.attr("ROW_LAST") = (int) lingalign::ROW_LAST;
+    m.attr("APPLY_NONE") = (int) lingalign::Hook::APPLY_NONE;
+    m.attr("APPLY_ALL") = (int) lingalign::Hook::APPLY_ALL;
+    m.attr("APPLY_LAST") = (int) lingalign::Hook::APPLY_LAST;
     m.attr("SITE_RESIDUAL") = (int) lingalign::SITE_RESIDUAL;
     m.attr("SITE_FFN") = (int) lingalign::SITE_FFN;
     m.attr("CALLBACK_ADDRESS") = (uintptr_t) &Hook::eval_callback;
@@ -198,6 +201,14 @@ PYBIND11_MODULE(_core, m) {
                  h.set_batch(n_ubatch, flags.data(), slots ? slots->data() : nullptr, (size_t) flags.size());
              },
              py::arg("n_ubatch"), py::arg("flags"), py::arg("slots") = py::none())
+        .def(
+            "set_batch_from_logits",
+            [](Hook & h, int n_ubatch, uintptr_t logits_address, size_t n_tokens, int apply) {
+                h.set_batch_from_logits(n_ubatch, reinterpret_cast<const int8_t *>(logits_address), n_tokens, apply);
+            },
+            py::arg("n_ubatch"), py::arg("logits_address"), py::arg("n_tokens"), py::arg("apply"),
+            "set_batch for a llama_batch about to be decoded: logits_address is its int8 logits array "
+            "(ctypes address), apply one of APPLY_NONE, APPLY_ALL, APPLY_LAST.")
         .def("end_batch", &Hook::end_batch)
         .def("start_capture", &Hook::start_capture, py::arg("layers"), py::arg("n_slots"),
              py::arg("stop_after_last") = false, py::arg("site") = (int) lingalign::SITE_RESIDUAL)

@@ -523,6 +523,21 @@ void Hook::set_batch(int n_ubatch, const uint8_t * flags, const int32_t * slots,
     batch_active_ = true;
 }
 
+void Hook::set_batch_from_logits(int n_ubatch, const int8_t * logits, size_t n_tokens, int apply) {
+    if (apply != APPLY_NONE && apply != APPLY_ALL && apply != APPLY_LAST) {
+        throw std::invalid_argument("apply must be APPLY_NONE, APPLY_ALL or APPLY_LAST");
+    }
+    if (logits == nullptr && n_tokens > 0) {
+        throw std::invalid_argument("the batch has no logits array");
+    }
+    std::vector<uint8_t> flags(n_tokens);
+    for (size_t i = 0; i < n_tokens; ++i) {
+        const bool applies = apply == APPLY_ALL || (apply == APPLY_LAST && i + 1 == n_tokens);
+        flags[i] = (uint8_t) ((logits[i] != 0 ? ROW_OUTPUT : 0) | (applies ? ROW_APPLY : 0));
+    }
+    set_batch(n_ubatch, flags.data(), nullptr, n_tokens);
+}
+
 int Hook::end_batch() {
     std::lock_guard<std::mutex> lock(mutex_);
     batch_active_ = false;

@@ -122,6 +122,12 @@ public:
     // Batch announcement, one call per llama_decode. slots (may be null) maps each token to
     // a capture slot (sentence index) or -1.
     void set_batch(int n_ubatch, const uint8_t * flags, const int32_t * slots, size_t n_tokens);
+    // The same for a generation batch, flags made here from the llama_batch's own logits bytes
+    // (ROW_OUTPUT where nonzero) and the position policy's choice: ROW_APPLY on no token
+    // (APPLY_NONE), every token (APPLY_ALL) or the last (APPLY_LAST). Every decoded token passes
+    // through this, so it spares Python the numpy work (about 0.1 ms a token, cold caches).
+    enum { APPLY_NONE = 0, APPLY_ALL = 1, APPLY_LAST = 2 };
+    void set_batch_from_logits(int n_ubatch, const int8_t * logits, size_t n_tokens, int apply);
     // Ends the announced batch; returns how many requested tensors the callback saw in it.
     int end_batch();
 

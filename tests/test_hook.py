@@ -236,6 +236,25 @@ def test_contexts_are_independent(tiny_model):
     assert np.array_equal(_logits(solo), out_b)
 
 
+def test_batch_announced_from_logits_bytes_is_checked():
+    """The generation path hands the hook the llama_batch's logits array by address; a missing
+    array or an unknown policy code is refused, not read."""
+    import ctypes
+
+    from lingalign import _core
+
+    hook = _core.Hook(64, 4)
+    logits = (ctypes.c_int8 * 3)(0, 0, 1)
+    hook.set_batch_from_logits(8, ctypes.addressof(logits), 3, _core.APPLY_LAST)
+    assert hook.end_batch() == 0
+    with pytest.raises(ValueError, match="no logits array"):
+        hook.set_batch_from_logits(8, 0, 3, _core.APPLY_ALL)
+    with pytest.raises(ValueError, match="apply must be"):
+        hook.set_batch_from_logits(8, ctypes.addressof(logits), 3, 7)
+    hook.set_batch_from_logits(8, 0, 0, _core.APPLY_NONE)  # an empty batch needs no array
+    assert hook.end_batch() == 0
+
+
 def test_bad_transforms_are_refused(tiny_model, other_tiny_model):
     llm = tiny_llm(tiny_model)
     steering = lingalign.attach(llm)
