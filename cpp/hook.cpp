@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <functional>
+#include <map>
 #include <type_traits>
 #include <cstdio>
 #include <cstring>
@@ -896,6 +897,23 @@ void set_q4_vnni(const std::string & which) {
         throw std::invalid_argument("this CPU has no " + which + " for the 4-bit kernel");
     }
 #endif
+}
+
+std::map<std::string, std::string> kernel_paths() {
+    std::string float_prompt = "portable";
+    std::string q4_prompt = "portable";
+    std::string conversion = "portable";
+#ifdef LINGALIGN_X86
+    if (simd_allowed() && cpu_has_avx2_fma()) {
+        float_prompt = wide_allowed() && cpu_has_avx512f() ? "avx512" : "avx2";
+        const int vnni = wide_allowed() ? cpu_vnni() : kVnniNone;
+        q4_prompt = vnni == kVnniAvx ? "avxvnni" : vnni == kVnniAvx512 ? "avx512vnni" : "avx2";
+    }
+    if (convert_in_registers()) {
+        conversion = "f16c+avx2";
+    }
+#endif
+    return {{"float_prompt", float_prompt}, {"q4_prompt", q4_prompt}, {"conversion", conversion}};
 }
 
 bool half_conversion_uses_f16c() {

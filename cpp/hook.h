@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -238,6 +239,10 @@ void set_portable_kernels(bool portable);
 void set_wide_kernels(bool wide);
 // Whether this CPU has AVX-512 or VNNI code for the kernels to use.
 bool wide_kernels_available();
+// The code the kernels run now, on this CPU: "float_prompt" (avx512, avx2 or portable; float32,
+// float16 and int8 maps), "q4_prompt" (avxvnni, avx512vnni, avx2 or portable) and "conversion"
+// (how decode reads float16 and int8 maps: f16c+avx2 or portable).
+std::map<std::string, std::string> kernel_paths();
 // The VNNI variants of the 4-bit prompt kernel this CPU can run ("avxvnni", "avx512vnni").
 std::vector<std::string> q4_vnni_available();
 // Force one of them ("auto" = the best; the default); process-wide, for tests.

@@ -98,3 +98,20 @@ def test_wide_kernels_are_reported():
     flags = Path("/proc/cpuinfo").read_text().split()
     expected = "avx512f" in flags or "avx_vnni" in flags or ("avx512_vnni" in flags and "avx512vl" in flags)
     assert _core.wide_kernels_available() == expected
+
+
+def test_kernel_paths_say_which_code_runs(tiers):
+    """What `lingalign bench` records with its numbers: the tier switches change it, and it names
+    AVX-512 / VNNI only where the CPU has them."""
+    _tier("portable")
+    assert _core.kernel_paths() == {"float_prompt": "portable", "q4_prompt": "portable", "conversion": "portable"}
+    _tier("avx2")
+    avx2 = _core.kernel_paths()
+    assert avx2["float_prompt"] in ("avx2", "portable") and avx2["q4_prompt"] == avx2["float_prompt"]
+    _tier("wide")
+    wide = _core.kernel_paths()
+    assert wide["q4_prompt"] in ("avxvnni", "avx512vnni", "avx2", "portable")
+    if wide["q4_prompt"] in ("avxvnni", "avx512vnni"):
+        assert wide["q4_prompt"] == _core.q4_vnni_available()[0]
+    if not _core.wide_kernels_available():
+        assert wide == avx2

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ._abi import _core
 from .data import EMBEDDED_LANGUAGES, embedded_path, read_lines
 from .errors import LingalignError
 from .fit import fit_transform
@@ -288,6 +289,8 @@ def run_bench(
         "capture_sps": med(cap["capture"]),
         "fit_ridge_all_layers_s": fit_s,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        # which code the map kernels ran on this CPU (AVX-512, VNNI, AVX2 or portable)
+        "kernels": _core.kernel_paths(),
     }
     result["lowrank_rank"] = BENCH_RANK
     for name in ("idle", "splits", "full", "full_f16", "full_q8", "full_q4", "last", "lowrank"):
@@ -325,5 +328,6 @@ def format_bench(r: dict[str, Any]) -> str:
         f"capture (all layers, mean+last pooled): {r['capture_sps']:.1f} sent/s = {r['capture_ratio']:.3f}x "
         f"plain evaluation of the same batches ({r['capture_sps_plain_eval']:.1f} sent/s)",
         f"fit (ridge, every layer, 240 pairs): {r['fit_ridge_all_layers_s']:.2f} s",
+        "kernels: " + ", ".join(f"{k} {v}" for k, v in sorted(r.get("kernels", {}).items())),
     ]
     return "\n".join(lines)
