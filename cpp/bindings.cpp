@@ -72,7 +72,7 @@ PYBIND11_MODULE(_core, m) {
           "(process-wide; for tests).");
     m.def("wide_kernels_available", &lingalign::wide_kernels_available);
     m.def("kernel_paths", &lingalign::kernel_paths,
-          "The code the map kernels run on this CPU: float_prompt, q4_prompt, conversion.");
+          "The code the map kernels run on this CPU: float_prompt, float_decode, q4_prompt.");
     m.def("q4_vnni_available", &lingalign::q4_vnni_available);
     m.def("set_q4_vnni", &lingalign::set_q4_vnni, py::arg("which"),
           "The 4-bit prompt kernel uses this VNNI variant: 'auto' (default), 'avxvnni' or "

@@ -902,18 +902,20 @@ void set_q4_vnni(const std::string & which) {
 std::map<std::string, std::string> kernel_paths() {
     std::string float_prompt = "portable";
     std::string q4_prompt = "portable";
-    std::string conversion = "portable";
+    std::string float_decode = "portable";
 #ifdef LINGALIGN_X86
     if (simd_allowed() && cpu_has_avx2_fma()) {
         float_prompt = wide_allowed() && cpu_has_avx512f() ? "avx512" : "avx2";
         const int vnni = wide_allowed() ? cpu_vnni() : kVnniNone;
         q4_prompt = vnni == kVnniAvx ? "avxvnni" : vnni == kVnniAvx512 ? "avx512vnni" : "avx2";
     }
-    if (convert_in_registers()) {
-        conversion = "f16c+avx2";
+    if (wide_allowed() && cpu_has_avx512f()) {
+        float_decode = "avx512";
+    } else if (convert_in_registers()) {
+        float_decode = "avx2";
     }
 #endif
-    return {{"float_prompt", float_prompt}, {"q4_prompt", q4_prompt}, {"conversion", conversion}};
+    return {{"float_prompt", float_prompt}, {"q4_prompt", q4_prompt}, {"float_decode", float_decode}};
 }
 
 bool half_conversion_uses_f16c() {

@@ -239,9 +239,9 @@ void set_portable_kernels(bool portable);
 void set_wide_kernels(bool wide);
 // Whether this CPU has AVX-512 or VNNI code for the kernels to use.
 bool wide_kernels_available();
-// The code the kernels run now, on this CPU: "float_prompt" (avx512, avx2 or portable; float32,
-// float16 and int8 maps), "q4_prompt" (avxvnni, avx512vnni, avx2 or portable) and "conversion"
-// (how decode reads float16 and int8 maps: f16c+avx2 or portable).
+// The code the kernels run now, on this CPU: "float_prompt" and "float_decode" (avx512, avx2 or
+// portable; float32, float16 and int8 maps) and "q4_prompt" (avxvnni, avx512vnni, avx2 or
+// portable).
 std::map<std::string, std::string> kernel_paths();
 // The VNNI variants of the 4-bit prompt kernel this CPU can run ("avxvnni", "avx512vnni").
 std::vector<std::string> q4_vnni_available();

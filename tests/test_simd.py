@@ -104,14 +104,16 @@ def test_kernel_paths_say_which_code_runs(tiers):
     """What `lingalign bench` records with its numbers: the tier switches change it, and it names
     AVX-512 / VNNI only where the CPU has them."""
     _tier("portable")
-    assert _core.kernel_paths() == {"float_prompt": "portable", "q4_prompt": "portable", "conversion": "portable"}
+    assert _core.kernel_paths() == {"float_prompt": "portable", "float_decode": "portable", "q4_prompt": "portable"}
     _tier("avx2")
     avx2 = _core.kernel_paths()
     assert avx2["float_prompt"] in ("avx2", "portable") and avx2["q4_prompt"] == avx2["float_prompt"]
+    assert avx2["float_decode"] in ("avx2", "portable")
     _tier("wide")
     wide = _core.kernel_paths()
     assert wide["q4_prompt"] in ("avxvnni", "avx512vnni", "avx2", "portable")
     if wide["q4_prompt"] in ("avxvnni", "avx512vnni"):
         assert wide["q4_prompt"] == _core.q4_vnni_available()[0]
+    assert (wide["float_prompt"] == "avx512") == (wide["float_decode"] == "avx512")
     if not _core.wide_kernels_available():
         assert wide == avx2
