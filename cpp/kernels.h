@@ -162,8 +162,8 @@ inline bool cpu_has_avx512f() {
 // a column in the same order (j = 0..K-1) with the same fused multiply-adds as matmul_columns, so
 // every path gives the same bits. The tiles are sized so that enough independent multiply-add
 // chains (one per register of the tile) are in flight to keep both FMA units of a core busy:
-// bench/kernel_prompt.cpp measured, on one core, 2.0x matmul_columns for AVX-512 with 12 rows x
-// 2 panels (24 of the 32 registers) and 1.3x for AVX2 with 6 rows x 1 panel (12 of 16).
+// bench/kernel_prompt.cpp measured, on one core, 1.8x matmul_columns for AVX-512 with 12 rows x
+// 2 panels (24 of the 32 registers) and 1.2x for AVX2 with 6 rows x 1 panel (12 of 16).
 constexpr int kWideRows = 12;
 constexpr int kAvx2Rows = 6;
 
