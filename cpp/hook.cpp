@@ -905,14 +905,15 @@ std::map<std::string, std::string> kernel_paths() {
     std::string float_decode = "portable";
 #ifdef LINGALIGN_X86
     if (simd_allowed() && cpu_has_avx2_fma()) {
-        float_prompt = wide_allowed() && cpu_has_avx512f() ? "avx512" : "avx2";
-        const int vnni = wide_allowed() ? cpu_vnni() : kVnniNone;
+        float_prompt = "avx2";
+        const int vnni = q4_vnni_in_use();
         q4_prompt = vnni == kVnniAvx ? "avxvnni" : vnni == kVnniAvx512 ? "avx512vnni" : "avx2";
     }
-    if (wide_allowed() && cpu_has_avx512f()) {
-        float_decode = "avx512";
-    } else if (convert_in_registers()) {
+    if (convert_in_registers()) {
         float_decode = "avx2";
+    }
+    if (use_avx512_float()) {
+        float_prompt = float_decode = "avx512";
     }
 #endif
     return {{"float_prompt", float_prompt}, {"q4_prompt", q4_prompt}, {"float_decode", float_decode}};

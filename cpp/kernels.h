@@ -158,6 +158,12 @@ inline bool cpu_has_avx512f() {
     return has;
 }
 
+// Whether the float kernels take their AVX-512 code now (prompt: matmul_panels; decode:
+// matvec_packed); kernel_paths() reports the same decision.
+inline bool use_avx512_float() {
+    return wide_allowed() && cpu_has_avx512f();
+}
+
 // Prompt-processing micro-kernels. Each keeps a tile of Y in registers and adds the products of
 // a column in the same order (j = 0..K-1) with the same fused multiply-adds as matmul_columns, so
 // every path gives the same bits. The tiles are sized so that enough independent multiply-add
@@ -243,7 +249,7 @@ constexpr int kPromptPanels = 2;
 inline void matmul_panels(const float * const * rows, int n, int K, const float * M, int w, float * Y, int ldy) {
     int wide_done = 0;  // rows done for every panel of the group
 #ifdef LINGALIGN_X86
-    if (wide_allowed() && cpu_has_avx512f()) {
+    if (use_avx512_float()) {
         if (w == 2 * kPanel) {
             wide_done = matmul_panels_avx512<2>(rows, n, K, M, Y, ldy);
         } else if (w == kPanel) {
@@ -561,7 +567,7 @@ static void matvec_packed(const float * h, int K, const T * P, int ncols, int c0
     constexpr int group = kDecodePanels * kPanel;
     int p0 = c0;
 #ifdef LINGALIGN_X86
-    if (wide_allowed() && cpu_has_avx512f()) {
+    if (use_avx512_float()) {
         constexpr int wide = kWideDecodePanels * kPanel;
         for (; p0 + wide <= c1; p0 += wide) {
             const T * panels[kWideDecodePanels];

@@ -340,11 +340,16 @@ inline int cpu_vnni() {
     return cpu_has_avxvnni() ? kVnniAvx : cpu_has_avx512vnni() ? kVnniAvx512 : kVnniNone;
 }
 
+// The VNNI code dot_q4_rows uses now (kVnniNone: AVX2); kernel_paths() reports the same decision.
+inline int q4_vnni_in_use() {
+    return wide_allowed() ? cpu_vnni() : kVnniNone;
+}
+
 // Rows [0, n) of one panel for prompt processing; returns the rows done (whole groups of rows).
 inline int dot_q4_rows(const int8_t * hq, const float * hs, const int32_t * hsum, int n, int Kp, const uint8_t * P,
                        int w, float * Y, int ldy) {
     const int nb = Kp / kQ4Block;
-    const int vnni = wide_allowed() ? cpu_vnni() : 0;
+    const int vnni = q4_vnni_in_use();
     const int R = vnni != kVnniNone ? kQ4RowsVnni : kQ4RowsAvx2;
     float out[kQ4RowsVnni * kPanel];
     int r0 = 0;
