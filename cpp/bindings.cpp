@@ -236,5 +236,16 @@ PYBIND11_MODULE(_core, m) {
         .def("take_error", &Hook::take_error)
         .def("take_rows_transformed", &Hook::take_rows_transformed)
         .def("take_apply_seconds", &Hook::take_apply_seconds,
-             "Seconds spent applying transforms since the last call (clears it).");
+             "Seconds spent applying transforms since the last call (clears it).")
+        .def(
+            "take_tensor_paths",
+            [](Hook & h) {
+                const Hook::TensorPaths p = h.take_tensor_paths();
+                py::dict d;
+                d["host"] = p.host;
+                d["round_trip"] = p.round_trip;
+                return d;
+            },
+            "Tensors served since the last call (clears it), by how their data was reached: "
+            "{'host': n, 'round_trip': n} (device memory copied to the host and back).");
 }

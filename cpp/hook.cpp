@@ -629,6 +629,13 @@ double Hook::take_apply_seconds() {
     return s;
 }
 
+Hook::TensorPaths Hook::take_tensor_paths() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const TensorPaths p = tensor_paths_;
+    tensor_paths_ = TensorPaths();
+    return p;
+}
+
 void Hook::fail(const std::string & message) {
     if (error_.empty()) {
         error_ = message;
@@ -751,7 +758,9 @@ bool Hook::on_data(ggml_tensor * t) {
     float * data = nullptr;
     if (host) {
         data = (float *) t->data;
+        ++tensor_paths_.host;
     } else {
+        ++tensor_paths_.round_trip;
         row_buffer_.resize(n_floats);
         ggml_backend_tensor_get(t, row_buffer_.data(), 0, n_floats * sizeof(float));
         data = row_buffer_.data();

@@ -150,6 +150,14 @@ public:
     // Wall time the callback spent applying transforms since the last call (clears it): what
     // the intervention itself costs, apart from the rest of the decode.
     double take_apply_seconds();
+    // How the callback reached the data of the tensors it served since the last call (clears
+    // them): in host memory, or in device memory (CUDA, Metal) through a copy to the host and
+    // back. For tests and benchmarks on GPU builds.
+    struct TensorPaths {
+        int64_t host = 0;
+        int64_t round_trip = 0;
+    };
+    TensorPaths take_tensor_paths();
 
     // The function llama.cpp calls. Never throws: errors are stored for take_error().
     static bool eval_callback(ggml_tensor * t, bool ask, void * user_data);
@@ -227,6 +235,7 @@ private:
     std::string error_;
     int64_t rows_transformed_ = 0;
     double apply_seconds_ = 0.0;
+    TensorPaths tensor_paths_;
 };
 
 // IEEE binary16 -> float32 for n values, with the conversion the kernels use (F16C where the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
+import llama_cpp
 import numpy as np
 import pytest
 from conftest import tiny_llm
@@ -125,6 +126,9 @@ def test_model_without_l_out_tensors_is_refused_not_ignored(tmp_path):
     assert llm.embed("hello world") == plain
 
 
+@pytest.mark.skipif(
+    llama_cpp.llama_supports_gpu_offload(), reason="a GPU build offloads: tests/test_gpu.py covers it"
+)
 def test_gpu_offload_request_without_gpu_falls_back_to_cpu(tiny_model):
     """n_gpu_layers on a CPU-only llama-cpp-python: the model runs on the CPU, the hook with it."""
     t = _transform(tiny_model, [1, 2])
