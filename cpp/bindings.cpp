@@ -244,8 +244,14 @@ PYBIND11_MODULE(_core, m) {
                 py::dict d;
                 d["host"] = p.host;
                 d["round_trip"] = p.round_trip;
+                d["device"] = p.device;
                 return d;
             },
             "Tensors served since the last call (clears it), by how their data was reached: "
-            "{'host': n, 'round_trip': n} (device memory copied to the host and back).");
+            "{'host': n, 'round_trip': n, 'device': n}: in host memory, in device memory copied to the "
+            "host and back, or transformed on the device (set_device_maps).")
+        .def("set_device_maps", &Hook::set_device_maps, py::arg("mode"),
+             "0: device tensors take a host round trip (default); 1: they are transformed on their "
+             "device by a ggml graph; 2: host tensors too, on ggml's CPU backend (tests).")
+        .def("device_maps_status", &Hook::device_maps_status);
 }

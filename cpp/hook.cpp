@@ -1,5 +1,7 @@
 #include "hook.h"
 
+#include "device_maps.h"
+
 #include "kernels.h"
 #include "kernels_q4.h"
 #include "thread_pool.h"
@@ -37,6 +39,7 @@ Hook::Hook(int n_embd, int n_layer) : n_embd_(n_embd), n_layer_(n_layer) {
     if (n_embd <= 0 || n_layer <= 0) {
         throw std::invalid_argument("n_embd and n_layer must be positive");
     }
+    device_maps_ = std::make_unique<DeviceMaps>(n_layer);
     layers_.resize(n_layer);
     clamps_.resize(n_layer);
     capture_width_ = n_embd;
@@ -300,6 +303,20 @@ static LayerTransform make_lowrank(int layer, size_t d, const T * u, size_t u_le
 void Hook::store_layer(int layer, LayerTransform lt) {
     std::lock_guard<std::mutex> lock(mutex_);
     layers_[layer] = std::move(lt);
+    device_maps_->forget(layer);
+}
+
+void Hook::set_device_maps(int mode) {
+    if (mode < DeviceMaps::OFF || mode > DeviceMaps::EVERYWHERE) {
+        throw std::invalid_argument("device maps mode must be 0 (off), 1 (device tensors) or 2 (all tensors)");
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    device_maps_->set_mode((DeviceMaps::Mode) mode);
+}
+
+std::string Hook::device_maps_status() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return device_maps_->status();
 }
 
 void Hook::set_affine(int layer, const float * matrix, size_t matrix_len, const float * bias, size_t bias_len) {
@@ -429,6 +446,7 @@ void Hook::set_clamp(int layer, const int32_t * index, size_t n_index, const flo
     c.index.assign(index, index + n_index);
     c.value.assign(value, value + n_value);
     clamps_[layer] = std::move(c);
+    device_maps_->forget(layer);
 }
 
 void Hook::clear_layer(int layer) {
@@ -436,6 +454,7 @@ void Hook::clear_layer(int layer) {
     std::lock_guard<std::mutex> lock(mutex_);
     layers_[layer] = LayerTransform();
     clamps_[layer] = NeuronClamp();
+    device_maps_->forget(layer);
 }
 
 void Hook::clear_transforms() {
@@ -446,6 +465,7 @@ void Hook::clear_transforms() {
     for (auto & c : clamps_) {
         c = NeuronClamp();
     }
+    device_maps_->forget_all();
 }
 
 void Hook::set_alpha(float alpha) {
@@ -755,6 +775,43 @@ bool Hook::on_data(ggml_tensor * t) {
 
     const size_t n_floats = (size_t) n_rows * width;
     const bool host = t->buffer == nullptr || ggml_backend_buffer_is_host(t->buffer);
+    const LayerTransform & lt = layers_[il];
+    const NeuronClamp & clamp = clamps_[il];
+    const bool has_transform = site == SITE_RESIDUAL ? lt.kind != LayerTransform::NONE : !clamp.index.empty();
+    const bool capture_here = capturing_ && capture_site_ == site && capture_layer_index_[il] >= 0;
+
+    // On the tensor's own device (set_device_maps), unless a capture needs the rows on the host.
+    if (has_transform && alpha_ != 0.0f && !capture_here && device_maps_->wants(host)) {
+        runs_.clear();
+        int n_apply = 0;
+        for (int r = 0; r < (int) n_rows; ++r) {
+            if (flags_[row_tokens_[r]] & ROW_APPLY) {
+                if (!runs_.empty() && runs_.back().second == r) {
+                    runs_.back().second = r + 1;
+                } else {
+                    runs_.emplace_back(r, r + 1);
+                }
+                ++n_apply;
+            }
+        }
+        const auto start = std::chrono::steady_clock::now();
+        const int done = n_apply == 0 ? 1
+                                      : device_maps_->apply(t, il, site == SITE_FFN, lt, clamp, alpha_, runs_, n_threads_);
+        if (done < 0) {
+            fail(std::string(t->name) + ": " + device_maps_->status());
+            return true;
+        }
+        if (done > 0) {
+            ++tensor_paths_.device;
+            rows_transformed_ += n_apply;
+            if (n_apply > 0) {
+                apply_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            }
+            return keep_going;
+        }
+        // Not served there: the round trip below.
+    }
+
     float * data = nullptr;
     if (host) {
         data = (float *) t->data;
@@ -770,9 +827,6 @@ bool Hook::on_data(ggml_tensor * t) {
         return true;
     }
 
-    const LayerTransform & lt = layers_[il];
-    const NeuronClamp & clamp = clamps_[il];
-    const bool has_transform = site == SITE_RESIDUAL ? lt.kind != LayerTransform::NONE : !clamp.index.empty();
     bool modified = false;
     if (has_transform && alpha_ != 0.0f) {
         row_ptrs_.clear();
@@ -801,7 +855,7 @@ bool Hook::on_data(ggml_tensor * t) {
         }
     }
 
-    if (capturing_ && capture_site_ == site && capture_layer_index_[il] >= 0) {
+    if (capture_here) {
         const size_t n_cap = capture_layers_.size();
         const size_t ci = (size_t) capture_layer_index_[il];
         for (long long r = 0; r < n_rows; ++r) {

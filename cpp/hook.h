@@ -30,6 +30,7 @@ struct ggml_tensor;
 namespace lingalign {
 
 class ThreadPool;
+class DeviceMaps;
 
 // One flag byte per token of the announced batch.
 enum RowFlag : uint8_t {
@@ -156,8 +157,17 @@ public:
     struct TensorPaths {
         int64_t host = 0;
         int64_t round_trip = 0;
+        int64_t device = 0;  // transformed where it lives, by a ggml graph (set_device_maps)
     };
     TensorPaths take_tensor_paths();
+
+    // Tensors in device memory: 0 = copied to the host, transformed there and copied back (the
+    // default, tested on CUDA); 1 = transformed on their device by a small ggml graph
+    // (device_maps.h); 2 = host tensors too, on ggml's CPU backend, so that tests cover that
+    // path without a GPU. Capture always reads the rows on the host.
+    void set_device_maps(int mode);
+    // "off", "ready", "active on <device>", or why the device path turned itself off.
+    std::string device_maps_status() const;
 
     // The function llama.cpp calls. Never throws: errors are stored for take_error().
     static bool eval_callback(ggml_tensor * t, bool ask, void * user_data);
@@ -231,6 +241,8 @@ private:
     std::vector<int32_t> q4_sums_;     // and the sums of their int8 values
     int n_threads_ = 1;
     std::unique_ptr<ThreadPool> pool_;  // without OpenMP: the kernel threads
+    std::unique_ptr<DeviceMaps> device_maps_;
+    std::vector<std::pair<int, int>> runs_;  // rows to transform, as [first, end) runs
 
     std::string error_;
     int64_t rows_transformed_ = 0;

@@ -29,6 +29,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "panels.h"
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #  include <immintrin.h>
 #  define LINGALIGN_X86 1
@@ -46,8 +48,7 @@
 
 namespace lingalign {
 
-constexpr int kRows = 4;    // rows of H per micro-kernel call
-constexpr int kPanel = 16;  // columns of M per panel
+constexpr int kRows = 4;  // rows of H per micro-kernel call
 
 // Y[:, c0:c1] = H @ M[:, c0:c1] for the n rows rows[0..n) of length K; M is [K x ldm] and Y is
 // [n x ldy], both row-major. With M = I the result is exactly H (each sum adds exact zeros to
@@ -89,19 +90,6 @@ static void matmul_columns(const float * const * rows, int n, int K, const float
             for (int k = 0; k < nr; ++k) {
                 std::copy(acc[k], acc[k] + pw, Y + (size_t) (r0 + k) * ldy + p0);
             }
-        }
-    }
-}
-
-// Panel layout: the columns p0..p0+w of M [K x ncols] (w = min(kPanel, ncols - p0), p0 a
-// multiple of kPanel) are the row-major [K x w] block at offset p0 * K, so the packed map has
-// exactly K * ncols elements.
-template <typename T> inline void pack_panels(const T * M, int K, int ncols, T * out) {
-    for (int p0 = 0; p0 < ncols; p0 += kPanel) {
-        const int w = std::min(kPanel, ncols - p0);
-        T * panel = out + (size_t) p0 * K;
-        for (int j = 0; j < K; ++j) {
-            std::copy(M + (size_t) j * ncols + p0, M + (size_t) j * ncols + p0 + w, panel + (size_t) j * w);
         }
     }
 }

@@ -12,14 +12,11 @@
 // computes the same integers and adds them into the float32 result with the same fused
 // multiply-adds in the same order: bit-identical results everywhere.
 //
-// Packed layout (pack_q4_panels): K is padded to Kp (a multiple of 32) and ncols to a multiple of
-// kPanel with zeros; panel p (columns 16p..16p+15) is Kp * 8 contiguous bytes; in it, rows
-// 4g..4g+3 are 32 bytes, byte 4c + t holding row 4g + t of column c in its low nibble and of
-// column c + 8 in its high one, each as value + 8 (0..15). maddubs then sums the 4 rows of each
-// column in one 32-bit lane: 8 columns per register, the low and the high nibbles.
+// Packed layout: panels.h (pack_q4_panels).
 #pragma once
 
 #include "kernels.h"
+#include "panels.h"
 
 #include <cfloat>
 #include <cmath>
@@ -28,34 +25,6 @@
 #include <vector>
 
 namespace lingalign {
-
-constexpr int kQ4Block = 32;  // values per quantization block of a row h
-
-inline int q4_padded_rows(int K) {
-    return (K + kQ4Block - 1) / kQ4Block * kQ4Block;
-}
-
-inline int q4_padded_cols(int ncols) {
-    return (ncols + kPanel - 1) / kPanel * kPanel;
-}
-
-// The file layout (two columns per byte: byte [j, k] holds column 2k in its low nibble and
-// 2k + 1 in its high one, each as value + 8; ncols even) into the kernels' panel layout.
-inline std::vector<uint8_t> pack_q4_panels(const uint8_t * file, int K, int ncols) {
-    const int Kp = q4_padded_rows(K);
-    const int Np = q4_padded_cols(ncols);
-    std::vector<uint8_t> out((size_t) Np * Kp / 2, 0x88);  // padding: value 0 in both nibbles
-    for (int j = 0; j < K; ++j) {
-        const uint8_t * row = file + (size_t) j * (ncols / 2);
-        for (int c = 0; c < ncols; ++c) {
-            const uint8_t nibble = (c % 2 == 0) ? (row[c / 2] & 0x0F) : (row[c / 2] >> 4);
-            const int p = c / kPanel, ci = c % kPanel;
-            uint8_t & byte = out[(size_t) p * Kp * 8 + (size_t) (j / 4) * 32 + (ci % 8) * 4 + j % 4];
-            byte = ci < 8 ? (uint8_t) ((byte & 0xF0) | nibble) : (uint8_t) ((byte & 0x0F) | (nibble << 4));
-        }
-    }
-    return out;
-}
 
 // Blocks b0..b1 of quantize_row_blocks, portable.
 inline void quantize_blocks_portable(const float * h, int K, int b0, int b1, int8_t * hq, float * hs, int32_t * hsum) {

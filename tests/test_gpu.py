@@ -51,9 +51,11 @@ def test_tensors_live_on_the_device(tiny_model):
     assert sum(paths.values()) >= 4 * 3  # 4 layers x 3 ubatches of the 9-token prompt
 
 
-def test_identity_and_alpha_zero_are_bit_identical_on_gpu(tiny_model, gpu_plain):
+@pytest.mark.parametrize("device_maps", [False, True])
+def test_identity_and_alpha_zero_are_bit_identical_on_gpu(tiny_model, gpu_plain, device_maps):
     llm = _llm(tiny_model)
     steering = lingalign.attach(llm, _transform(tiny_model, ALL_LAYERS, kind="identity"))
+    steering.set_device_maps(device_maps)
     assert np.array_equal(_logits(llm), gpu_plain)
     assert steering.take_rows_transformed() > 0
     steering.set(_transform(tiny_model, ALL_LAYERS), alpha=0.0)
@@ -64,24 +66,30 @@ def test_identity_and_alpha_zero_are_bit_identical_on_gpu(tiny_model, gpu_plain)
 
 @pytest.mark.parametrize("precision", ["f32", "f16", "q8", "q4"])
 @pytest.mark.parametrize("n_gpu_layers", [-1, 2])
-def test_maps_on_gpu_match_the_cpu(tiny_model, cpu_plain, gpu_plain, precision, n_gpu_layers):
+@pytest.mark.parametrize("device_maps", [False, True])
+def test_maps_on_gpu_match_the_cpu(tiny_model, cpu_plain, gpu_plain, precision, n_gpu_layers, device_maps):
     """The same transform on the device (all layers, or 2 of 4: a mixed graph) and on the CPU
-    moves the logits the same way: the two differ by the GPU's rounding, far less than the move."""
+    moves the logits the same way: the two differ by the GPU's rounding, far less than the move.
+    device_maps: the maps run on the GPU (set_device_maps) rather than after a copy to the host;
+    those cases have not run on a GPU yet (the round-trip ones passed on an H100)."""
     t = _transform(tiny_model, [0, 1, 3]).to_precision(precision)
     t.layers[2] = _transform(tiny_model, [2], kind="additive").layers[2]
     cpu = _llm(tiny_model, n_gpu_layers=0)
     lingalign.attach(cpu, t, alpha=0.8)
     on_cpu = _logits(cpu)
     gpu = _llm(tiny_model, n_gpu_layers=n_gpu_layers)
-    lingalign.attach(gpu, t, alpha=0.8)
+    steering = lingalign.attach(gpu, t, alpha=0.8)
+    assert steering.set_device_maps(device_maps) == ("ready" if device_maps else "off")
     on_gpu = _logits(gpu)
     moved = np.abs(on_cpu - cpu_plain).max()
     rounding = np.abs(gpu_plain - cpu_plain).max() + 1e-4
     assert moved > 0.05
     assert np.abs(on_gpu - on_cpu).max() < max(10 * rounding, moved / 20)
     paths = _paths(gpu)
-    assert paths["round_trip"] > 0
+    assert (paths["device" if device_maps else "round_trip"] > 0) and paths["round_trip" if device_maps else "device"] == 0
     assert (paths["host"] > 0) == (n_gpu_layers != -1)  # 2 of 4 layers offloaded: both kinds
+    if device_maps:
+        assert steering._hook.device_maps_status().startswith("active on CUDA")
 
 
 def test_last_token_policy_on_gpu(tiny_model, gpu_plain):

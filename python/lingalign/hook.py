@@ -432,6 +432,16 @@ class Steering:
         of the intervention itself, apart from llama.cpp's own work."""
         return float(self._hook.take_apply_seconds())
 
+    def set_device_maps(self, on: bool) -> str:
+        """For layers offloaded to a GPU (`n_gpu_layers`): apply the maps on the GPU, by a small
+        ggml graph on the tensor's own device, instead of copying the rows to the host and back
+        (the default). Returns the path's status ("ready", "active on <device>", or why it
+        turned itself off, after which the round trip serves). Tensors in host memory and
+        capture are unaffected. Tested on ggml's CPU backend only so far (tests/test_device_maps.py);
+        on CUDA, tests/test_gpu.py has the checks, not yet run."""
+        self._hook.set_device_maps(1 if on else 0)
+        return str(self._hook.device_maps_status())
+
     def __enter__(self) -> Steering:
         return self
 
