@@ -122,3 +122,31 @@ def test_mode_is_checked_and_reported(tiny_model):
     assert steering.set_device_maps(False) == "off"
     with pytest.raises(ValueError, match="device maps mode"):
         steering._hook.set_device_maps(3)
+
+
+def test_several_sequences_per_batch(tiny_model, monkeypatch):
+    """Choice scoring puts several items in one batch and, with positions='last', transforms
+    each item's last context token: rows in several runs of one tensor, one graph."""
+    from test_evaluate import ITEMS
+
+    from lingalign import hook as hook_module
+    from lingalign.evaluate import choice_scores
+
+    llm = tiny_llm(tiny_model)
+    t = _transform(tiny_model, [1, 2], positions="last")
+    plain, _, _ = choice_scores(llm, ITEMS)
+    kernels, _, info = choice_scores(llm, ITEMS, transform=t)
+    assert info["rows_transformed"] == 2 * len(ITEMS)
+    hooks = []
+    new_hook = hook_module.new_hook
+
+    def hook_with_graph_path(llm):
+        hooks.append(new_hook(llm))
+        hooks[-1].set_device_maps(EVERYWHERE)
+        return hooks[-1]
+
+    monkeypatch.setattr(hook_module, "new_hook", hook_with_graph_path)
+    graph, _, info = choice_scores(llm, ITEMS, transform=t)
+    assert info["rows_transformed"] == 2 * len(ITEMS)
+    assert hooks[-1].take_tensor_paths()["device"] > 0
+    assert np.abs(graph - kernels).max() < np.abs(kernels - plain).max() / 100
