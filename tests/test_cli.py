@@ -163,3 +163,28 @@ def test_bench_json_has_the_ratios_and_hook_times(tiny_model, capsys):
     assert r["decode_hook_ms_idle"] == 0.0
     assert r["decode_hook_ms_last"] == 0.0  # the last-token policy leaves generated tokens alone
     assert r["decode_hook_ms_full"] > 0 and r["decode_hook_ms_full_q8"] > 0 and r["decode_hook_ms_full_q4"] > 0
+
+
+def test_bench_device_maps_and_gpu_layers_are_recorded(tiny_model, capsys):
+    """--device-maps adds the GPU variants; on a CPU-only build the maps stay on the CPU kernels
+    (host tensors), which the output says, rather than failing."""
+    import json
+
+    import llama_cpp
+
+    args = ["bench", "--model", str(tiny_model), "--repeats", "1", "--threads", "1", "--device-maps", "-ngl", "-1"]
+    assert main(args + ["--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["pp_ratio_full_device"] > 0 and r["decode_ratio_full_q4_device"] > 0
+    assert r["n_gpu_layers"] == -1 and r["gpu_offload"] == bool(llama_cpp.llama_supports_gpu_offload())
+    if not r["gpu_offload"]:
+        assert r["device_maps"] == "ready"  # never used: every tensor is in host memory
+        assert main(args) == 0
+        assert "(requested, but this llama-cpp-python has no GPU offload)" in capsys.readouterr().out
+
+
+def test_run_with_gpu_flags_on_a_cpu_build(tiny_model, capsys):
+    assert main(["run", "--model", str(tiny_model), "-p", "the dog", "-n", "4", "-ngl", "-1", "--device-maps"]) == 0
+    captured = capsys.readouterr()
+    assert "lingalign: device maps: ready" in captured.err
+    assert captured.out.strip() != ""

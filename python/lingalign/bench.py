@@ -16,6 +16,7 @@ import statistics
 import time
 from typing import Any
 
+import llama_cpp
 import numpy as np
 
 from ._abi import _core
@@ -138,10 +139,15 @@ def run_bench(
     n_prompt: int = 256,
     n_decode: int = 128,
     n_sentences: int = 240,
+    n_gpu_layers: int = 0,
+    device_maps: bool = False,
 ) -> dict[str, Any]:
+    """device_maps adds full_device and full_q4_device: the full-rank maps applied on the GPU
+    (Steering.set_device_maps) rather than after a copy to the host, for offloaded layers."""
     if repeats < 1:
         raise LingalignError("--repeats must be >= 1")
-    kw: dict[str, Any] = {"n_ctx": n_prompt + n_decode + 8, "n_batch": 512, "n_threads": threads}
+    kw: dict[str, Any] = {"n_ctx": n_prompt + n_decode + 8, "n_batch": 512, "n_threads": threads,
+                          "n_gpu_layers": n_gpu_layers}
     if threads is not None:
         kw["n_threads_batch"] = threads
     # Every variant runs on one model: two Llama objects would hold two copies of the weights,
@@ -196,6 +202,10 @@ def run_bench(
         "last": (full, "last"),
         "lowrank": (lowrank, "all"),
     }
+    if device_maps:
+        variants["full_device"] = (full, "all")
+        variants["full_q4_device"] = (full_q4, "all")
+    device_maps_status = "off"
     pp: dict[str, list[float]] = {k: [] for k in variants}
     tg: dict[str, list[float]] = {k: [] for k in variants}
     apply_ms: dict[str, list[float]] = {k: [] for k in variants}
@@ -207,6 +217,11 @@ def run_bench(
             llm._ctx = ctx["plain"]
             return llm
         llm._ctx = ctx["hooked"]
+        on_device = name.endswith("_device")
+        status = steering.set_device_maps(on_device)
+        if on_device:
+            nonlocal device_maps_status
+            device_maps_status = status
         if transform is None:
             steering.clear()
         else:
@@ -291,9 +306,13 @@ def run_bench(
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         # which code the map kernels ran on this CPU (AVX-512, VNNI, AVX2 or portable)
         "kernels": _core.kernel_paths(),
+        "n_gpu_layers": n_gpu_layers,
+        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
+        # after the device variants' last turn: "active on <device>" or why it turned itself off
+        "device_maps": device_maps_status,
     }
     result["lowrank_rank"] = BENCH_RANK
-    for name in ("idle", "splits", "full", "full_f16", "full_q8", "full_q4", "last", "lowrank"):
+    for name in [v for v in variants if v != "plain"]:
         result[f"pp_ratio_{name}"] = med(a / b for a, b in zip(pp[name], pp["plain"]))
         result[f"decode_ratio_{name}"] = med(a / b for a, b in zip(tg[name], tg["plain"]))
         result[f"decode_hook_ms_{name}"] = med(apply_ms[name])
@@ -330,4 +349,13 @@ def format_bench(r: dict[str, Any]) -> str:
         f"fit (ridge, every layer, 240 pairs): {r['fit_ridge_all_layers_s']:.2f} s",
         "kernels: " + ", ".join(f"{k} {v}" for k, v in sorted(r.get("kernels", {}).items())),
     ]
+    if "pp_ratio_full_device" in r:
+        lines[-4:-4] = [
+            f"{'full-rank maps on the GPU (f32, q4)':<36} {r['pp_ratio_full_device']:>7.3f}x "
+            f"{r['decode_ratio_full_device']:>7.3f}x, q4 {r['pp_ratio_full_q4_device']:.3f}x "
+            f"{r['decode_ratio_full_q4_device']:.3f}x; device maps: {r['device_maps']}",
+        ]
+    if r.get("n_gpu_layers"):
+        lines.insert(1, f"{r['n_gpu_layers']} layers offloaded to the GPU" +
+                     ("" if r.get("gpu_offload") else " (requested, but this llama-cpp-python has no GPU offload)"))
     return "\n".join(lines)

@@ -46,11 +46,12 @@ def _install_error_only_log() -> None:
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
 
 
-def _load_llm(model: str | None, *, n_ctx: int = 1024, threads: int | None = None) -> Any:
+def _load_llm(args: argparse.Namespace, *, n_ctx: int = 1024) -> Any:
     from .hook import open_model
 
     # --threads sets both: llama-cpp-python would otherwise run prompts on every core.
-    return open_model(model, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads)
+    return open_model(args.model, n_ctx=n_ctx, n_threads=args.threads, n_threads_batch=args.threads,
+                      n_gpu_layers=args.n_gpu_layers)
 
 
 def _cmd_capture(args: argparse.Namespace) -> int:
@@ -63,7 +64,7 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     import llama_cpp
 
     lines = read_lines(args.text, skip=args.skip, limit=args.limit)
-    llm = _load_llm(args.model, threads=args.threads)
+    llm = _load_llm(args)
     n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
     layers = parse_layer_spec(args.layers, n_layer) or list(range(n_layer))
     acts = capture(llm, lines, layers=layers, pool=args.pool, progress=None)
@@ -102,7 +103,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     src_file, tgt_file = _resolve_fit_files(args)
     src, tgt = read_pairs(src_file, tgt_file, skip=args.skip, limit=args.limit)
-    llm = _load_llm(args.model, threads=args.threads)
+    llm = _load_llm(args)
     n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
     neurons = args.method in NEURON_METHODS
     layer_spec = args.layers if args.layers is not None else ("all" if neurons else DEFAULT_MAP_LAYERS)
@@ -250,8 +251,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     auto = args.lang == "auto"
     path = args.transform or (shipped_transform_path(args.lang) if args.lang and not auto else None)
     transform = Transform.load(path) if path else None
-    llm = _load_llm(args.model, n_ctx=args.ctx, threads=args.threads)
+    llm = _load_llm(args, n_ctx=args.ctx)
     steering = attach(llm)
+    if args.device_maps:
+        print(f"lingalign: device maps: {steering.set_device_maps(True)}", file=sys.stderr)
     if transform is not None:
         for w in steering.set(transform, alpha=args.alpha, positions=args.positions, force=args.force):
             print(f"lingalign: warning: {w}", file=sys.stderr)
@@ -308,7 +311,7 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
 
     src, tgt = read_pairs(args.src, args.tgt, skip=args.skip, limit=args.limit)
     transform = _load_transform(args)
-    llm = _load_llm(args.model, threads=args.threads)
+    llm = _load_llm(args)
     layers = parse_layer_spec(args.layers, int(llama_cpp.llama_model_n_layer(llm.model)))
     if transform is not None:
         for w in transform.model.check(fingerprint(llm.model_path), force=args.force):
@@ -333,7 +336,7 @@ def _cmd_eval_choice(args: argparse.Namespace) -> int:
 
     items = load_choice_items(args.data)[: args.limit]
     transform = _load_transform(args)
-    llm = _load_llm(args.model, n_ctx=args.ctx, threads=args.threads)
+    llm = _load_llm(args, n_ctx=args.ctx)
     result = eval_choice(llm, items, lang=args.lang or choice_language(args.data), transform=transform,
                          alpha=args.alpha, positions=args.positions, force=args.force)
     for w in result.pop("warnings"):
@@ -349,7 +352,8 @@ def _cmd_eval_choice(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import format_bench, run_bench
 
-    result = run_bench(args.model, repeats=args.repeats, threads=args.threads)
+    result = run_bench(args.model, repeats=args.repeats, threads=args.threads, n_gpu_layers=args.n_gpu_layers,
+                       device_maps=args.device_maps)
     print(json.dumps(result) if args.json else format_bench(result))
     return 0
 
@@ -371,7 +375,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         dev_src, dev_tgt = read_pairs(args.dev, args.dev_tgt, skip=args.skip, limit=args.limit)
     else:
         items = load_choice_items(args.dev)[: args.limit]
-    llm = _load_llm(args.model, n_ctx=args.ctx, threads=args.threads)
+    llm = _load_llm(args, n_ctx=args.ctx)
     for w in transform.model.check(fingerprint(llm.model_path), force=args.force):
         print(f"lingalign: warning: {w}", file=sys.stderr)
     tuned, record = tune(llm, transform, metric=args.metric, dev_src=dev_src, dev_tgt=dev_tgt, dev_items=items,
@@ -456,7 +460,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(model=args.model, threads=args.threads)
+    return run_demo(model=args.model, threads=args.threads, n_gpu_layers=args.n_gpu_layers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -469,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--model", help="GGUF model file (default: Gemma 3 270M Q4_K_M, from its PyPI package)")
         sp.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
+        sp.add_argument("-ngl", "--n-gpu-layers", type=int, default=0,
+                        help="layers to offload to the GPU, with a GPU build of llama-cpp-python (-1: all; default 0)")
 
     sp = sub.add_parser("capture", help="pooled residual stream of every layer for a text file -> .npz")
     sp.add_argument("--text", required=True, help="UTF-8 text, one sentence per line")
@@ -525,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--ctx", type=int, default=1024, help="context size")
     sp.add_argument("--force", action="store_true", help="apply a transform made for another model")
+    sp.add_argument("--device-maps", action="store_true", help="apply the maps of offloaded layers on the GPU (see README)")
     common(sp)
     sp.set_defaults(func=_cmd_run)
 
@@ -612,6 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("bench", help="cost of the hook vs plain llama.cpp, side by side (ratios)")
     sp.add_argument("--repeats", type=int, default=5, help="interleaved rounds (median)")
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--device-maps", action="store_true",
+                    help="also time the full-rank maps applied on the GPU (with --n-gpu-layers)")
     common(sp)
     sp.set_defaults(func=_cmd_bench)
 

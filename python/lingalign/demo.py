@@ -21,9 +21,9 @@ N_FIT = 160
 DEMO_PROMPT = ("swh", "Swali: Jua huchomoza upande gani?\nJibu:")
 
 
-def run_demo(model: str | None = None, threads: int | None = None) -> int:
+def run_demo(model: str | None = None, threads: int | None = None, n_gpu_layers: int = 0) -> int:
     start = time.time()
-    llm = open_model(model, n_ctx=1024, n_threads=threads)
+    llm = open_model(model, n_ctx=1024, n_threads=threads, n_gpu_layers=n_gpu_layers)
     steering = attach(llm)
     fp = steering.model
     last = fp.n_layer - 1
