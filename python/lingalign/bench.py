@@ -356,6 +356,7 @@ def format_bench(r: dict[str, Any]) -> str:
             f"{r['decode_ratio_full_q4_device']:.3f}x; device maps: {r['device_maps']}",
         ]
     if r.get("n_gpu_layers"):
-        lines.insert(1, f"{r['n_gpu_layers']} layers offloaded to the GPU" +
+        n = r["n_gpu_layers"]
+        lines.insert(1, f"{'all' if n < 0 else n} layers offloaded to the GPU" +
                      ("" if r.get("gpu_offload") else " (requested, but this llama-cpp-python has no GPU offload)"))
     return "\n".join(lines)
