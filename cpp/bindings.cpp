@@ -253,5 +253,7 @@ PYBIND11_MODULE(_core, m) {
         .def("set_device_maps", &Hook::set_device_maps, py::arg("mode"),
              "0: device tensors take a host round trip (default); 1: they are transformed on their "
              "device by a ggml graph; 2: host tensors too, on ggml's CPU backend (tests).")
-        .def("device_maps_status", &Hook::device_maps_status);
+        .def("device_maps_status", &Hook::device_maps_status)
+        .def("set_host_round_trip", &Hook::set_host_round_trip,
+             "Serve host tensors through a copy to a buffer and back, as device tensors are (tests).");
 }

@@ -314,6 +314,11 @@ void Hook::set_device_maps(int mode) {
     device_maps_->set_mode((DeviceMaps::Mode) mode);
 }
 
+void Hook::set_host_round_trip(bool on) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    host_round_trip_ = on;
+}
+
 std::string Hook::device_maps_status() const {
     std::lock_guard<std::mutex> lock(mutex_);
     return device_maps_->status();
@@ -774,26 +779,30 @@ bool Hook::on_data(ggml_tensor * t) {
     }
 
     const size_t n_floats = (size_t) n_rows * width;
-    const bool host = t->buffer == nullptr || ggml_backend_buffer_is_host(t->buffer);
+    const bool in_host_memory = t->buffer == nullptr || ggml_backend_buffer_is_host(t->buffer);
+    const bool direct = in_host_memory && !host_round_trip_;  // read and written through t->data
     const LayerTransform & lt = layers_[il];
     const NeuronClamp & clamp = clamps_[il];
     const bool has_transform = site == SITE_RESIDUAL ? lt.kind != LayerTransform::NONE : !clamp.index.empty();
+    const bool transforming = has_transform && alpha_ != 0.0f;
     const bool capture_here = capturing_ && capture_site_ == site && capture_layer_index_[il] >= 0;
 
-    // On the tensor's own device (set_device_maps), unless a capture needs the rows on the host.
-    if (has_transform && alpha_ != 0.0f && !capture_here && device_maps_->wants(host)) {
-        runs_.clear();
-        int n_apply = 0;
-        for (int r = 0; r < (int) n_rows; ++r) {
-            if (flags_[row_tokens_[r]] & ROW_APPLY) {
-                if (!runs_.empty() && runs_.back().second == r) {
-                    runs_.back().second = r + 1;
-                } else {
-                    runs_.emplace_back(r, r + 1);
-                }
-                ++n_apply;
+    // The rows the position policy selects, as runs [first, end) of row indices.
+    runs_.clear();
+    int n_apply = 0;
+    for (int r = 0; transforming && r < (int) n_rows; ++r) {
+        if (flags_[row_tokens_[r]] & ROW_APPLY) {
+            if (!runs_.empty() && runs_.back().second == r) {
+                runs_.back().second = r + 1;
+            } else {
+                runs_.emplace_back(r, r + 1);
             }
+            ++n_apply;
         }
+    }
+
+    // On the tensor's own device (set_device_maps), unless a capture needs the rows on the host.
+    if (transforming && !capture_here && device_maps_->wants(in_host_memory)) {
         const auto start = std::chrono::steady_clock::now();
         const int done = n_apply == 0 ? 1
                                       : device_maps_->apply(t, il, site == SITE_FFN, lt, clamp, alpha_, runs_, n_threads_);
@@ -813,14 +822,24 @@ bool Hook::on_data(ggml_tensor * t) {
     }
 
     float * data = nullptr;
-    if (host) {
+    if (direct) {
         data = (float *) t->data;
         ++tensor_paths_.host;
     } else {
+        // Device memory: a capture reads every row; a transform alone copies only the rows it
+        // changes (one of a prompt's rows under positions=last), there and back.
         ++tensor_paths_.round_trip;
         row_buffer_.resize(n_floats);
-        ggml_backend_tensor_get(t, row_buffer_.data(), 0, n_floats * sizeof(float));
         data = row_buffer_.data();
+        const size_t row_bytes = (size_t) width * sizeof(float);
+        if (capture_here) {
+            ggml_backend_tensor_get(t, data, 0, n_floats * sizeof(float));
+        } else {
+            for (const auto & run : runs_) {
+                ggml_backend_tensor_get(t, data + (size_t) run.first * width, run.first * row_bytes,
+                                        (size_t) (run.second - run.first) * row_bytes);
+            }
+        }
     }
     if (data == nullptr) {
         fail(std::string(t->name) + " has no data");
@@ -828,31 +847,28 @@ bool Hook::on_data(ggml_tensor * t) {
     }
 
     bool modified = false;
-    if (has_transform && alpha_ != 0.0f) {
+    if (n_apply > 0) {
         row_ptrs_.clear();
-        for (long long r = 0; r < n_rows; ++r) {
-            if (flags_[row_tokens_[r]] & ROW_APPLY) {
+        for (const auto & run : runs_) {
+            for (int r = run.first; r < run.second; ++r) {
                 row_ptrs_.push_back(data + (size_t) r * width);
             }
         }
-        const int n_apply = (int) row_ptrs_.size();
-        if (n_apply > 0) {
-            const auto start = std::chrono::steady_clock::now();
-            if (site == SITE_FFN) {
-                apply_clamp_rows(row_ptrs_.data(), n_apply, clamp.index.data(), clamp.value.data(),
-                                 (int) clamp.index.size(), alpha_);
-            } else if (lt.kind == LayerTransform::AFFINE || lt.kind == LayerTransform::AFFINE_Q8 ||
-                       lt.kind == LayerTransform::AFFINE_Q4) {
-                apply_affine(row_ptrs_.data(), n_apply, lt);
-            } else if (lt.kind == LayerTransform::LOWRANK) {
-                apply_lowrank(row_ptrs_.data(), n_apply, lt);
-            } else {
-                apply_additive_rows(row_ptrs_.data(), n_apply, lt.vector.data(), alpha_, n_embd_);
-            }
-            rows_transformed_ += n_apply;
-            apply_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-            modified = true;
+        const auto start = std::chrono::steady_clock::now();
+        if (site == SITE_FFN) {
+            apply_clamp_rows(row_ptrs_.data(), n_apply, clamp.index.data(), clamp.value.data(),
+                             (int) clamp.index.size(), alpha_);
+        } else if (lt.kind == LayerTransform::AFFINE || lt.kind == LayerTransform::AFFINE_Q8 ||
+                   lt.kind == LayerTransform::AFFINE_Q4) {
+            apply_affine(row_ptrs_.data(), n_apply, lt);
+        } else if (lt.kind == LayerTransform::LOWRANK) {
+            apply_lowrank(row_ptrs_.data(), n_apply, lt);
+        } else {
+            apply_additive_rows(row_ptrs_.data(), n_apply, lt.vector.data(), alpha_, n_embd_);
         }
+        rows_transformed_ += n_apply;
+        apply_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        modified = true;
     }
 
     if (capture_here) {
@@ -879,8 +895,12 @@ bool Hook::on_data(ggml_tensor * t) {
         }
     }
 
-    if (modified && !host) {
-        ggml_backend_tensor_set(t, data, 0, n_floats * sizeof(float));
+    if (modified && !direct) {
+        const size_t row_bytes = (size_t) width * sizeof(float);
+        for (const auto & run : runs_) {
+            ggml_backend_tensor_set(t, data + (size_t) run.first * width, run.first * row_bytes,
+                                    (size_t) (run.second - run.first) * row_bytes);
+        }
     }
     // Nothing after the last captured layer is read in a capture-only context: returning false
     // skips the rest of the graph (the later layers and the output head).

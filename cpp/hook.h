@@ -168,6 +168,9 @@ public:
     void set_device_maps(int mode);
     // "off", "ready", "active on <device>", or why the device path turned itself off.
     std::string device_maps_status() const;
+    // Serve host tensors as device tensors are served, through ggml_backend_tensor_get/set (a
+    // copy and back): lets tests cover the round trip without a GPU.
+    void set_host_round_trip(bool on);
 
     // The function llama.cpp calls. Never throws: errors are stored for take_error().
     static bool eval_callback(ggml_tensor * t, bool ask, void * user_data);
@@ -242,6 +245,7 @@ private:
     int n_threads_ = 1;
     std::unique_ptr<ThreadPool> pool_;  // without OpenMP: the kernel threads
     std::unique_ptr<DeviceMaps> device_maps_;
+    bool host_round_trip_ = false;
     std::vector<std::pair<int, int>> runs_;  // rows to transform, as [first, end) runs
 
     std::string error_;
