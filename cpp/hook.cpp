@@ -717,6 +717,58 @@ bool Hook::on_ask(const ggml_tensor * t) {
     return transform || capture;
 }
 
+// The maps, vectors or clamps of a layer on the rows runs_ selects (n_apply of them) of data,
+// [rows x width] in host memory, by lingalign's CPU kernels.
+void Hook::transform_rows(float * data, int width, int site, const LayerTransform & lt, const NeuronClamp & clamp,
+                          int n_apply) {
+    row_ptrs_.clear();
+    for (const auto & run : runs_) {
+        for (int r = run.first; r < run.second; ++r) {
+            row_ptrs_.push_back(data + (size_t) r * width);
+        }
+    }
+    const auto start = std::chrono::steady_clock::now();
+    if (site == SITE_FFN) {
+        apply_clamp_rows(row_ptrs_.data(), n_apply, clamp.index.data(), clamp.value.data(), (int) clamp.index.size(),
+                         alpha_);
+    } else if (lt.kind == LayerTransform::AFFINE || lt.kind == LayerTransform::AFFINE_Q8 ||
+               lt.kind == LayerTransform::AFFINE_Q4) {
+        apply_affine(row_ptrs_.data(), n_apply, lt);
+    } else if (lt.kind == LayerTransform::LOWRANK) {
+        apply_lowrank(row_ptrs_.data(), n_apply, lt);
+    } else {
+        apply_additive_rows(row_ptrs_.data(), n_apply, lt.vector.data(), alpha_, n_embd_);
+    }
+    rows_transformed_ += n_apply;
+    apply_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Capture: each row's token adds it to its slot's sum (ROW_POOL) or stores it as the slot's last
+// row (ROW_LAST), for captured layer il.
+void Hook::capture_rows(const float * data, long long n_rows, int width, int il) {
+    const size_t n_cap = capture_layers_.size();
+    const size_t ci = (size_t) capture_layer_index_[il];
+    for (long long r = 0; r < n_rows; ++r) {
+        const int32_t tok = row_tokens_[r];
+        const int32_t slot = slots_[tok];
+        if (slot < 0) {
+            continue;
+        }
+        const float * row = data + (size_t) r * width;
+        const size_t cell = (size_t) slot * n_cap + ci;
+        if (flags_[tok] & ROW_POOL) {
+            double * acc = sums_.data() + cell * width;
+            for (int i = 0; i < width; ++i) {
+                acc[i] += row[i];
+            }
+            counts_[cell] += 1;
+        }
+        if (flags_[tok] & ROW_LAST) {
+            std::memcpy(last_.data() + cell * width, row, width * sizeof(float));
+        }
+    }
+}
+
 bool Hook::on_data(ggml_tensor * t) {
     int site = SITE_RESIDUAL;
     const int il = parse_site(t->name, &site);
@@ -846,56 +898,14 @@ bool Hook::on_data(ggml_tensor * t) {
         return true;
     }
 
-    bool modified = false;
     if (n_apply > 0) {
-        row_ptrs_.clear();
-        for (const auto & run : runs_) {
-            for (int r = run.first; r < run.second; ++r) {
-                row_ptrs_.push_back(data + (size_t) r * width);
-            }
-        }
-        const auto start = std::chrono::steady_clock::now();
-        if (site == SITE_FFN) {
-            apply_clamp_rows(row_ptrs_.data(), n_apply, clamp.index.data(), clamp.value.data(),
-                             (int) clamp.index.size(), alpha_);
-        } else if (lt.kind == LayerTransform::AFFINE || lt.kind == LayerTransform::AFFINE_Q8 ||
-                   lt.kind == LayerTransform::AFFINE_Q4) {
-            apply_affine(row_ptrs_.data(), n_apply, lt);
-        } else if (lt.kind == LayerTransform::LOWRANK) {
-            apply_lowrank(row_ptrs_.data(), n_apply, lt);
-        } else {
-            apply_additive_rows(row_ptrs_.data(), n_apply, lt.vector.data(), alpha_, n_embd_);
-        }
-        rows_transformed_ += n_apply;
-        apply_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        modified = true;
+        transform_rows(data, width, site, lt, clamp, n_apply);
     }
-
     if (capture_here) {
-        const size_t n_cap = capture_layers_.size();
-        const size_t ci = (size_t) capture_layer_index_[il];
-        for (long long r = 0; r < n_rows; ++r) {
-            const int32_t tok = row_tokens_[r];
-            const int32_t slot = slots_[tok];
-            if (slot < 0) {
-                continue;
-            }
-            const float * row = data + (size_t) r * width;
-            const size_t cell = (size_t) slot * n_cap + ci;
-            if (flags_[tok] & ROW_POOL) {
-                double * acc = sums_.data() + cell * width;
-                for (int i = 0; i < width; ++i) {
-                    acc[i] += row[i];
-                }
-                counts_[cell] += 1;
-            }
-            if (flags_[tok] & ROW_LAST) {
-                std::memcpy(last_.data() + cell * width, row, width * sizeof(float));
-            }
-        }
+        capture_rows(data, n_rows, width, il);
     }
 
-    if (modified && !direct) {
+    if (n_apply > 0 && !direct) {
         const size_t row_bytes = (size_t) width * sizeof(float);
         for (const auto & run : runs_) {
             ggml_backend_tensor_set(t, data + (size_t) run.first * width, run.first * row_bytes,

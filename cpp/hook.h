@@ -180,6 +180,9 @@ private:
     bool on_data(ggml_tensor * t);
     int parse_site(const char * name, int * site) const;  // il of "l_out-<il>" or "<ffn>-<il>", or -1
     int parse_layer(const char * digits) const;
+    void transform_rows(float * data, int width, int site, const LayerTransform & lt, const NeuronClamp & clamp,
+                        int n_apply);
+    void capture_rows(const float * data, long long n_rows, int width, int il);
     void apply_affine(float * const * rows, int n, const LayerTransform & lt);
     void apply_lowrank(float * const * rows, int n, const LayerTransform & lt);
     void store_layer(int layer, LayerTransform lt);  // takes mutex_
