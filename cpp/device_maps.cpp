@@ -14,16 +14,26 @@ namespace lingalign {
 DeviceMaps::DeviceMaps(int n_layer) : layers_((size_t) n_layer) {}
 
 DeviceMaps::~DeviceMaps() {
+    stop();
+}
+
+void DeviceMaps::stop() {
     forget_all();
     if (galloc_) {
         ggml_gallocr_free(galloc_);
+        galloc_ = nullptr;
     }
     if (backend_) {
         ggml_backend_free(backend_);
+        backend_ = nullptr;
     }
+    device_ = nullptr;
 }
 
 void DeviceMaps::set_mode(Mode mode) {
+    if (mode != mode_) {
+        stop();  // the backend of another mode (ggml's CPU one, for mode 2) must not stay in the way
+    }
     mode_ = mode;
     failure_.clear();  // a new choice gets a new try
 }

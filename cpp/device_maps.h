@@ -73,6 +73,7 @@ private:
     };
 
     bool start(ggml_tensor * t, bool host);
+    void stop();  // frees the weights, the allocator and the backend
     bool upload(Weights & w, const LayerTransform * lt, const NeuronClamp * clamp, int width);
     void release(Weights & w);
     void turn_off(const std::string & why);

@@ -22,9 +22,9 @@ def _llm(model):
     return tiny_llm(model, logits_all=True, n_batch=8, n_ubatch=4)
 
 
-def _kernels_then_graph(model, t, alpha=1.0):
+def _kernels_then_graph(model, t, alpha=1.0, llm=None):
     """Logits with the CPU kernels, then with the graph path, from the same Llama."""
-    llm = _llm(model)
+    llm = llm or _llm(model)
     steering = lingalign.attach(llm, t, alpha=alpha)
     kernels = _logits(llm)
     assert steering._hook.take_tensor_paths()["device"] == 0
@@ -150,3 +150,15 @@ def test_several_sequences_per_batch(tiny_model, monkeypatch):
     assert info["rows_transformed"] == 2 * len(ITEMS)
     assert hooks[-1].take_tensor_paths()["device"] > 0
     assert np.abs(graph - kernels).max() < np.abs(kernels - plain).max() / 100
+
+
+def test_switching_modes_starts_over(tiny_model):
+    """The CPU backend that mode 2 started is let go when the mode changes, rather than staying in
+    the way of the device a later mode 1 needs (which, here, is none: the kernels serve)."""
+    llm = _llm(tiny_model)
+    kernels, graph, steering = _kernels_then_graph(tiny_model, _transform(tiny_model, range(4)), llm=llm)
+    assert steering.set_device_maps(True) == "ready"
+    assert np.array_equal(_logits(llm), kernels)
+    assert steering._hook.take_tensor_paths()["host"] > 0
+    steering._hook.set_device_maps(EVERYWHERE)
+    assert np.array_equal(_logits(llm), graph)
