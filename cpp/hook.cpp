@@ -701,6 +701,10 @@ int Hook::parse_site(const char * name, int * site) const {
     return -1;
 }
 
+bool Hook::has_transform(int il, int site) const {
+    return site == SITE_RESIDUAL ? layers_[il].kind != LayerTransform::NONE : !clamps_[il].index.empty();
+}
+
 bool Hook::on_ask(const ggml_tensor * t) {
     if (!batch_active_) {
         return false;
@@ -710,11 +714,23 @@ bool Hook::on_ask(const ggml_tensor * t) {
     if (il < 0) {
         return false;
     }
-    const bool has_transform =
-        site == SITE_RESIDUAL ? layers_[il].kind != LayerTransform::NONE : !clamps_[il].index.empty();
-    const bool transform = batch_applies_ && alpha_ != 0.0f && has_transform;
+    const bool transform = batch_applies_ && alpha_ != 0.0f && has_transform(il, site);
     const bool capture = capturing_ && capture_site_ == site && capture_layer_index_[il] >= 0;
     return transform || capture;
+}
+
+// The rows of runs_ between t's memory and data ([rows x width] on the host), either way.
+void Hook::copy_runs(ggml_tensor * t, float * data, int width, bool to_tensor) const {
+    const size_t row_bytes = (size_t) width * sizeof(float);
+    for (const auto & run : runs_) {
+        float * rows = data + (size_t) run.first * width;
+        const size_t offset = run.first * row_bytes, size = (size_t) (run.second - run.first) * row_bytes;
+        if (to_tensor) {
+            ggml_backend_tensor_set(t, rows, offset, size);
+        } else {
+            ggml_backend_tensor_get(t, rows, offset, size);
+        }
+    }
 }
 
 // The maps, vectors or clamps of a layer on the rows runs_ selects (n_apply of them) of data,
@@ -835,8 +851,7 @@ bool Hook::on_data(ggml_tensor * t) {
     const bool direct = in_host_memory && !host_round_trip_;  // read and written through t->data
     const LayerTransform & lt = layers_[il];
     const NeuronClamp & clamp = clamps_[il];
-    const bool has_transform = site == SITE_RESIDUAL ? lt.kind != LayerTransform::NONE : !clamp.index.empty();
-    const bool transforming = has_transform && alpha_ != 0.0f;
+    const bool transforming = has_transform(il, site) && alpha_ != 0.0f;
     const bool capture_here = capturing_ && capture_site_ == site && capture_layer_index_[il] >= 0;
 
     // The rows the position policy selects, as runs [first, end) of row indices.
@@ -883,14 +898,10 @@ bool Hook::on_data(ggml_tensor * t) {
         ++tensor_paths_.round_trip;
         row_buffer_.resize(n_floats);
         data = row_buffer_.data();
-        const size_t row_bytes = (size_t) width * sizeof(float);
         if (capture_here) {
             ggml_backend_tensor_get(t, data, 0, n_floats * sizeof(float));
         } else {
-            for (const auto & run : runs_) {
-                ggml_backend_tensor_get(t, data + (size_t) run.first * width, run.first * row_bytes,
-                                        (size_t) (run.second - run.first) * row_bytes);
-            }
+            copy_runs(t, data, width, false);
         }
     }
     if (data == nullptr) {
@@ -906,11 +917,7 @@ bool Hook::on_data(ggml_tensor * t) {
     }
 
     if (n_apply > 0 && !direct) {
-        const size_t row_bytes = (size_t) width * sizeof(float);
-        for (const auto & run : runs_) {
-            ggml_backend_tensor_set(t, data + (size_t) run.first * width, run.first * row_bytes,
-                                    (size_t) (run.second - run.first) * row_bytes);
-        }
+        copy_runs(t, data, width, true);
     }
     // Nothing after the last captured layer is read in a capture-only context: returning false
     // skips the rest of the graph (the later layers and the output head).

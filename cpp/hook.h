@@ -180,6 +180,8 @@ private:
     bool on_data(ggml_tensor * t);
     int parse_site(const char * name, int * site) const;  // il of "l_out-<il>" or "<ffn>-<il>", or -1
     int parse_layer(const char * digits) const;
+    bool has_transform(int il, int site) const;  // a map or vector (residual site) or a clamp (FFN site)
+    void copy_runs(ggml_tensor * t, float * data, int width, bool to_tensor) const;
     void transform_rows(float * data, int width, int site, const LayerTransform & lt, const NeuronClamp & clamp,
                         int n_apply);
     void capture_rows(const float * data, long long n_rows, int width, int il);
