@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -45,3 +47,21 @@ def tiny_llm(path: Path, **kwargs):
     kwargs.setdefault("n_threads_batch", kwargs["n_threads"])
     kwargs.setdefault("verbose", False)
     return llama_cpp.Llama(model_path=str(path), **kwargs)
+
+
+def configure_new_hooks(monkeypatch: pytest.MonkeyPatch, configure: Callable[[Any], None]) -> list:
+    """Every hook that capture and choice scoring make from now on (their own contexts' hooks,
+    not a Steering's) is passed to `configure` first; returns the list they are added to."""
+    hook_module = importlib.import_module("lingalign.hook")
+    original = hook_module.new_hook
+    hooks: list = []
+
+    def configured_hook(llm: Any) -> Any:
+        hooks.append(original(llm))
+        configure(hooks[-1])
+        return hooks[-1]
+
+    monkeypatch.setattr(hook_module, "new_hook", configured_hook)  # evaluate imports it per call
+    # capture imported the name itself (the package exports the function `capture`, hence importlib)
+    monkeypatch.setattr(importlib.import_module("lingalign.capture"), "new_hook", configured_hook)
+    return hooks

@@ -9,7 +9,7 @@ import importlib
 
 import numpy as np
 import pytest
-from conftest import tiny_llm
+from conftest import configure_new_hooks, tiny_llm
 from test_experts import _clamp
 from test_hook import _logits, _lowrank, _transform
 
@@ -101,18 +101,12 @@ def test_capture_reads_captured_layers_on_the_host(tiny_model, monkeypatch):
     t = _transform(tiny_model, [1])
     sentences = ["hello there", "the dog"]
     kernels = capture_module.capture(llm, sentences, layers=[1, 3], transform=t)
-    new_hook = capture_module.new_hook
-
-    def hook_with_graph_path(llm):
-        hook = new_hook(llm)
-        hook.set_device_maps(EVERYWHERE)
-        return hook
-
-    monkeypatch.setattr(capture_module, "new_hook", hook_with_graph_path)
+    hooks = configure_new_hooks(monkeypatch, lambda hook: hook.set_device_maps(EVERYWHERE))
     assert np.array_equal(capture_module.capture(llm, sentences, layers=[1, 3], transform=t), kernels)
     graph = capture_module.capture(llm, sentences, layers=[3], transform=t)
     plain = capture_module.capture(llm, sentences, layers=[3])
     assert np.abs(graph[:, 0] - kernels[:, 1]).max() < np.abs(kernels[:, 1] - plain[:, 0]).max() / 100
+    assert hooks[1].take_tensor_paths()["device"] > 0
 
 
 def test_mode_is_checked_and_reported(tiny_model):
@@ -129,7 +123,6 @@ def test_several_sequences_per_batch(tiny_model, monkeypatch):
     each item's last context token: rows in several runs of one tensor, one graph."""
     from test_evaluate import ITEMS
 
-    from lingalign import hook as hook_module
     from lingalign.evaluate import choice_scores
 
     llm = tiny_llm(tiny_model)
@@ -137,15 +130,7 @@ def test_several_sequences_per_batch(tiny_model, monkeypatch):
     plain, _, _ = choice_scores(llm, ITEMS)
     kernels, _, info = choice_scores(llm, ITEMS, transform=t)
     assert info["rows_transformed"] == 2 * len(ITEMS)
-    hooks = []
-    new_hook = hook_module.new_hook
-
-    def hook_with_graph_path(llm):
-        hooks.append(new_hook(llm))
-        hooks[-1].set_device_maps(EVERYWHERE)
-        return hooks[-1]
-
-    monkeypatch.setattr(hook_module, "new_hook", hook_with_graph_path)
+    hooks = configure_new_hooks(monkeypatch, lambda hook: hook.set_device_maps(EVERYWHERE))
     graph, _, info = choice_scores(llm, ITEMS, transform=t)
     assert info["rows_transformed"] == 2 * len(ITEMS)
     assert hooks[-1].take_tensor_paths()["device"] > 0

@@ -9,7 +9,7 @@ import importlib
 
 import numpy as np
 import pytest
-from conftest import tiny_llm
+from conftest import configure_new_hooks, tiny_llm
 from test_experts import _clamp
 from test_hook import _logits, _lowrank, _transform
 
@@ -47,23 +47,6 @@ def test_round_trip_gives_the_direct_paths_bits(tiny_model, which):
     assert not np.array_equal(_logits(llm), direct)  # the transform did move them
 
 
-def _hooks_with_round_trip(monkeypatch) -> list:
-    """Every hook that capture and choice scoring make serves host tensors by the round trip;
-    returns the list they are added to."""
-    hook_module = importlib.import_module("lingalign.hook")
-    original = hook_module.new_hook
-    hooks = []
-
-    def hook_with_round_trip(llm):
-        hooks.append(original(llm))
-        hooks[-1].set_host_round_trip(True)
-        return hooks[-1]
-
-    monkeypatch.setattr(hook_module, "new_hook", hook_with_round_trip)  # evaluate imports it per call
-    monkeypatch.setattr(importlib.import_module("lingalign.capture"), "new_hook", hook_with_round_trip)
-    return hooks
-
-
 def test_capture_and_several_runs_per_tensor(tiny_model, monkeypatch):
     """Capture reads every row of a captured layer; choice scoring (several items per batch,
     positions='last') changes one row per item: several runs copied out and back."""
@@ -77,7 +60,7 @@ def test_capture_and_several_runs_per_tensor(tiny_model, monkeypatch):
     sentences = ["hello there", "a b c d e f g h i j k l", "the dog"]
     captured = capture(llm, sentences, layers=[1, 3], transform=_transform(tiny_model, [1, 2]))
     scores, _, _ = choice_scores(llm, ITEMS, transform=t)
-    hooks = _hooks_with_round_trip(monkeypatch)
+    hooks = configure_new_hooks(monkeypatch, lambda hook: hook.set_host_round_trip(True))
     assert np.array_equal(capture(llm, sentences, layers=[1, 3], transform=_transform(tiny_model, [1, 2])), captured)
     assert np.array_equal(choice_scores(llm, ITEMS, transform=t)[0], scores)
     assert len(hooks) == 2 and all(h.take_tensor_paths()["round_trip"] > 0 for h in hooks)
