@@ -31,9 +31,9 @@ void DeviceMaps::stop() {
 }
 
 void DeviceMaps::set_mode(Mode mode) {
-    if (mode != mode_) {
-        stop();  // the backend of another mode (ggml's CPU one, for mode 2) must not stay in the way
-    }
+    // The backend and weights stay: turning the path off and on again (lingalign bench does, every
+    // turn) must not upload the maps again. start() lets go of them if they were made for
+    // another mode.
     mode_ = mode;
     failure_.clear();  // a new choice gets a new try
 }
@@ -45,7 +45,7 @@ std::string DeviceMaps::status() const {
     if (mode_ == OFF) {
         return "off";
     }
-    return device_ ? std::string("active on ") + ggml_backend_dev_name(device_) : "ready";
+    return device_ && started_for_ == mode_ ? std::string("active on ") + ggml_backend_dev_name(device_) : "ready";
 }
 
 void DeviceMaps::turn_off(const std::string & why) {
@@ -76,6 +76,9 @@ void DeviceMaps::forget_all() {
 }
 
 bool DeviceMaps::start(ggml_tensor * t, bool host) {
+    if (backend_ && started_for_ != mode_) {
+        stop();  // ggml's CPU backend, started for mode 2, must not keep mode 1 off the GPU
+    }
     // The device that owns the tensor's buffer; ggml's CPU buffers name none, so a host tensor
     // (EVERYWHERE, for tests) goes to the CPU backend.
     ggml_backend_dev_t dev = nullptr;
@@ -108,6 +111,7 @@ bool DeviceMaps::start(ggml_tensor * t, bool host) {
         return false;
     }
     device_ = dev;
+    started_for_ = mode_;
     return true;
 }
 

@@ -79,6 +79,7 @@ private:
     void turn_off(const std::string & why);
 
     Mode mode_ = OFF;
+    Mode started_for_ = OFF;  // the mode backend_ was started in
     std::string failure_;
     ggml_backend_device * device_ = nullptr;
     ggml_backend * backend_ = nullptr;

@@ -138,12 +138,17 @@ def test_several_sequences_per_batch(tiny_model, monkeypatch):
 
 
 def test_switching_modes_starts_over(tiny_model):
-    """The CPU backend that mode 2 started is let go when the mode changes, rather than staying in
-    the way of the device a later mode 1 needs (which, here, is none: the kernels serve)."""
+    """The CPU backend that mode 2 started is not what mode 1 uses (mode 1 would start one for the
+    tensor's own device; here there is none, the kernels serve); turning the path off and on
+    again keeps the backend and its maps (lingalign bench does that every turn)."""
     llm = _llm(tiny_model)
     kernels, graph, steering = _kernels_then_graph(tiny_model, _transform(tiny_model, range(4)), llm=llm)
     assert steering.set_device_maps(True) == "ready"
     assert np.array_equal(_logits(llm), kernels)
     assert steering._hook.take_tensor_paths()["host"] > 0
     steering._hook.set_device_maps(EVERYWHERE)
+    assert np.array_equal(_logits(llm), graph)
+    steering.set_device_maps(False)
+    steering._hook.set_device_maps(EVERYWHERE)
+    assert steering._hook.device_maps_status() == "active on CPU"  # kept, before any decode
     assert np.array_equal(_logits(llm), graph)
