@@ -1,6 +1,6 @@
 #include "device_maps.h"
 
-#include "hook.h"
+#include "layer_transform.h"
 #include "panels.h"
 
 #include <ggml-alloc.h>
@@ -115,7 +115,8 @@ bool DeviceMaps::start(ggml_tensor * t, bool host) {
     return true;
 }
 
-bool DeviceMaps::upload(Weights & w, const LayerTransform * lt, const NeuronClamp * clamp, int width) {
+bool DeviceMaps::upload(Weights & w, const LayerTransform & layer, int width) {
+    const LayerTransform * lt = &layer;
     ggml_init_params params = {ggml_tensor_overhead() * 4, nullptr, true};
     w.ctx = ggml_init(params);
     if (w.ctx == nullptr) {
@@ -124,21 +125,22 @@ bool DeviceMaps::upload(Weights & w, const LayerTransform * lt, const NeuronClam
     const int d = width;
     std::vector<float> a32, b32, bias32;
     std::vector<ggml_fp16_t> a16, b16;
-    if (clamp) {
+    if (lt->kind == Kind::CLAMP) {
         a32.assign((size_t) d, 0.0f);
         b32.assign((size_t) d, 0.0f);
-        for (size_t k = 0; k < clamp->index.size(); ++k) {
-            a32[(size_t) clamp->index[k]] = 1.0f;
-            b32[(size_t) clamp->index[k]] = clamp->value[k];
+        for (size_t k = 0; k < lt->index.size(); ++k) {
+            a32[(size_t) lt->index[k]] = 1.0f;
+            b32[(size_t) lt->index[k]] = lt->value[k];
         }
         w.a = ggml_new_tensor_1d(w.ctx, GGML_TYPE_F32, d);
         w.b = ggml_new_tensor_1d(w.ctx, GGML_TYPE_F32, d);
-    } else if (lt->kind == LayerTransform::ADDITIVE) {
+    } else if (lt->kind == Kind::ADDITIVE) {
         bias32 = lt->vector;
-    } else if (lt->kind == LayerTransform::LOWRANK) {
+    } else if (lt->kind == Kind::LOWRANK) {
         const int r = lt->rank;
         // y = h + alpha (h U Vt + b): ggml wants U^T [r x d] and V = Vt^T [d x r].
-        if (lt->half) {
+        const bool half = lt->precision == Precision::F16;
+        if (half) {
             a16.resize((size_t) d * r);
             b16.resize((size_t) d * r);
             transpose_panels(lt->lr_u_h.data(), d, r, a16.data());
@@ -149,16 +151,16 @@ bool DeviceMaps::upload(Weights & w, const LayerTransform * lt, const NeuronClam
             transpose_panels(lt->lr_u.data(), d, r, a32.data());
             transpose_panels(lt->lr_vt.data(), r, d, b32.data());
         }
-        const ggml_type type = lt->half ? GGML_TYPE_F16 : GGML_TYPE_F32;
+        const ggml_type type = half ? GGML_TYPE_F16 : GGML_TYPE_F32;
         w.a = ggml_new_tensor_2d(w.ctx, type, d, r);
         w.b = ggml_new_tensor_2d(w.ctx, type, r, d);
         bias32 = lt->bias;
     } else {
         // AFFINE: y = h M (then blended with h); AFFINE_Q8/Q4: y = h (Q * scale), M - I.
-        if (lt->kind == LayerTransform::AFFINE && !lt->half) {
+        if (lt->precision == Precision::F32) {
             a32.resize((size_t) d * d);
             transpose_panels(lt->matrix.data(), d, d, a32.data());
-        } else if (lt->kind == LayerTransform::AFFINE) {
+        } else if (lt->precision == Precision::F16) {
             a16.resize((size_t) d * d);
             transpose_panels(reinterpret_cast<const ggml_fp16_t *>(lt->matrix_h.data()), d, d, a16.data());
         } else {
@@ -166,13 +168,13 @@ bool DeviceMaps::upload(Weights & w, const LayerTransform * lt, const NeuronClam
             std::vector<float> row((size_t) d);
             const int Kp = q4_padded_rows(d);
             std::vector<int8_t> q8t;
-            if (lt->kind == LayerTransform::AFFINE_Q8) {
+            if (lt->precision == Precision::Q8) {
                 q8t.resize((size_t) d * d);
                 transpose_panels(lt->matrix_q.data(), d, d, q8t.data());
             }
             for (int i = 0; i < d; ++i) {
                 for (int j = 0; j < d; ++j) {
-                    const int q = lt->kind == LayerTransform::AFFINE_Q8 ? q8t[(size_t) i * d + j]
+                    const int q = lt->precision == Precision::Q8 ? q8t[(size_t) i * d + j]
                                                                         : q4_panel_value(lt->matrix_q4.data(), Kp, j, i);
                     row[(size_t) j] = (float) q * lt->scale[(size_t) i];
                 }
@@ -200,8 +202,9 @@ bool DeviceMaps::upload(Weights & w, const LayerTransform * lt, const NeuronClam
     return true;
 }
 
-int DeviceMaps::apply(ggml_tensor * t, int il, bool ffn_site, const LayerTransform & lt, const NeuronClamp & clamp,
-                      float alpha, const std::vector<std::pair<int, int>> & runs, int n_threads) {
+int DeviceMaps::apply(ggml_tensor * t, int il, const LayerTransform & lt, float alpha,
+                      const std::vector<std::pair<int, int>> & runs, int n_threads) {
+    const bool ffn_site = lt.kind == Kind::CLAMP;
     const bool host = t->buffer == nullptr || ggml_backend_buffer_is_host(t->buffer);
     if (!wants(host) || runs.empty() || t->buffer == nullptr || !start(t, host)) {
         return 0;
@@ -214,7 +217,7 @@ int DeviceMaps::apply(ggml_tensor * t, int il, bool ffn_site, const LayerTransfo
     }
     const int width = (int) t->ne[0];
     Weights & w = ffn_site ? layers_[il].ffn : layers_[il].residual;
-    if (w.ctx == nullptr && !upload(w, ffn_site ? nullptr : &lt, ffn_site ? &clamp : nullptr, width)) {
+    if (w.ctx == nullptr && !upload(w, lt, width)) {
         release(w);
         turn_off("could not put layer " + std::to_string(il) + "'s map on " + ggml_backend_dev_name(device_));
         return 0;
@@ -249,15 +252,15 @@ int DeviceMaps::apply(ggml_tensor * t, int il, bool ffn_site, const LayerTransfo
             // z (1 - alpha m) + alpha m v: at alpha 1 exactly v on the clamped neurons, and
             // exactly z elsewhere at any alpha.
             out = ggml_add(ctx, ggml_mul(ctx, h, ggml_scale_bias(ctx, w.a, -alpha, 1.0f)), ggml_scale(ctx, w.b, alpha));
-        } else if (lt.kind == LayerTransform::ADDITIVE) {
+        } else if (lt.kind == Kind::ADDITIVE) {
             out = ggml_add(ctx, h, ggml_scale(ctx, w.bias, alpha));
         } else {
-            ggml_tensor * y = lt.kind == LayerTransform::LOWRANK ? ggml_mul_mat(ctx, w.b, ggml_mul_mat(ctx, w.a, h))
+            ggml_tensor * y = lt.kind == Kind::LOWRANK ? ggml_mul_mat(ctx, w.b, ggml_mul_mat(ctx, w.a, h))
                                                                  : ggml_mul_mat(ctx, w.a, h);
             if (w.bias) {
                 y = ggml_add(ctx, y, w.bias);
             }
-            if (lt.kind == LayerTransform::AFFINE) {
+            if (lt.kind == Kind::AFFINE && (lt.precision == Precision::F32 || lt.precision == Precision::F16)) {
                 y = ggml_sub(ctx, y, h);  // h + alpha (h M + b - h)
             }
             out = ggml_add(ctx, h, ggml_scale(ctx, y, alpha));

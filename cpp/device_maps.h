@@ -28,7 +28,6 @@ struct ggml_gallocr;
 namespace lingalign {
 
 struct LayerTransform;
-struct NeuronClamp;
 
 class DeviceMaps {
 public:
@@ -51,11 +50,11 @@ public:
     std::string status() const;
 
     // h' for the rows [first, second) of each run of t ([width, rows], contiguous F32), in place
-    // on t's device: the residual map or vector of lt, or the clamp (site FFN). Returns 1 when
+    // on t's device: the residual map or vector of lt, or its clamp (the FFN site). Returns 1 when
     // done; 0, with t unchanged, when this path cannot serve it (the caller takes the round
     // trip); -1 when the device failed while computing (t may be half written; status() says).
-    int apply(ggml_tensor * t, int il, bool ffn_site, const LayerTransform & lt, const NeuronClamp & clamp,
-               float alpha, const std::vector<std::pair<int, int>> & runs, int n_threads);
+    int apply(ggml_tensor * t, int il, const LayerTransform & lt, float alpha,
+              const std::vector<std::pair<int, int>> & runs, int n_threads);
     // The layer's transform changed: its device weights are stale.
     void forget(int il);
     void forget_all();
@@ -74,7 +73,7 @@ private:
 
     bool start(ggml_tensor * t, bool host);
     void stop();  // frees the weights, the allocator and the backend
-    bool upload(Weights & w, const LayerTransform * lt, const NeuronClamp * clamp, int width);
+    bool upload(Weights & w, const LayerTransform & lt, int width);
     void release(Weights & w);
     void turn_off(const std::string & why);
 
