@@ -21,11 +21,11 @@ def conversion(request):
     where the CPU has them) and with the portable code other CPUs use."""
     from lingalign import _core
 
-    _core.set_portable_kernels(request.param == "portable")
+    _core.testing.set_portable_kernels(request.param == "portable")
     try:
         yield request.param
     finally:
-        _core.set_portable_kernels(False)
+        _core.testing.set_portable_kernels(False)
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +52,8 @@ def tiny_llm(path: Path, **kwargs):
 def configure_new_hooks(monkeypatch: pytest.MonkeyPatch, configure: Callable[[Any], None]) -> list:
     """Every hook that capture and choice scoring make from now on (their own contexts' hooks,
     not a Steering's) is passed to `configure` first; returns the list they are added to."""
-    hook_module = importlib.import_module("lingalign.hook")
-    original = hook_module.new_hook
+    from lingalign.hook import new_hook as original
+
     hooks: list = []
 
     def configured_hook(llm: Any) -> Any:
@@ -61,7 +61,19 @@ def configure_new_hooks(monkeypatch: pytest.MonkeyPatch, configure: Callable[[An
         configure(hooks[-1])
         return hooks[-1]
 
-    monkeypatch.setattr(hook_module, "new_hook", configured_hook)  # evaluate imports it per call
-    # capture imported the name itself (the package exports the function `capture`, hence importlib)
-    monkeypatch.setattr(importlib.import_module("lingalign.capture"), "new_hook", configured_hook)
+    for module in ("lingalign.capturing", "lingalign.evaluate"):  # each imported the name itself
+        monkeypatch.setattr(importlib.import_module(module), "new_hook", configured_hook)
     return hooks
+
+
+def capture_array(llm: Any, sentences: Any, **kwargs: Any) -> Any:
+    """lingalign.capture's activations array (tests compare arrays)."""
+    from lingalign.capturing import capture
+
+    return capture(llm, sentences, **kwargs).activations
+
+
+def hook_of(steering: Any) -> Any:
+    """The C++ hook of a Steering, for the test-only switches it has (device maps on host
+    tensors, the host round trip); diagnostics go through Steering.stats()."""
+    return steering._hook

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import ctypes
 
 import gguf
@@ -13,7 +15,6 @@ from test_hook import _logits, _transform
 import lingalign
 from lingalign import ModelMismatchError, Transform, TransformFileError
 from lingalign.cli import main
-from lingalign.controlvector import export_controlvector
 
 
 def _vectors(model_path, layers=(1, 2, 3)):
@@ -42,7 +43,7 @@ def test_export_has_the_keys_llama_cpp_reads_and_round_trips(tiny_model, tmp_pat
 def test_same_effect_as_llama_cpp_native_control_vector(tiny_model, tmp_path):
     t = _vectors(tiny_model)
     path = tmp_path / "cvec.gguf"
-    export_controlvector(t, path, alpha=1.0)
+    t.save_controlvector(path, alpha=1.0)
     cvec = Transform.load(path)
 
     native = tiny_llm(tiny_model, logits_all=True, n_batch=8, n_ubatch=4)
@@ -64,12 +65,11 @@ def test_same_effect_as_llama_cpp_native_control_vector(tiny_model, tmp_path):
 
 def test_control_vector_refusals(tiny_model, tmp_path):
     with pytest.raises(TransformFileError, match="only additive"):
-        export_controlvector(_transform(tiny_model, [1]), tmp_path / "x.gguf")
+        _transform(tiny_model, [1]).save_controlvector(tmp_path / "x.gguf")
     with pytest.raises(TransformFileError, match="layer 0"):
-        export_controlvector(_vectors(tiny_model, (0, 1)), tmp_path / "x.gguf")
-    t = _vectors(tiny_model)
-    t.model = lingalign.ModelFingerprint("qwen2", 64, 4, "v" * 64, "w" * 64)
-    export_controlvector(t, tmp_path / "qwen.gguf")
+        _vectors(tiny_model, (0, 1)).save_controlvector(tmp_path / "x.gguf")
+    t = dataclasses.replace(_vectors(tiny_model), model=lingalign.model.ModelFingerprint("qwen2", 64, 4, "v" * 64, "w" * 64))
+    t.save_controlvector(tmp_path / "qwen.gguf")
     steering = lingalign.attach(tiny_llm(tiny_model))
     with pytest.raises(ModelMismatchError, match="qwen2"):
         steering.set(Transform.load(tmp_path / "qwen.gguf"))

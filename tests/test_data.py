@@ -53,7 +53,8 @@ def test_default_model_respects_xdg_cache_home(tmp_path, monkeypatch):
 def test_shipped_matrices_fit_the_default_model_and_match_the_manifest():
     import json
 
-    from lingalign import Transform, fingerprint
+    from lingalign import Transform
+    from lingalign.model import fingerprint
     from lingalign.data import normalize_lang, shipped_dir, shipped_transform_path
     from lingalign.model import default_model_path
 

@@ -9,7 +9,7 @@ import importlib
 
 import numpy as np
 import pytest
-from conftest import configure_new_hooks, tiny_llm
+from conftest import hook_of, configure_new_hooks, tiny_llm
 from test_experts import _clamp
 from test_hook import _logits, _lowrank, _transform
 
@@ -27,12 +27,12 @@ def _kernels_then_graph(model, t, alpha=1.0, llm=None):
     llm = llm or _llm(model)
     steering = lingalign.attach(llm, t, alpha=alpha)
     kernels = _logits(llm)
-    assert steering._hook.take_tensor_paths()["device"] == 0
-    steering._hook.set_device_maps(EVERYWHERE)
+    assert steering.stats(reset=True)["tensors"]["device"] == 0
+    hook_of(steering).set_device_maps(EVERYWHERE)
     graph = _logits(llm)
-    paths = steering._hook.take_tensor_paths()
+    paths = steering.stats(reset=True)["tensors"]
     assert paths["device"] > 0 and paths["host"] == 0, paths
-    assert steering._hook.device_maps_status() == "active on CPU"
+    assert steering.stats()["device_maps"] == "active on CPU"
     return kernels, graph, steering
 
 
@@ -71,7 +71,7 @@ def test_last_token_policy_on_the_graph_path(tiny_model):
     llm = _llm(tiny_model)
     plain = _logits(llm)
     steering = lingalign.attach(llm, _transform(tiny_model, [0, 3], positions="last"))
-    steering._hook.set_device_maps(EVERYWHERE)
+    hook_of(steering).set_device_maps(EVERYWHERE)
     out = _logits(llm)
     assert steering.take_rows_transformed() == 2  # one row, at each of the two layers
     assert np.array_equal(out[:-1], plain[:-1])
@@ -85,7 +85,7 @@ def test_changed_transform_reaches_the_device(tiny_model):
     steering = lingalign.attach(llm, b)
     with_b = _logits(llm)
     steering.set(a)
-    steering._hook.set_device_maps(EVERYWHERE)
+    hook_of(steering).set_device_maps(EVERYWHERE)
     with_a = _logits(llm)
     steering.set(b)
     again_b = _logits(llm)
@@ -96,26 +96,26 @@ def test_changed_transform_reaches_the_device(tiny_model):
 def test_capture_reads_captured_layers_on_the_host(tiny_model, monkeypatch):
     """A captured layer's rows are needed on the host: its transform runs there, on the CPU
     kernels (same bits as without the graph path); layers not captured take the graph."""
-    capture_module = importlib.import_module("lingalign.capture")  # the package exports the function
+    from conftest import capture_array
     llm = tiny_llm(tiny_model)
     t = _transform(tiny_model, [1])
     sentences = ["hello there", "the dog"]
-    kernels = capture_module.capture(llm, sentences, layers=[1, 3], transform=t)
+    kernels = capture_array(llm, sentences, layers=[1, 3], transform=t)
     hooks = configure_new_hooks(monkeypatch, lambda hook: hook.set_device_maps(EVERYWHERE))
-    assert np.array_equal(capture_module.capture(llm, sentences, layers=[1, 3], transform=t), kernels)
-    graph = capture_module.capture(llm, sentences, layers=[3], transform=t)
-    plain = capture_module.capture(llm, sentences, layers=[3])
+    assert np.array_equal(capture_array(llm, sentences, layers=[1, 3], transform=t), kernels)
+    graph = capture_array(llm, sentences, layers=[3], transform=t)
+    plain = capture_array(llm, sentences, layers=[3])
     assert np.abs(graph[:, 0] - kernels[:, 1]).max() < np.abs(kernels[:, 1] - plain[:, 0]).max() / 100
     assert hooks[1].take_tensor_paths()["device"] > 0
 
 
 def test_mode_is_checked_and_reported(tiny_model):
     steering = lingalign.attach(_llm(tiny_model))
-    assert steering._hook.device_maps_status() == "off"
+    assert steering.stats()["device_maps"] == "off"
     assert steering.set_device_maps(True) == "ready"  # host tensors stay on the CPU kernels
     assert steering.set_device_maps(False) == "off"
     with pytest.raises(ValueError, match="device maps mode"):
-        steering._hook.set_device_maps(3)
+        hook_of(steering).set_device_maps(3)
 
 
 def test_several_sequences_per_batch(tiny_model, monkeypatch):
@@ -145,10 +145,10 @@ def test_switching_modes_starts_over(tiny_model):
     kernels, graph, steering = _kernels_then_graph(tiny_model, _transform(tiny_model, range(4)), llm=llm)
     assert steering.set_device_maps(True) == "ready"
     assert np.array_equal(_logits(llm), kernels)
-    assert steering._hook.take_tensor_paths()["host"] > 0
-    steering._hook.set_device_maps(EVERYWHERE)
+    assert steering.stats(reset=True)["tensors"]["host"] > 0
+    hook_of(steering).set_device_maps(EVERYWHERE)
     assert np.array_equal(_logits(llm), graph)
     steering.set_device_maps(False)
-    steering._hook.set_device_maps(EVERYWHERE)
-    assert steering._hook.device_maps_status() == "active on CPU"  # kept, before any decode
+    hook_of(steering).set_device_maps(EVERYWHERE)
+    assert steering.stats()["device_maps"] == "active on CPU"  # kept, before any decode
     assert np.array_equal(_logits(llm), graph)

@@ -8,10 +8,10 @@ from conftest import tiny_llm
 
 import lingalign
 from lingalign import LayerMap, Transform
-from lingalign.capture import capture
+from conftest import capture_array as capture
 from lingalign.cli import main
 from lingalign.errors import LingalignError, TransformFileError
-from lingalign.experts import auroc, find_experts, fit_experts, random_neurons
+from lingalign.experts import auroc, find_experts, random_neurons
 
 SENTENCES = ["the quick brown fox", "jumps over the lazy dog", "a b c d e f", "hello there friend"]
 
@@ -57,17 +57,19 @@ def test_find_experts_recovers_planted_neurons():
 
 
 def test_fit_experts_clamps_to_positive_mean_and_random_control_differs(tiny_model):
-    fp = lingalign.fingerprint(tiny_model)
+    fp = lingalign.model.fingerprint(tiny_model)
     rng = np.random.default_rng(2)
     pos, neg = rng.standard_normal((20, 2, 128)), rng.standard_normal((30, 2, 128))
     pos[:, 1, 5] += 4.0
-    t = fit_experts(pos.astype(np.float32), neg.astype(np.float32), model=fp, layers=[1, 3], k=10)
+    positive = lingalign.Captures(pos.astype(np.float32), (1, 3), fp, site="ffn")
+    negative = lingalign.Captures(neg.astype(np.float32), (1, 3), fp, site="ffn")
+    t = Transform.fit(positive, negative, method="experts", k=10)
     assert t.method == "experts" and sum(lm.clamp_index.size for lm in t.layers.values()) == 10
     lm = t.layers[3]
     assert 5 in lm.clamp_index.tolist()
     k = lm.clamp_index.tolist().index(5)
     assert lm.clamp_value[k] == np.float32(pos[:, 1, 5].mean())
-    r = fit_experts(pos.astype(np.float32), neg.astype(np.float32), model=fp, layers=[1, 3], k=10, random_control=True)
+    r = Transform.fit(positive, negative, method="random-neurons", k=10)
     assert r.method == "random-neurons" and sum(lm.clamp_index.size for lm in r.layers.values()) == 10
     chosen = {(il, int(n)) for il, lm in t.layers.items() for n in lm.clamp_index}
     drawn = {(il, int(n)) for il, lm in r.layers.items() for n in lm.clamp_index}
@@ -78,7 +80,7 @@ def test_fit_experts_clamps_to_positive_mean_and_random_control_differs(tiny_mod
 
 def _clamp(model_path, layer, index, value, alpha=1.0, positions="all") -> Transform:
     lm = LayerMap(clamp_index=np.array(index, np.int32), clamp_value=np.array(value, np.float32))
-    return Transform(layers={layer: lm}, model=lingalign.fingerprint(model_path), method="experts", alpha=alpha,
+    return Transform(layers={layer: lm}, model=lingalign.model.fingerprint(model_path), method="experts", alpha=alpha,
                      positions=positions)
 
 

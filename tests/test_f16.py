@@ -80,18 +80,18 @@ def test_half_to_float_matches_numpy_for_every_bit_pattern():
     with np.errstate(invalid="ignore"):
         expected = bits.view(np.float16).astype(np.float32)
     # portable conversion: bit for bit, NaN payloads included
-    portable = _core.half_to_float(bits, portable=True)
+    portable = _core.testing.half_to_float(bits, portable=True)
     assert portable.dtype == np.float32 and portable.shape == (1 << 16,)
     assert np.array_equal(portable.view(np.uint32), expected.view(np.uint32))
     # the kernels' conversion (F16C here if the CPU has it): the same, except that hardware may
     # quiet a signaling NaN; it stays a NaN of the same sign (maps never hold NaN anyway)
-    kernel = _core.half_to_float(bits, portable=False)
+    kernel = _core.testing.half_to_float(bits, portable=False)
     nan = np.isnan(expected)
     assert np.array_equal(kernel[~nan].view(np.uint32), expected[~nan].view(np.uint32))
     assert np.isnan(kernel[nan]).all()
     assert np.array_equal(np.signbit(kernel[nan]), np.signbit(expected[nan]))
     # spot checks of the edge cases by value
-    assert _core.half_to_float(np.array([0x0001, 0x03FF, 0x0400, 0x7BFF, 0x7C00, 0xFC00, 0x8000], np.uint16)).tolist() == [
+    assert _core.testing.half_to_float(np.array([0x0001, 0x03FF, 0x0400, 0x7BFF, 0x7C00, 0xFC00, 0x8000], np.uint16)).tolist() == [
         2.0**-24, 1023 * 2.0**-24, 2.0**-14, 65504.0, float("inf"), float("-inf"), -0.0,
     ]
 
@@ -277,9 +277,9 @@ def test_kernels_report_the_conversion_they_use():
     if platform.machine() != "x86_64" or not cpuinfo.is_file():
         pytest.skip("needs x86-64 Linux to know whether the CPU has F16C")
     has_f16c = any(line.startswith("flags") and " f16c" in line for line in cpuinfo.read_text().splitlines())
-    assert _core.half_conversion_uses_f16c() == has_f16c
-    _core.set_portable_kernels(True)
+    assert _core.testing.half_conversion_uses_f16c() == has_f16c
+    _core.testing.set_portable_kernels(True)
     try:
-        assert not _core.half_conversion_uses_f16c()
+        assert not _core.testing.half_conversion_uses_f16c()
     finally:
-        _core.set_portable_kernels(False)
+        _core.testing.set_portable_kernels(False)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lingalign import LayerMap, LingalignError, ModelFingerprint
-from lingalign.evaluate import retrieval_top1
-from lingalign.fit import fit_incline, fit_meanshift, fit_ridge, fit_transform, squared_error
+import lingalign
+from lingalign import Captures, LayerMap, LingalignError, Transform
+from lingalign.fit import fit_incline, fit_meanshift, fit_ridge, squared_error
+from lingalign.metrics import retrieval_top1
+from lingalign.model import ModelFingerprint
 
 D = 32
 FP = ModelFingerprint("llama", D, 3, "v" * 64, "w" * 64)
@@ -73,25 +75,61 @@ def test_meanshift_is_difference_of_means_and_reduces_error():
     assert squared_error(Xte, Yte, LayerMap(vector=v.astype(np.float32))) < squared_error(Xte, Yte, LayerMap(vector=np.zeros(D, np.float32)))
 
 
-def test_fit_transform_builds_valid_transform_per_layer():
+def _caps(activations, layers=(0, 1, 2), model=FP):
+    return Captures(np.asarray(activations, dtype=np.float32), tuple(layers), model)
+
+
+def test_transform_fit_builds_valid_transform_per_layer():
     X, Y = _pairs(100)
-    src = np.stack([X, X * 2, X], axis=1)
-    tgt = np.stack([Y, Y * 2, Y], axis=1)
+    src = _caps(np.stack([X, X * 2, X], axis=1))
+    tgt = _caps(np.stack([Y, Y * 2, Y], axis=1))
     for method in ("ridge", "incline", "meanshift"):
-        t = fit_transform(src, tgt, model=FP, layers=[0, 1, 2], method=method, fit_layers=[1, 2], source_lang="xxx")
-        assert sorted(t.layers) == [1, 2]
+        t = Transform.fit(src, tgt, method=method, layers=[1, 2], source_lang="xxx")
+        assert sorted(t.layers) == [1, 2] and t.model == FP
         assert t.method == method and t.fit_info["pairs"] == 100
         assert (t.layers[1].bias is not None) == (method == "ridge")
-    t = fit_transform(src, tgt, model=FP, layers=[0, 1, 2], method="incline", bias=True)
+    t = Transform.fit(src, tgt, method="incline", bias=True)
     assert t.layers[0].bias is not None and t.fit_info["bias"] is True
     with pytest.raises(LingalignError, match="unknown method"):
-        fit_transform(src, tgt, model=FP, layers=[0, 1, 2], method="magic")
+        Transform.fit(src, tgt, method="magic")
     with pytest.raises(LingalignError, match="not captured"):
-        fit_transform(src, tgt, model=FP, layers=[0, 1, 2], fit_layers=[5])
-    bad = src.copy()
+        Transform.fit(src, tgt, layers=[5])
+    with pytest.raises(LingalignError, match="different models"):
+        Transform.fit(src, _caps(tgt.activations, model=ModelFingerprint("llama", D, 3, "x" * 64, "w" * 64)))
+    with pytest.raises(LingalignError, match="paired"):
+        Transform.fit(src, tgt.rows(slice(0, 50)), method="ridge")
+    bad = src.activations.copy()
     bad[0, 0, 0] = np.nan
     with pytest.raises(LingalignError, match="NaN"):
-        fit_transform(bad, tgt, model=FP, layers=[0, 1, 2])
+        Transform.fit(_caps(bad), tgt, method="ridge")
+
+
+def test_captures_round_trip_and_refuse_other_files(tmp_path):
+    X, _ = _pairs(20)
+    caps = Captures(np.stack([X, X], axis=1).astype(np.float32), (0, 2), FP, site="residual", pool="last",
+                    info={"sha256": "abc"})
+    caps.save(tmp_path / "c.npz")
+    back = Captures.load(tmp_path / "c.npz")
+    assert np.array_equal(back.activations, caps.activations) and back.layers == (0, 2)
+    assert (back.model, back.site, back.pool, back.info) == (FP, "residual", "last", {"sha256": "abc"})
+    assert np.array_equal(back.layer(2), X.astype(np.float32))
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(LingalignError, match="not a lingalign captures file"):
+        Captures.load(tmp_path / "bad.npz")
+    with pytest.raises(LingalignError, match="sorted"):
+        Captures(caps.activations, (2, 0), FP)
+    with pytest.raises(LingalignError, match="width"):
+        Captures(np.zeros((2, 1, 5), np.float32), (0,), FP)
+
+
+def test_deprecated_fit_transform_warns_and_still_fits():
+    X, Y = _pairs(50)
+    src, tgt = np.stack([X], axis=1).astype(np.float32), np.stack([Y], axis=1).astype(np.float32)
+    with pytest.warns(DeprecationWarning, match="Transform.fit"):
+        fit_transform = lingalign.fit_transform
+    old = fit_transform(src, tgt, model=FP, layers=[1], method="ridge")
+    new = Transform.fit(_caps(src, (1,)), _caps(tgt, (1,)), method="ridge")
+    assert np.array_equal(old.layers[1].matrix, new.layers[1].matrix)
 
 
 def test_retrieval_top1():
@@ -120,11 +158,12 @@ def test_rank_auto_finds_low_rank_maps_and_keeps_full_ones():
     U, Vt = truncate_map(np.eye(d) + low, 4)
     np.testing.assert_allclose(U @ Vt, low, atol=1e-10)
 
-    t = fit_transform(X[:, None, :].astype(np.float32), Y[:, None, :].astype(np.float32), model=ModelFingerprint("llama", d, 1, "v", "w"), layers=[0], method="ridge", rank="auto", lam=1e-3)
+    fp = ModelFingerprint("llama", d, 1, "v", "w")
+    t = Transform.fit(_caps(X[:, None, :], (0,), fp), _caps(Y[:, None, :], (0,), fp), method="ridge", rank="auto", lam=1e-3)
     # default candidates start at 8: the smallest one that holds the rank-4 map
     assert t.layers[0].kind == "lowrank" and t.layers[0].lowrank_u.shape == (d, 8) and t.fit_info["rank"] == {"0": 8}
     with pytest.raises(LingalignError, match="rank"):
-        fit_transform(X[:, None, :], Y[:, None, :], model=ModelFingerprint("llama", d, 1, "v", "w"), layers=[0], rank=0)
+        Transform.fit(_caps(X[:, None, :], (0,), fp), _caps(Y[:, None, :], (0,), fp), rank=0)
 
 
 def test_choose_layer_finds_the_layer_a_map_can_fix():
@@ -136,10 +175,9 @@ def test_choose_layer_finds_the_layer_a_map_can_fix():
     Q, _ = np.linalg.qr(rng.standard_normal((D, D)))
     src = np.stack([base + 2 * rng.standard_normal((n, D)), base @ Q, base + 2 * rng.standard_normal((n, D))], axis=1)
     tgt = np.stack([base, base, base], axis=1)  # layer 1 is a pure rotation away: a map fixes it exactly
-    layer, alpha, record = choose_layer(src.astype(np.float32), tgt.astype(np.float32), model=FP, layers=[0, 1, 2],
-                                        method="ridge", lam=1e-3)
+    layer, alpha, record = choose_layer(_caps(src), _caps(tgt), method="ridge", lam=1e-3)
     assert layer == 1 and alpha in (0.25, 0.5, 0.75, 1.0)
     assert record["heldout_pairs"] == 60 and record["heldout_top1"] > 0.95
     assert record["gain_by_layer"]["1"] > record["gain_by_layer"]["0"]
     with pytest.raises(LingalignError, match="at least 10"):
-        choose_layer(src[:9], tgt[:9], model=FP, layers=[0, 1, 2])
+        choose_layer(_caps(src[:9]), _caps(tgt[:9]))

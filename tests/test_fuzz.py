@@ -7,6 +7,8 @@ never a crash. The number of cases is printed when the module finishes (pytest -
 
 from __future__ import annotations
 
+import dataclasses
+
 from types import SimpleNamespace
 
 import pytest
@@ -31,8 +33,7 @@ def fuzz_env(tiny_model, tmp_path_factory):
     good = tmp_path_factory.mktemp("fuzz") / "good.gguf"
     t = _transform(tiny_model)
     # the quantized formats too: their bytes and types go through the same mutations
-    t.layers[0] = t.layers[0].to_precision("q4")
-    t.layers[3] = t.layers[3].to_precision("q8")
+    t = dataclasses.replace(t, layers={**t.layers, 0: t.layers[0].to_precision("q4"), 3: t.layers[3].to_precision("q8")})
     t.save(good)
     llm = tiny_llm(tiny_model, n_batch=8, n_ubatch=4)
     steering = lingalign.attach(llm)

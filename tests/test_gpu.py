@@ -7,6 +7,8 @@ install a GPU build of llama-cpp-python 0.3.36 (README) and run `python -m pytes
 
 from __future__ import annotations
 
+import dataclasses
+
 import llama_cpp
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from conftest import tiny_llm
 from test_hook import PROMPT, _logits, _transform
 
 import lingalign
-from lingalign.capture import capture
+from conftest import capture_array as capture
 
 pytestmark = pytest.mark.skipif(
     not llama_cpp.llama_supports_gpu_offload(), reason="this llama-cpp-python build has no GPU offload"
@@ -28,7 +30,7 @@ def _llm(model, n_gpu_layers=-1):
 
 
 def _paths(llm) -> dict[str, int]:
-    return lingalign.steering_of(llm)._hook.take_tensor_paths()
+    return lingalign.attach(llm).stats(reset=True)["tensors"]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def test_maps_on_gpu_match_the_cpu(tiny_model, cpu_plain, gpu_plain, precision, 
     device_maps: the maps run on the GPU (set_device_maps) rather than after a copy to the host;
     those cases have not run on a GPU yet (the round-trip ones passed on an H100)."""
     t = _transform(tiny_model, [0, 1, 3]).to_precision(precision)
-    t.layers[2] = _transform(tiny_model, [2], kind="additive").layers[2]
+    t = dataclasses.replace(t, layers={**t.layers, 2: _transform(tiny_model, [2], kind="additive").layers[2]})
     cpu = _llm(tiny_model, n_gpu_layers=0)
     lingalign.attach(cpu, t, alpha=0.8)
     on_cpu = _logits(cpu)
@@ -89,7 +91,7 @@ def test_maps_on_gpu_match_the_cpu(tiny_model, cpu_plain, gpu_plain, precision, 
     assert (paths["device" if device_maps else "round_trip"] > 0) and paths["round_trip" if device_maps else "device"] == 0
     assert (paths["host"] > 0) == (n_gpu_layers != -1)  # 2 of 4 layers offloaded: both kinds
     if device_maps:
-        assert steering._hook.device_maps_status().startswith("active on CUDA")
+        assert steering.stats()["device_maps"].startswith("active on CUDA")
 
 
 def test_last_token_policy_on_gpu(tiny_model, gpu_plain):

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
-from conftest import tiny_llm
+from conftest import hook_of, tiny_llm
 
 import lingalign
 from lingalign import LayerMap, Transform
-from lingalign.capture import capture
+from conftest import capture_array as capture
 
 PROMPT = "the quick brown fox jumps over the lazy dog"
 
 
 def _transform(model_path, layers, kind="affine", seed=0, scale=0.3, positions="all", alpha=1.0) -> Transform:
-    fp = lingalign.fingerprint(model_path)
+    fp = lingalign.model.fingerprint(model_path)
     rng = np.random.default_rng(seed)
     d = fp.n_embd
     out = {}
@@ -77,7 +79,7 @@ def test_batches_are_announced_only_when_the_hook_has_work(tiny_model, plain_log
     graph splits. Announced or not, the results are those of the policy."""
     llm = tiny_llm(tiny_model, logits_all=True, n_batch=8, n_ubatch=4)
     steering = lingalign.attach(llm)
-    hook = steering._hook
+    hook = hook_of(steering)
     assert not hook.wants_batch(True)
     assert np.array_equal(_logits(llm), plain_logits)
     steering.set(_transform(tiny_model, [1]), alpha=0.0)
@@ -109,7 +111,7 @@ def test_transform_changes_output_and_clear_restores_it(tiny_model, plain_logits
     steering.set(_transform(tiny_model, [2], kind="additive"))
     assert not np.allclose(_logits(llm), plain_logits, atol=1e-4)
     steering.detach()
-    assert lingalign.steering_of(llm) is None
+    assert not hasattr(llm, "_lingalign_steering")
     assert np.array_equal(_logits(llm), plain_logits)
 
 
@@ -152,7 +154,7 @@ def test_capture_and_choice_scores_split_into_small_ubatches(tiny_model, monkeyp
     """Each decode runs as several ubatches of 4 tokens: the hook follows the rows across them."""
     from test_evaluate import ITEMS
 
-    from lingalign import hook as hook_module
+    from lingalign import _llama
     from lingalign.evaluate import choice_scores
 
     llm = tiny_llm(tiny_model)
@@ -160,7 +162,7 @@ def test_capture_and_choice_scores_split_into_small_ubatches(tiny_model, monkeyp
     t = _transform(tiny_model, [1, 2])
     one = [capture(llm, sentences, max_sequences=4, pool=p, transform=t) for p in ("mean", "last")]
     sums, counts, _ = choice_scores(llm, ITEMS, transform=t)
-    monkeypatch.setattr(hook_module, "BATCH_UBATCH_TOKENS", 4)
+    monkeypatch.setattr(_llama, "BATCH_UBATCH_TOKENS", 4)
     split = [capture(llm, sentences, max_sequences=4, pool=p, transform=t) for p in ("mean", "last")]
     sums4, counts4, _ = choice_scores(llm, ITEMS, transform=t)
     # Attention over a KV cache filled by earlier ubatches rounds differently (F16 cells, as in
@@ -218,7 +220,7 @@ def test_generation_unchanged_when_cleared(tiny_model):
     ref = plain(PROMPT, max_tokens=8, temperature=0)["choices"][0]["text"]
     llm = lingalign.load(tiny_model, _transform(tiny_model, range(4), scale=2.0), n_ctx=128, n_threads=1)
     steered = llm(PROMPT, max_tokens=8, temperature=0)["choices"][0]["text"]
-    lingalign.steering_of(llm).clear()
+    lingalign.attach(llm).clear()
     assert llm(PROMPT, max_tokens=8, temperature=0)["choices"][0]["text"] == ref
     chat = llm.create_chat_completion(
         messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0
@@ -262,41 +264,48 @@ def test_batch_announced_from_logits_bytes_is_checked():
 def test_bad_transforms_are_refused(tiny_model, other_tiny_model):
     llm = tiny_llm(tiny_model)
     steering = lingalign.attach(llm)
-    t = _transform(tiny_model, [1])
-    t.layers[1].matrix = np.zeros((3, 3), np.float32)
+    # a transform is checked when it is made: a bad one never exists to be set
+    good = _transform(tiny_model, [1])
     with pytest.raises(lingalign.TransformFileError, match="shape"):
-        steering.set(t)
-    t = _transform(tiny_model, [1])
-    t.layers[1].matrix[0, 0] = np.nan
+        dataclasses.replace(good, layers={1: lingalign.LayerMap(matrix=np.zeros((3, 3), np.float32))})
+    nan_map = good.layers[1].matrix.copy()
+    nan_map[0, 0] = np.nan
     with pytest.raises(lingalign.TransformFileError, match="NaN"):
-        steering.set(t)
-    t = _transform(tiny_model, [1])
-    t.layers[7] = t.layers.pop(1)
+        lingalign.LayerMap(matrix=nan_map)
+    with pytest.raises(ValueError, match="read-only"):
+        good.layers[1].matrix[0, 0] = 1.0
+    with pytest.raises(TypeError):
+        good.layers[7] = good.layers[1]  # type: ignore[index]
     with pytest.raises(lingalign.TransformFileError, match="unknown layer 7"):
-        steering.set(t)
+        dataclasses.replace(good, layers={7: good.layers[1]})
     with pytest.raises(lingalign.LingalignError, match="position policy"):
         steering.set(_transform(tiny_model, [1]), positions="middle")
     for bad_alpha in (float("nan"), float("inf"), 1e300):
         with pytest.raises(lingalign.LingalignError, match="alpha"):
             steering.set(_transform(tiny_model, [1]), alpha=bad_alpha)
-    # the C++ side checks too, whatever Python lets through
-    hook = lingalign._core.Hook(64, 4)
-    with pytest.raises(ValueError, match="map has 9 values"):
-        hook.set_affine(1, np.zeros((3, 3), np.float32))
-    with pytest.raises(IndexError, match="unknown layer 9"):
-        hook.set_additive(9, np.zeros(64, np.float32))
-    with pytest.raises(ValueError, match="NaN"):
-        hook.set_additive(1, np.full(64, np.inf, np.float32))
+    # the C++ side checks shapes, names and layers too, whatever Python lets through
+    prepared = lingalign._core.Prepared(64, 4)
+    with pytest.raises(lingalign._core.LayerError, match=r"layer 1: map has shape \[3, 3\], expected \[64, 64\]"):
+        prepared.set_layer(1, lingalign._core.KIND_AFFINE, {"map": np.zeros((3, 3), np.float32)})
+    with pytest.raises(lingalign._core.LayerError, match="unknown layer 9"):
+        prepared.set_layer(9, lingalign._core.KIND_ADDITIVE, {"vector": np.zeros(64, np.float32)})
+    with pytest.raises(lingalign._core.LayerError, match="does not belong"):
+        prepared.set_layer(1, lingalign._core.KIND_ADDITIVE, {"vector": np.zeros(64, np.float32),
+                                                               "bias": np.zeros(64, np.float32)})
+    with pytest.raises(lingalign._core.LayerError, match="unsupported element type"):
+        prepared.set_layer(1, lingalign._core.KIND_ADDITIVE, {"vector": np.zeros(64)})
+    with pytest.raises(ValueError, match="another model shape"):
+        lingalign._core.Hook(32, 4).select(prepared)
     # a transform for another vocabulary is refused unless forced; same family only warns
     other = _transform(other_tiny_model, [1])
     assert steering.set(other)  # same vocabulary, other weights: a warning
-    foreign = _transform(tiny_model, [1])
-    foreign.model = lingalign.ModelFingerprint("llama", 64, 4, "0" * 64, "1" * 64, "another")
+    foreign = dataclasses.replace(_transform(tiny_model, [1]),
+                                  model=lingalign.model.ModelFingerprint("llama", 64, 4, "0" * 64, "1" * 64, "another"))
     with pytest.raises(lingalign.ModelMismatchError, match="another model"):
         steering.set(foreign)
     assert steering.set(foreign, force=True)
-    wrong_width = _transform(tiny_model, [1])
-    wrong_width.model = lingalign.ModelFingerprint("llama", 32, 4, "0" * 64, "1" * 64)
+    wrong_width = dataclasses.replace(_transform(tiny_model, [1]), layers={1: lingalign.LayerMap(vector=np.zeros(32, np.float32))},
+                                      model=lingalign.model.ModelFingerprint("llama", 32, 4, "0" * 64, "1" * 64))
     with pytest.raises(lingalign.ModelMismatchError, match="n_embd=32"):
         steering.set(wrong_width, force=True)
 
@@ -322,7 +331,7 @@ def test_import_refuses_other_llama_cpp_version():
 
 
 def _lowrank(model_path, layer, rank=3, seed=5, zero=False):
-    fp = lingalign.fingerprint(model_path)
+    fp = lingalign.model.fingerprint(model_path)
     rng = np.random.default_rng(seed)
     d = fp.n_embd
     u = np.zeros((d, rank), np.float32) if zero else (0.3 * rng.standard_normal((d, rank)) / np.sqrt(d)).astype(np.float32)
@@ -362,7 +371,7 @@ def test_threaded_kernel_matches_single_thread(tmp_path):
     for threads in (1, 2):
         llm = tiny_llm(path, logits_all=True, n_ctx=256, n_batch=128, n_ubatch=128, n_threads=threads)
         steering = lingalign.attach(llm, _transform(path, [0, 1]))
-        assert steering._hook.threads == threads
+        assert steering.stats()["kernel_threads"] == threads
         results.append(_logits(llm, prompt))
     assert results[0].shape[0] >= 32  # enough rows x 256^2 to use the pool
     assert np.array_equal(results[0], results[1])

@@ -5,6 +5,8 @@ user's shell sets them (huggingface-hub reads them at import)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import subprocess
 import sys
@@ -32,12 +34,11 @@ def _cli(args, hub, hf_home, **env_extra):
 def files(tiny_model, tmp_path):
     out = {}
     for name, alpha in (("v1", 0.25), ("v2", 0.5)):
-        t = _transform(tiny_model)
-        t.alpha = alpha
+        t = dataclasses.replace(_transform(tiny_model), alpha=alpha)
         t.save(tmp_path / f"{name}.gguf")
         out[name] = (tmp_path / f"{name}.gguf").read_bytes()
-    foreign = _transform(tiny_model)
-    foreign.model = lingalign.ModelFingerprint("llama", 64, 4, "0" * 64, "1" * 64, "another")
+    foreign = dataclasses.replace(_transform(tiny_model),
+                                  model=lingalign.model.ModelFingerprint("llama", 64, 4, "0" * 64, "1" * 64, "another"))
     foreign.save(tmp_path / "foreign.gguf")
     out["foreign"] = (tmp_path / "foreign.gguf").read_bytes()
     return out

@@ -9,7 +9,7 @@ from conftest import SHARED_DATA
 
 import lingalign
 from lingalign import Transform
-from lingalign.capture import capture
+from conftest import capture_array as capture
 from lingalign.cli import main
 from lingalign.data import read_lines
 from lingalign.evaluate import retrieval_top1
@@ -61,7 +61,7 @@ def test_identity_on_real_model_is_bit_identical(gemma):
 
     from lingalign import LayerMap
 
-    fp = lingalign.steering_of(gemma).model
+    fp = lingalign.attach(gemma).model
     prompt = b"Habari ya asubuhi, rafiki yangu."
     tokens = gemma.tokenize(prompt)
 
@@ -70,7 +70,7 @@ def test_identity_on_real_model_is_bit_identical(gemma):
         gemma.eval(tokens)
         return np.ctypeslib.as_array(gemma._ctx.get_logits(), shape=(gemma.n_vocab(),)).copy()
 
-    steering = lingalign.steering_of(gemma)
+    steering = lingalign.attach(gemma)
     steering.clear()
     plain = last_logits()
     eye = {il: LayerMap(matrix=np.eye(fp.n_embd, dtype=np.float32)) for il in range(fp.n_layer)}

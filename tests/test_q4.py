@@ -91,19 +91,19 @@ def test_q4_kernel_matches_the_formula_for_every_shape():
         for n in (1, 3, 9):
             h = (rng.standard_normal((n, d)) * rng.choice([1e-3, 1.0, 50.0], size=(n, 1))).astype(np.float32)
             h[-1] = 0.0
-            y = _core.q4_multiply(h, packed)
+            y = _core.testing.q4_multiply(h, packed)
             assert y.dtype == np.float32 and y.shape == (n, d)
             ref = _q4_product(h, q)
             np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
-            assert np.array_equal(y, _core.q4_multiply(h, packed, portable=True))
+            assert np.array_equal(y, _core.testing.q4_multiply(h, packed, portable=True))
             assert not y[-1].any()
     h = np.ones((2, 64), np.float32)
     h[0, 40], h[1, 3] = np.nan, np.inf
     for portable in (False, True):
-        y = _core.q4_multiply(h, pack_nibbles(np.ones((64, 64), np.int8)), portable=portable)
+        y = _core.testing.q4_multiply(h, pack_nibbles(np.ones((64, 64), np.int8)), portable=portable)
         assert not np.isfinite(y).any()
     with pytest.raises(ValueError, match="rows \\[n, d\\] and q \\[d, d/2\\]"):
-        _core.q4_multiply(np.ones((2, 64), np.float32), np.zeros((64, 64), np.int8))
+        _core.testing.q4_multiply(np.ones((2, 64), np.float32), np.zeros((64, 64), np.int8))
 
 
 @pytest.fixture(scope="module")
@@ -153,11 +153,11 @@ def test_q4_threads_and_the_portable_kernel_give_the_same_logits(tmp_path):
         two, rows, s2 = _run(path, t4, logits, n_threads=2, n_threads_batch=2, **kw)
         assert rows > 0 and s1._hook.threads == 1 and s2._hook.threads == 2
         assert np.array_equal(one, two)
-        _core.set_portable_kernels(True)
+        _core.testing.set_portable_kernels(True)
         try:
             portable, _, _ = _run(path, t4, logits, n_threads=2, n_threads_batch=2, **kw)
         finally:
-            _core.set_portable_kernels(False)
+            _core.testing.set_portable_kernels(False)
         assert np.array_equal(two, portable)
 
 

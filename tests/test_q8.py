@@ -168,9 +168,9 @@ def test_q8_simd_and_portable_kernels_agree(tiny_model):
     t8 = _maps(tiny_model, range(4)).to_precision("q8")
     for logits in (_prompt_logits, _decode_logits):
         simd, _, _ = _run(tiny_model, t8, logits, n_batch=8, n_ubatch=4)
-        _core.set_portable_kernels(True)
+        _core.testing.set_portable_kernels(True)
         try:
             portable, _, _ = _run(tiny_model, t8, logits, n_batch=8, n_ubatch=4)
         finally:
-            _core.set_portable_kernels(False)
+            _core.testing.set_portable_kernels(False)
         assert np.array_equal(simd, portable)

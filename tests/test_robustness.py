@@ -117,7 +117,7 @@ def test_model_without_l_out_tensors_is_refused_not_ignored(tmp_path):
     path = write_tiny_bert(tmp_path / "bert.gguf")
     llm = llama_cpp.Llama(model_path=str(path), embedding=True, n_ctx=64, verbose=False)
     plain = llm.embed("hello world")
-    fp = lingalign.fingerprint(path)
+    fp = lingalign.model.fingerprint(path)
     t = Transform(layers={0: LayerMap(vector=np.ones(fp.n_embd, np.float32))}, model=fp, method="test")
     steering = lingalign.attach(llm, t)
     with pytest.raises(lingalign.InterventionError, match="architecture not supported"):

@@ -9,7 +9,7 @@ import importlib
 
 import numpy as np
 import pytest
-from conftest import configure_new_hooks, tiny_llm
+from conftest import hook_of, configure_new_hooks, tiny_llm
 from test_experts import _clamp
 from test_hook import _logits, _lowrank, _transform
 
@@ -37,10 +37,10 @@ def test_round_trip_gives_the_direct_paths_bits(tiny_model, which):
     llm = _llm(tiny_model)
     steering = lingalign.attach(llm, t)
     direct = _logits(llm)
-    assert steering._hook.take_tensor_paths()["round_trip"] == 0
-    steering._hook.set_host_round_trip(True)
+    assert steering.stats(reset=True)["tensors"]["round_trip"] == 0
+    hook_of(steering).set_host_round_trip(True)
     copied = _logits(llm)
-    paths = steering._hook.take_tensor_paths()
+    paths = steering.stats(reset=True)["tensors"]
     assert paths["round_trip"] > 0 and paths["host"] == 0
     assert np.array_equal(copied, direct)
     steering.clear()
@@ -54,7 +54,7 @@ def test_capture_and_several_runs_per_tensor(tiny_model, monkeypatch):
 
     from lingalign.evaluate import choice_scores
 
-    capture = importlib.import_module("lingalign.capture").capture
+    from conftest import capture_array as capture
     llm = tiny_llm(tiny_model)
     t = _transform(tiny_model, [1, 2], positions="last")
     sentences = ["hello there", "a b c d e f g h i j k l", "the dog"]

@@ -41,7 +41,7 @@ def test_steering_routes_each_generation(tiny_model, other_tiny_model):
     llm = tiny_llm(tiny_model)
     steering = lingalign.attach(llm)
     router, transforms = _router(tiny_model)
-    foreign = dataclasses.replace(transforms["spa"], model=lingalign.ModelFingerprint("llama", 64, 4, "0" * 64, "1" * 64))
+    foreign = dataclasses.replace(transforms["spa"], model=lingalign.model.ModelFingerprint("llama", 64, 4, "0" * 64, "1" * 64))
     router.transforms["spa"] = foreign  # made for another model: refused, so no transform
     steering.set_router(router)
     llm("Mama yangu anapika chakula kitamu jikoni.", max_tokens=2)

@@ -22,8 +22,8 @@ PROMPT = " ".join(["the quick brown fox"] * 8)  # 129 tokens: ubatches of 128 ro
 
 
 def _tier(name: str) -> None:
-    _core.set_portable_kernels(name == "portable")
-    _core.set_wide_kernels(name == "wide")
+    _core.testing.set_portable_kernels(name == "portable")
+    _core.testing.set_wide_kernels(name == "wide")
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_q4_kernel_tiers_agree_for_every_row_count(tiers):
     """The 4-bit kernel alone: 1-30 rows (whole groups of 2 or 4 rows and the rest) at widths
     with partial blocks and panels, with each VNNI variant the CPU has."""
     rng = np.random.default_rng(3)
-    variants = ["auto", *_core.q4_vnni_available()]
+    variants = ["auto", *_core.testing.q4_vnni_available()]
     try:
         for d in (34, 64, 208):
             q = rng.integers(0, 256, size=(d, d // 2), dtype=np.uint8).view(np.int8)
@@ -66,24 +66,24 @@ def test_q4_kernel_tiers_agree_for_every_row_count(tiers):
                 out = {}
                 for tier in tiers:
                     _tier(tier)
-                    out[tier] = _core.q4_multiply(rows, q, portable=tier == "portable")
+                    out[tier] = _core.testing.q4_multiply(rows, q, portable=tier == "portable")
                 assert np.array_equal(out["wide"], out["avx2"]), (d, n)
                 assert np.array_equal(out["wide"], out["portable"]), (d, n)
                 _tier("wide")
                 for vnni in variants:
-                    _core.set_q4_vnni(vnni)
-                    assert np.array_equal(_core.q4_multiply(rows, q), out["portable"]), (d, n, vnni)
+                    _core.testing.set_q4_vnni(vnni)
+                    assert np.array_equal(_core.testing.q4_multiply(rows, q), out["portable"]), (d, n, vnni)
     finally:
-        _core.set_q4_vnni("auto")
+        _core.testing.set_q4_vnni("auto")
 
 
 def test_forcing_a_vnni_variant_the_cpu_lacks_is_refused():
     for which in ("avxvnni", "avx512vnni"):
-        if which not in _core.q4_vnni_available():
+        if which not in _core.testing.q4_vnni_available():
             with pytest.raises(ValueError, match=f"no {which}"):
-                _core.set_q4_vnni(which)
+                _core.testing.set_q4_vnni(which)
     with pytest.raises(ValueError, match="no sse9"):
-        _core.set_q4_vnni("sse9")
+        _core.testing.set_q4_vnni("sse9")
 
 
 def test_wide_kernels_are_reported():
@@ -91,29 +91,29 @@ def test_wide_kernels_are_reported():
     from pathlib import Path
 
     if platform.machine() not in ("x86_64", "AMD64"):
-        assert not _core.wide_kernels_available()
+        assert not _core.testing.wide_kernels_available()
         return
     if not Path("/proc/cpuinfo").exists():
         pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
     flags = Path("/proc/cpuinfo").read_text().split()
     expected = "avx512f" in flags or "avx_vnni" in flags or ("avx512_vnni" in flags and "avx512vl" in flags)
-    assert _core.wide_kernels_available() == expected
+    assert _core.testing.wide_kernels_available() == expected
 
 
 def test_kernel_paths_say_which_code_runs(tiers):
     """What `lingalign bench` records with its numbers: the tier switches change it, and it names
     AVX-512 / VNNI only where the CPU has them."""
     _tier("portable")
-    assert _core.kernel_paths() == {"float_prompt": "portable", "float_decode": "portable", "q4_prompt": "portable"}
+    assert _core.testing.kernel_paths() == {"float_prompt": "portable", "float_decode": "portable", "q4_prompt": "portable"}
     _tier("avx2")
-    avx2 = _core.kernel_paths()
+    avx2 = _core.testing.kernel_paths()
     assert avx2["float_prompt"] in ("avx2", "portable") and avx2["q4_prompt"] == avx2["float_prompt"]
     assert avx2["float_decode"] in ("avx2", "portable")
     _tier("wide")
-    wide = _core.kernel_paths()
+    wide = _core.testing.kernel_paths()
     assert wide["q4_prompt"] in ("avxvnni", "avx512vnni", "avx2", "portable")
     if wide["q4_prompt"] in ("avxvnni", "avx512vnni"):
-        assert wide["q4_prompt"] == _core.q4_vnni_available()[0]
+        assert wide["q4_prompt"] == _core.testing.q4_vnni_available()[0]
     assert (wide["float_prompt"] == "avx512") == (wide["float_decode"] == "avx512")
-    if not _core.wide_kernels_available():
+    if not _core.testing.wide_kernels_available():
         assert wide == avx2

@@ -11,7 +11,7 @@ from lingalign import LayerMap, Transform, TransformFileError
 
 
 def _transform(model_path) -> Transform:
-    fp = lingalign.fingerprint(model_path)
+    fp = lingalign.model.fingerprint(model_path)
     rng = np.random.default_rng(3)
     d = fp.n_embd
     return Transform(
@@ -95,7 +95,7 @@ def _valid_kv(fp, layers):
 
 
 def test_bad_files_are_refused(tiny_model, tmp_path):
-    fp = lingalign.fingerprint(tiny_model)
+    fp = lingalign.model.fingerprint(tiny_model)
     good = tmp_path / "good.gguf"
     _transform(tiny_model).save(good)
     data = good.read_bytes()

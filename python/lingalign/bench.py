@@ -16,15 +16,18 @@ import statistics
 import time
 from typing import Any
 
-import llama_cpp
 import numpy as np
 
+from . import _llama
 from ._abi import _core
+from .captures import Captures
+from .capturing import capture, fill_batch, pack_sentences, tokenize_sentences
 from .data import EMBEDDED_LANGUAGES, embedded_path, read_lines
 from .errors import LingalignError
-from .fit import fit_transform
-from .hook import attach, open_model, quiet_llama_log
-from .transform import LayerMap, Transform
+from .hook import Steering, attach, open_model
+from .layer import LayerMap
+from .runner import BatchRunner
+from .transform import Transform
 
 
 BENCH_RANK = 64
@@ -66,17 +69,14 @@ def _time_prompt(llm: Any, prompt: list[int]) -> float:
     return time.perf_counter() - t0
 
 
-def _time_decode_block(llm: Any, tokens: list[int], pos: int) -> tuple[list[float], float]:
+def _time_decode_block(llm: Any, steering: Steering | None, tokens: list[int], pos: int) -> tuple[list[float], float]:
     """(seconds per token, seconds inside the hook applying transforms) to decode
-    tokens[DECODE_WARMUP:] one per eval, as generated tokens; the context is first cut back to
-    `pos` and tokens[:DECODE_WARMUP] are decoded untimed (see DECODE_WARMUP)."""
+    tokens[DECODE_WARMUP:] one per eval, as generated tokens (steering None: the plain context is
+    in use); the context is first cut back to `pos` and tokens[:DECODE_WARMUP] are decoded
+    untimed (see DECODE_WARMUP)."""
     import contextlib
 
-    from .hook import steering_of
-
-    steering = steering_of(llm)
-    llm._ctx.kv_cache_seq_rm(-1, pos, -1)
-    llm.n_tokens = pos
+    _llama.truncate_cache(llm, pos)
     times = []
     with steering.tokens_are("generated") if steering else contextlib.nullcontext():
         for tok in tokens[:DECODE_WARMUP]:
@@ -92,8 +92,6 @@ def _time_decode_block(llm: Any, tokens: list[int], pos: int) -> tuple[list[floa
 
 def _capture_throughput(llm: Any, sentences: list[str], hooked: bool) -> float:
     """Sentences/s: lingalign.capture, or the same batches decoded by a plain context."""
-    from .capture import capture, tokenize_sentences
-
     t0 = time.perf_counter()
     if hooked:
         capture(llm, sentences, progress=False)
@@ -103,32 +101,14 @@ def _capture_throughput(llm: Any, sentences: list[str], hooked: bool) -> float:
 
 
 def _plain_batched_eval(llm: Any, tokens: list[list[int]], n_batch: int = 512, n_seq: int = 32) -> None:
-    """The token stream capture decodes, in the same batches, with no hook and last-token logits."""
-    import llama_cpp
-    from llama_cpp import _internals as llama_internals
-
-    from .capture import fill_batch, pack_sentences
-    from .hook import quiet_llama_log
-
-    p = llama_cpp.llama_context_default_params()
-    p.n_ctx = p.n_batch = n_batch
-    p.n_ubatch = n_batch
-    p.n_seq_max = n_seq
-    p.kv_unified = True
-    p.n_threads = llm.context_params.n_threads
-    p.n_threads_batch = llm.context_params.n_threads_batch
-    with quiet_llama_log(False):
-        ctx = llama_internals.LlamaContext(model=llm._model, params=p, verbose=False)
-    batch = llama_internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
-    try:
+    """What capture of all layers decodes, in the same batches and the same kind of context (a
+    BatchRunner: embeddings, n_ubatch, outputs), with no hook: the work capture adds to is this."""
+    n_seq = max(1, min(n_seq, _llama.max_parallel_sequences()))
+    with BatchRunner(llm, None, n_batch=n_batch, n_seq=n_seq, embeddings=True) as runner:
         for group in pack_sentences(tokens, n_batch, n_seq):
-            fill_batch(batch, tokens, group, all_outputs=False)
-            if llama_cpp.llama_decode(ctx.ctx, batch.batch) != 0:
-                raise LingalignError("llama_decode failed in the plain capture baseline")
-            ctx.kv_cache_clear()
-    finally:
-        batch.close()
-        ctx.close()
+            fill_batch(runner.batch, tokens, group, all_outputs=True)  # as capture does with the last layer
+            runner.decode(doing="running the plain capture baseline")
+            runner.clear()
 
 
 def run_bench(
@@ -157,24 +137,20 @@ def run_bench(
     # callback, on the same model, swapped in for its turns. Contexts differ a little too (where
     # their buffers land: prompt processing moved by up to 3%), so both are made anew every round,
     # in alternating order, and the median over rounds averages that out.
-    from llama_cpp import _internals as llama_internals
-
     llm = open_model(model, **kw)
     steering = attach(llm)
-    ctx: dict[str, Any] = {"hooked": llm._ctx, "plain": None}
+    ctx: dict[str, Any] = {"hooked": _llama.current_context(llm), "plain": None}
 
     def new_contexts(plain_first: bool) -> None:
-        llm._ctx = ctx["hooked"]
+        _llama.swap_context(llm, ctx["hooked"])
         if ctx["plain"] is not None:
-            ctx["plain"].close()
+            _llama.close_context(llm, ctx["plain"])
         for which in ("plain", "hooked") if plain_first else ("hooked", "plain"):
             if which == "plain":
-                with quiet_llama_log(False):
-                    ctx["plain"] = llama_internals.LlamaContext(model=llm._model, params=llm.context_params,
-                                                                verbose=False)
+                ctx["plain"] = _llama.plain_context(llm)
             else:
-                steering._install_context(hooked=True)  # closes the old one
-                ctx["hooked"] = llm._ctx
+                steering.reinstall()  # closes the old one
+                ctx["hooked"] = _llama.current_context(llm)
 
     fp = steering.model
     full = Transform(layers=_random_maps(fp), model=fp, method="bench")
@@ -211,22 +187,23 @@ def run_bench(
     apply_ms: dict[str, list[float]] = {k: [] for k in variants}
     cap: dict[str, list[float]] = {"plain": [], "capture": []}
 
-    def use(name: str) -> Any:
-        transform, positions = variants[name]
+    # every variant prepared once; a turn switches to it in O(1)
+    prepared = {name: None if t is None else steering.prepare(t, alpha=1.0, positions=p)
+                for name, (t, p) in variants.items()}
+
+    def use(name: str) -> Steering | None:
         if name == "plain":
-            llm._ctx = ctx["plain"]
-            return llm
-        llm._ctx = ctx["hooked"]
+            _llama.swap_context(llm, ctx["plain"])
+            return None
+        _llama.swap_context(llm, ctx["hooked"])
         on_device = name.endswith("_device")
         status = steering.set_device_maps(on_device)
         if on_device:
             nonlocal device_maps_status
             device_maps_status = status
-        if transform is None:
-            steering.clear()
-        else:
-            steering.set(transform, alpha=1.0, positions=positions)
-        return llm
+        steering.use(prepared[name])
+        _llama.invalidate_cache(llm)
+        return steering
 
     blocks = [(b0, decode[b0 : b0 + DECODE_BLOCK]) for b0 in range(0, len(decode), DECODE_BLOCK)]
     blocks = [(b0, block) for b0, block in blocks if len(block) > DECODE_WARMUP]
@@ -235,7 +212,8 @@ def run_bench(
     n_timed = sum(len(block) - DECODE_WARMUP for _, block in blocks)
     try:
         new_contexts(plain_first=False)
-        _time_prompt(use("plain"), prompt)  # warm-up: page in the weights
+        use("plain")
+        _time_prompt(llm, prompt)  # warm-up: page in the weights
         order = random.Random(0)
         names = list(variants)
         for round_index in range(repeats):
@@ -249,7 +227,8 @@ def run_bench(
             for _ in range(PROMPT_TURNS):
                 order.shuffle(names)
                 for name in names:
-                    prompt_seconds[name].append(_time_prompt(use(name), prompt))
+                    use(name)
+                    prompt_seconds[name].append(_time_prompt(llm, prompt))
             for name in variants:
                 pp[name].append(len(prompt) / statistics.median(prompt_seconds[name]))
             # Decode interleaves the variants every DECODE_BLOCK tokens, each decoding the same
@@ -264,7 +243,7 @@ def run_bench(
             for b0, block in blocks:
                 order.shuffle(names)
                 for name in names:
-                    times, dh = _time_decode_block(use(name), block, len(prompt) + b0)
+                    times, dh = _time_decode_block(llm, use(name), block, len(prompt) + b0)
                     token_seconds[name] += times
                     hook_seconds[name] += dh
             for name in variants:
@@ -274,16 +253,17 @@ def run_bench(
             cap["plain"].append(_capture_throughput(llm, sentences, hooked=False))
             cap["capture"].append(_capture_throughput(llm, sentences, hooked=True))
     finally:
-        llm._ctx = ctx["hooked"]
+        _llama.swap_context(llm, ctx["hooked"])
         if ctx["plain"] is not None:
-            ctx["plain"].close()
+            _llama.close_context(llm, ctx["plain"])
 
     # fitting time: ridge at every layer on 240 pairs of captured states (numpy only)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((240, fp.n_layer, fp.n_embd)).astype(np.float32)
     Y = X + 0.1 * rng.standard_normal(X.shape).astype(np.float32)
+    layers = tuple(range(fp.n_layer))
     t0 = time.perf_counter()
-    fit_transform(X, Y, model=fp, layers=list(range(fp.n_layer)), method="ridge")
+    Transform.fit(Captures(X, layers, fp), Captures(Y, layers, fp), method="ridge")
     fit_s = time.perf_counter() - t0
 
     med = statistics.median
@@ -305,9 +285,9 @@ def run_bench(
         "fit_ridge_all_layers_s": fit_s,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         # which code the map kernels ran on this CPU (AVX-512, VNNI, AVX2 or portable)
-        "kernels": _core.kernel_paths(),
+        "kernels": _core.testing.kernel_paths(),
         "n_gpu_layers": n_gpu_layers,
-        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
+        "gpu_offload": _llama.supports_gpu_offload(),
         # after the device variants' last turn: "active on <device>" or why it turned itself off
         "device_maps": device_maps_status,
     }

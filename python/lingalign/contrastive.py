@@ -47,7 +47,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import LingalignError
-from .fit import _check_pair  # fit imports this module only inside fit_transform: no cycle
+from .metrics import VAL_FRACTION, check_pair, heldout_split, unit_rows
 
 TEMPERATURE = 0.05  # AFP's value
 ANCHOR = 3.0  # weight of the pull of mapped states toward their translations; see the docstring
@@ -55,13 +55,8 @@ WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2)
 DEFAULT_STEPS = 100
 DEFAULT_LR = 0.3
 DEFAULT_BATCH_SIZE = 128
-VAL_FRACTION = 0.2
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
-
-
-def _unit_rows(A: np.ndarray) -> np.ndarray:
-    return A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-30)
 
 
 def _infonce(Z: np.ndarray, Y_unit: np.ndarray, temperature: float) -> tuple[float, np.ndarray]:
@@ -105,7 +100,7 @@ def contrastive_loss(
     mapped vectors the same whether it comes from b or from W - I, at any activation scale.
     Computed in float64.
     """
-    _check_pair(X, Y)
+    check_pair(X, Y)
     X64, Y64 = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
     d = X64.shape[1]
     W64, b64 = np.asarray(W, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -113,7 +108,7 @@ def contrastive_loss(
         raise LingalignError(f"W must be [{d}, {d}] and b [{d}]; got {W64.shape} and {b64.shape}")
     _check_hyper(temperature, weight_decay, anchor)
     Z = X64 @ W64 + b64
-    loss, G_Z = _infonce(Z, _unit_rows(Y64), temperature)
+    loss, G_Z = _infonce(Z, unit_rows(Y64), temperature)
     if anchor:
         R = Z - Y64
         y2 = _mean_sq_norm(Y64)
@@ -173,7 +168,7 @@ def _fit_fixed(
     # float32 halves the time of the loop; the result is returned in float64.
     C = (Xs @ Vt.T).astype(np.float32)
     Xs32 = Xs.astype(np.float32)
-    Y_unit = _unit_rows(Y).astype(np.float32)
+    Y_unit = unit_rows(Y).astype(np.float32)
     Ys32 = (Y / s).astype(np.float32)
     # the anchor term's gradient on a batch of m rows is anchor_g / m * (z - y), all scaled by s
     anchor_g = np.float32(2.0 * anchor / _mean_sq_norm(Y / s))
@@ -216,7 +211,7 @@ def _fit_fixed(
 
 
 def _top1(Z: np.ndarray, Y: np.ndarray) -> float:
-    sim = _unit_rows(Z) @ _unit_rows(Y).T
+    sim = unit_rows(Z) @ unit_rows(Y).T
     return float((sim.argmax(axis=1) == np.arange(Z.shape[0])).mean())
 
 
@@ -258,7 +253,7 @@ def fit_contrastive(
     weight decay was chosen here, `heldout_top1_identity` and `heldout_top1_fitted` (of the map
     fitted without the held-out pairs): numbers a model card can quote.
     """
-    _check_pair(X, Y)
+    check_pair(X, Y)
     _check_hyper(temperature, 0.0 if weight_decay is None else weight_decay, anchor)
     if not (isinstance(steps, (int, np.integer)) and steps >= 0):
         raise LingalignError(f"steps must be an integer >= 0, not {steps!r}")
@@ -288,11 +283,11 @@ def fit_contrastive(
             raise LingalignError("weight_decays is empty; pass weight_decay or some candidates")
         for wd in weight_decays:
             _check_hyper(temperature, wd)
-        n_val = int(round(n * VAL_FRACTION))
-        if n_val < 2 or n - n_val < 2:
+        tr, va = heldout_split(n, fraction=VAL_FRACTION)
+        if len(va) < 2 or len(tr) < 2:
             raise LingalignError(f"too few pairs ({n}) to choose weight_decay; pass weight_decay explicitly")
-        Xtr, Ytr, Xva, Yva = X64[:-n_val], Y64[:-n_val], X64[-n_val:], Y64[-n_val:]
-        Yva_unit = _unit_rows(Yva)
+        Xtr, Ytr, Xva, Yva = X64[tr], Y64[tr], X64[va], Y64[va]
+        Yva_unit = unit_rows(Yva)
         scored = []
         for wd in weight_decays:
             W, b = fit_one(Xtr, Ytr, float(wd))

@@ -11,11 +11,11 @@ from __future__ import annotations
 import sys
 import time
 
-from .capture import capture
+from .capturing import capture
 from .data import EMBEDDED_LANGUAGES, LANGUAGE_NAMES, embedded_path, read_lines
-from .evaluate import pair_cosine_distance, retrieval_top1
-from .fit import fit_transform
 from .hook import attach, open_model
+from .metrics import pair_cosine_distance, retrieval_top1
+from .transform import Transform
 
 N_FIT = 160
 DEMO_PROMPT = ("swh", "Swali: Jua huchomoza upande gani?\nJibu:")
@@ -33,8 +33,8 @@ def run_demo(model: str | None = None, threads: int | None = None, n_gpu_layers:
         f"Per language: a ridge map at layer {last} fitted on {N_FIT} sentence pairs of the embedded corpus;\n"
         f"measured on the {len(eng) - N_FIT} held-out pairs, with the map applied inside llama.cpp.\n"
     )
-    english = capture(llm, eng, layers=[last])[:, 0]
-    held_eng = english[N_FIT:]
+    english = capture(llm, eng, layers=[last])
+    held_eng = english.layer(last)[N_FIT:]
     print(f"{'language':<12} {'top-1 to English':>18} {'translation distance':>24}")
     print(f"{'':<12} {'before':>8} {'after':>9} {'before':>12} {'after':>11}")
     transforms = {}
@@ -43,18 +43,12 @@ def run_demo(model: str | None = None, threads: int | None = None, n_gpu_layers:
     for lang in langs:
         sentences = read_lines(embedded_path(lang))
         src = capture(llm, sentences, layers=[last])
-        t = fit_transform(
-            src[:N_FIT],
-            english[:N_FIT, None, :],
-            model=fp,
-            layers=[last],
-            method="ridge",
-            source_lang=lang,
-            fit_info={"data": "embedded", "pairs": N_FIT},
-        )
+        fit_rows = slice(0, N_FIT)
+        t = Transform.fit(src.rows(fit_rows), english.rows(fit_rows), method="ridge", source_lang=lang,
+                          fit_info={"data": "embedded", "pairs": N_FIT})
         transforms[lang] = t
-        moved = capture(llm, sentences[N_FIT:], layers=[last], transform=t)[:, 0]
-        held = src[N_FIT:, 0]
+        moved = capture(llm, sentences[N_FIT:], layers=[last], transform=t).layer(last)
+        held = src.layer(last)[N_FIT:]
         row = (
             retrieval_top1(held, held_eng)[0],
             retrieval_top1(moved, held_eng)[0],

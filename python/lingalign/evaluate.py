@@ -1,5 +1,5 @@
-"""Measuring alignment: retrieval metrics on pooled embeddings (numpy), and the evaluations
-that run the model (bitext retrieval, multiple choice by log-likelihood)."""
+"""Evaluations that run the model: bitext retrieval per layer, and multiple choice by
+log-likelihood (the numpy measures they use are in `metrics`)."""
 
 from __future__ import annotations
 
@@ -11,24 +11,15 @@ from typing import Any
 
 import numpy as np
 
+from . import _llama
+from ._abi import _core
+from .capturing import _Progress, capture
 from .errors import LingalignError
-
-
-def _normalize(A: np.ndarray) -> np.ndarray:
-    A = A.astype(np.float64)
-    return A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-12)
-
-
-def retrieval_top1(src: np.ndarray, tgt: np.ndarray) -> tuple[float, float]:
-    """Bitext retrieval by cosine: share of src rows whose nearest tgt row is their pair, and back."""
-    sim = _normalize(src) @ _normalize(tgt).T
-    idx = np.arange(sim.shape[0])
-    return float((sim.argmax(axis=1) == idx).mean()), float((sim.argmax(axis=0) == idx).mean())
-
-
-def pair_cosine_distance(src: np.ndarray, tgt: np.ndarray) -> float:
-    """Mean cosine distance between translation pairs (lower = closer)."""
-    return float(1.0 - (_normalize(src) * _normalize(tgt)).sum(axis=1).mean())
+from .hook import new_hook
+from .metrics import pair_cosine_distance, retrieval_top1
+from .model import fingerprint
+from .prepared import prepare
+from .runner import BatchRunner
 
 
 def retrieval_by_layer(src: np.ndarray, tgt: np.ndarray, layers: list[int]) -> dict[str, object]:
@@ -81,20 +72,15 @@ def eval_retrieval(
 ) -> dict[str, Any]:
     """Bitext retrieval per layer. With `transform`, the source side is read with the
     intervention active inside llama.cpp (the target side never is)."""
-    from .capture import capture
-
     if len(src) != len(tgt):
         raise LingalignError(f"{len(src)} source but {len(tgt)} target sentences")
-    import llama_cpp
-
-    n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
-    use_layers = list(range(n_layer)) if layers is None else list(layers)
+    use_layers = list(range(_llama.n_layer(llm))) if layers is None else list(layers)
     t = capture(llm, tgt, layers=use_layers, progress=progress)
     s = capture(
         llm, src, layers=use_layers, transform=transform, alpha=alpha, positions=positions, progress=progress,
         force=force,
     )
-    out = retrieval_by_layer(s, t, use_layers)
+    out = retrieval_by_layer(s.activations, t.activations, list(s.layers))
     out["n"] = len(src)
     return out
 
@@ -188,13 +174,6 @@ def choice_scores(
     With `transform`, the context's tokens count as prompt and the choices' as generated for
     the position policy: positions='last' moves the context's last token, as when generating.
     """
-    import llama_cpp
-    from llama_cpp import _internals as llama_internals
-
-    from ._abi import _core
-    from .capture import _Progress
-    from .hook import batch_context, configure_hook, decode_announced, new_hook, quiet_llama_log
-
     n = len(items)
     sums, counts = np.zeros((n, 2)), np.zeros((n, 2), dtype=np.int64)
     info: dict[str, Any] = {"warnings": [], "rows_transformed": 0}
@@ -212,22 +191,18 @@ def choice_scores(
     hook = new_hook(llm)
     policy = "all"
     if transform is not None:
-        from .model import fingerprint
-
-        info["warnings"], policy = configure_hook(
-            hook, transform, fingerprint(llm.model_path), alpha=alpha, positions=positions, force=force
-        )
+        prepared = prepare(hook, transform, fingerprint(llm.model_path), alpha=alpha, positions=positions,
+                           force=force)
+        hook.select(prepared.core, prepared.alpha)
+        info["warnings"], policy = list(prepared.warnings), prepared.positions
     apply_ctx = policy in ("all", "prompt")
     apply_cont = policy in ("all", "generated")
-    max_items = max(1, min(32, int(llama_cpp.llama_max_parallel_sequences()) // 2))
-    ctx, callback = batch_context(llm, hook, n_batch=batch_tokens, n_seq=2 * max_items, embeddings=False)
-    n_ubatch = int(llama_cpp.llama_n_ubatch(ctx.ctx))
-    n_vocab = int(llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(llm.model)))
-    batch = llama_internals.LlamaBatch(n_tokens=batch_tokens, embd=0, n_seq_max=2, verbose=False)
+    max_items = max(1, min(32, _llama.max_parallel_sequences() // 2))
+    runner = BatchRunner(llm, hook, n_batch=batch_tokens, n_seq=2 * max_items, embeddings=False, seqs_per_token=2)
     bar = _Progress(n, progress, "choice")
     try:
         for group in _pack_items(sizes, batch_tokens, max_outputs, max_items):
-            b = batch.batch
+            b = runner.batch.batch
             flags: list[int] = []
             n_out = 0
             # (item, choice, token, output row that predicts it); llama.cpp returns the output
@@ -257,9 +232,8 @@ def choice_scores(
                     for j, tok in enumerate(cont[:-1]):
                         targets.append((k, c, cont[j + 1], add(tok, n0 + j, (2 * slot + c,), True, apply_cont)))
             b.n_tokens = len(flags)
-            decode_announced(hook, ctx, b, n_ubatch, np.asarray(flags, dtype=np.uint8),
-                             task="choice scoring", doing="scoring choices")
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx.ctx), shape=(n_out, n_vocab))
+            runner.decode(np.asarray(flags, dtype=np.uint8), task="choice scoring", doing="scoring choices")
+            logits = runner.logits(n_out)
             m = logits.max(axis=1)
             lse = m + np.log(np.exp(logits - m[:, None]).sum(axis=1, dtype=np.float64))
             rows = np.asarray([r for *_, r in targets])
@@ -268,15 +242,12 @@ def choice_scores(
             for (k, c, _, _), lp in zip(targets, logp):
                 sums[k, c] += lp
                 counts[k, c] += 1
-            ctx.kv_cache_clear()
+            runner.clear()
             bar.update(len(group))
     finally:
         bar.close()
         info["rows_transformed"] = int(hook.take_rows_transformed())
-        batch.close()
-        with quiet_llama_log(llm.verbose):
-            ctx.close()
-        del callback
+        runner.close()
     return sums, counts, info
 
 

@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import LingalignError
-from .model import ModelFingerprint
-from .transform import LayerMap, Transform
+from .layer import LayerMap
 
 DEFAULT_K = 500
 _CHUNK = 2048  # neurons ranked at once: bounds the memory of the sort to N x _CHUNK
@@ -103,24 +102,18 @@ def _check_captures(positive: np.ndarray, negative: np.ndarray) -> None:
         raise LingalignError("need at least one positive and one negative sentence")
 
 
-def fit_experts(
+def expert_layers(
     positive: np.ndarray,
     negative: np.ndarray,
-    *,
-    model: ModelFingerprint,
     layers: Sequence[int],
+    *,
     k: int = DEFAULT_K,
     random_control: bool = False,
     seed: int = 0,
-    source_lang: str = "",
-    target_lang: str = "eng",
-    alpha: float = 1.0,
-    positions: str = "all",
-    fit_info: dict[str, Any] | None = None,
-) -> Transform:
-    """A transform clamping the target language's top-k expert neurons to their mean on `positive`.
+) -> tuple[dict[int, LayerMap], dict[str, Any]]:
+    """Clamps of the language's top-k expert neurons to their mean on `positive`: (layer maps, record).
 
-    `positive` are FFN captures of target-language sentences, `negative` of the others (both
+    `positive` are FFN captures of the language's sentences, `negative` of the others (both
     [N, len(layers), n_ff]); `layers` names the model layer of each captured slice. With
     `random_control`, k random neurons are clamped the same way (the paper's control).
     """
@@ -130,7 +123,7 @@ def fit_experts(
     if not (np.isfinite(positive).all() and np.isfinite(negative).all()):
         raise LingalignError("activations contain NaN or Inf")
     n_ff = positive.shape[2]
-    info: dict[str, Any] = dict(fit_info or {})
+    info: dict[str, Any] = {}
     info.update(k=int(k), n_ff=int(n_ff), positives=int(positive.shape[0]), negatives=int(negative.shape[0]))
     if random_control:
         slot, neuron = random_neurons(len(layers), n_ff, k, seed)
@@ -148,15 +141,4 @@ def fit_experts(
         out[il] = LayerMap(clamp_index=chosen.astype(np.int32), clamp_value=mean[s, chosen].astype(np.float32))
         per_layer[str(il)] = int(chosen.size)
     info["neurons_per_layer"] = per_layer
-    transform = Transform(
-        layers=out,
-        model=model,
-        method="random-neurons" if random_control else "experts",
-        source_lang=source_lang,
-        target_lang=target_lang,
-        alpha=alpha,
-        positions=positions,
-        fit_info=info,
-    )
-    transform.validate()
-    return transform
+    return out, info

@@ -21,30 +21,24 @@ from typing import Any
 
 import numpy as np
 
+from .captures import Captures
+from .contrastive import WEIGHT_DECAYS, fit_contrastive
 from .errors import LingalignError
-from .model import ModelFingerprint
-from .transform import LayerMap, Transform
+from .experts import DEFAULT_K, expert_layers
+from .layer import LayerMap
+from .metrics import check_pair, heldout_split, retrieval_top1
 
 METHODS = ("ridge", "incline", "meanshift", "contrastive")
+EXPERT_METHODS = ("experts", "random-neurons")  # clamps fitted on FFN captures of one language against others
 DEFAULT_METHOD = "contrastive"  # the best mean held-out retrieval at both metrics in docs/results.md
 RIDGE_LAMBDAS = (1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
 RANK_CANDIDATES = (8, 16, 32, 64, 128, 256)
 RANK_TOLERANCE = 0.005  # a low rank is kept when its held-out error is within 0.5% of the full map's
 
 
-def _check_pair(X: np.ndarray, Y: np.ndarray) -> None:
-    X, Y = np.asarray(X), np.asarray(Y)
-    if X.ndim != 2 or Y.ndim != 2 or X.shape != Y.shape:
-        raise LingalignError(f"paired arrays must both be [N, d]; got {X.shape} and {Y.shape}")
-    if X.shape[0] < 2:
-        raise LingalignError(f"need at least 2 sentence pairs to fit, got {X.shape[0]}")
-    if not (np.isfinite(X).all() and np.isfinite(Y).all()):
-        raise LingalignError("activations contain NaN or Inf")
-
-
 def fit_incline(X: np.ndarray, Y: np.ndarray, *, bias: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Minimum-norm least squares: W ([d, d]) with X @ W (+ b) ~ Y. Returns (W, b or None)."""
-    _check_pair(X, Y)
+    check_pair(X, Y)
     X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
     if not bias:
         W, *_ = np.linalg.lstsq(X64, Y64, rcond=None)
@@ -88,15 +82,13 @@ def fit_ridge(
     When lam is chosen here, `report` (if given) receives the held-out mean squared error of
     the identity (no transform) and of the chosen map: numbers a model card can quote.
     """
-    _check_pair(X, Y)
+    check_pair(X, Y)
     X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
     if lam is None:
         n = X64.shape[0]
-        n_val = max(1, int(round(n * val_fraction)))
-        if n - n_val < 2:
+        tr, va = heldout_split(n, fraction=val_fraction, seed=seed)
+        if len(tr) < 2:
             raise LingalignError(f"too few pairs ({n}) to choose lambda; pass lam explicitly")
-        order = np.random.default_rng(seed).permutation(n)
-        tr, va = order[n_val:], order[:n_val]
         problem = _RidgeProblem(X64[tr], Y64[tr], bias)
         errors = []
         for lam_k in lambdas:
@@ -129,10 +121,8 @@ def choose_rank(
 ) -> int | None:
     """Smallest candidate rank whose truncated map is no worse on held-out pairs than the full
     map (within `tolerance`), or None for full rank. `fit(X, Y)` returns (W, b or None)."""
-    n, d = X.shape
-    n_val = max(1, int(round(n * val_fraction)))
-    order = np.random.default_rng(seed).permutation(n)
-    tr, va = order[n_val:], order[:n_val]
+    d = X.shape[1]
+    tr, va = heldout_split(X.shape[0], fraction=val_fraction, seed=seed)
     X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
     W, b = fit(X64[tr], Y64[tr])
     mx, my = X64[tr].mean(axis=0), Y64[tr].mean(axis=0)
@@ -155,7 +145,7 @@ def choose_rank(
 
 def fit_meanshift(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """Difference of means, mean(Y) - mean(X)."""
-    _check_pair(X, Y)
+    check_pair(X, Y)
     return Y.astype(np.float64).mean(axis=0) - X.astype(np.float64).mean(axis=0)
 
 
@@ -178,44 +168,55 @@ def squared_error(X: np.ndarray, Y: np.ndarray, layer_map: LayerMap, alpha: floa
     return float(((moved - Y.astype(np.float64)) ** 2).sum(axis=1).mean())
 
 
-def fit_transform(
-    src: np.ndarray,
-    tgt: np.ndarray,
+
+
+def fit_layers(
+    src: Captures,
+    tgt: Captures,
     *,
-    model: ModelFingerprint,
-    layers: Sequence[int],
     method: str = DEFAULT_METHOD,
-    fit_layers: Sequence[int] | None = None,
+    layers: Sequence[int] | None = None,
     lam: float | None = None,
     bias: bool | None = None,
     rank: int | str | None = None,
-    source_lang: str = "",
-    target_lang: str = "eng",
-    alpha: float = 1.0,
-    positions: str = "all",
-    fit_info: dict[str, Any] | None = None,
-) -> Transform:
-    """Fit a Transform from paired captures src/tgt [N, len(layers), d].
+    k: int = DEFAULT_K,
+    seed: int = 0,
+) -> tuple[dict[int, LayerMap], dict[str, Any]]:
+    """Fit one LayerMap per layer from paired captures: (layer maps, fit record).
 
-    `layers` names the model layer of each captured slice; `fit_layers` (default: all of them)
-    chooses which get a transform. `bias` defaults to False for incline (the reference) and True
-    for ridge. `rank` stores maps as I + U @ Vt: an int, "auto" (the smallest rank no worse on
+    For the map and vector methods, src and tgt are residual-stream captures of translation
+    pairs (row i of each is one pair). `layers` (default: every captured layer) chooses which get
+    a transform. `bias` defaults to False for incline (the reference) and True for ridge and
+    contrastive. `rank` stores maps as I + U @ Vt: an int, "auto" (the smallest rank no worse on
     held-out pairs, see choose_rank), or None for full matrices.
+
+    For "experts" (and its control "random-neurons"), src are FFN captures of the language and
+    tgt of other languages; the k neurons that tell them apart best are clamped to their mean on
+    src (see `experts`). `Transform.fit` wraps this with the provenance.
     """
-    if rank is not None and rank != "auto" and not (isinstance(rank, int) and 1 <= rank <= model.n_embd):
-        raise LingalignError(f"rank must be 'auto' or 1..{model.n_embd}, not {rank!r}")
-    if method not in METHODS:
-        raise LingalignError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
-    if src.shape != tgt.shape or src.ndim != 3 or src.shape[1] != len(layers):
-        raise LingalignError(f"captures must both be [N, {len(layers)}, d]; got {src.shape} and {tgt.shape}")
-    if src.shape[2] != model.n_embd:
-        raise LingalignError(f"captures have width {src.shape[2]}, the model has n_embd={model.n_embd}")
-    chosen = list(layers) if fit_layers is None else sorted(set(fit_layers))
-    missing = [il for il in chosen if il not in layers]
+    src.same_kind(tgt)
+    chosen = list(src.layers) if layers is None else sorted({int(il) for il in layers})
+    missing = [il for il in chosen if il not in src.layers]
     if missing:
-        raise LingalignError(f"layer(s) {missing} were not captured")
-    info: dict[str, Any] = dict(fit_info or {})
-    info.setdefault("pairs", int(src.shape[0]))
+        raise LingalignError(f"layer(s) {missing} were not captured (captured: {list(src.layers)})")
+    if not chosen:
+        raise LingalignError("no layers to fit")
+    if method in EXPERT_METHODS:
+        if src.site != "ffn":
+            raise LingalignError(f"{method} needs captures of the MLP activation (site 'ffn'), not of the {src.site}")
+        k_index = [src.layers.index(il) for il in chosen]
+        return expert_layers(src.activations[:, k_index], tgt.activations[:, k_index], chosen, k=k,
+                             random_control=method == "random-neurons", seed=seed)
+    if method not in METHODS:
+        raise LingalignError(f"unknown method {method!r} (one of {', '.join(METHODS + EXPERT_METHODS)})")
+    if src.site != "residual":
+        raise LingalignError(f"{method} fits the residual stream; these captures are of the {src.site}")
+    if len(src) != len(tgt):
+        raise LingalignError(f"{len(src)} source but {len(tgt)} target sentences: captures must be paired")
+    d = src.width
+    if rank is not None and rank != "auto" and not (isinstance(rank, int) and 1 <= rank <= d):
+        raise LingalignError(f"rank must be 'auto' or 1..{d}, not {rank!r}")
+    info: dict[str, Any] = {"pairs": len(src)}
     use_bias = (method in ("ridge", "contrastive")) if bias is None else bool(bias)
     if method != "meanshift":
         info["bias"] = use_bias
@@ -224,16 +225,13 @@ def fit_transform(
     ranks: dict[str, int | str] = {}
     measured: dict[str, str] = {}
     for il in chosen:
-        k = list(layers).index(il)
-        X, Y = src[:, k, :], tgt[:, k, :]
+        X, Y = src.layer(il), tgt.layer(il)
         if method == "meanshift":
             out[il] = LayerMap(vector=fit_meanshift(X, Y).astype(np.float32))
             continue
         if method == "incline":
             W, b = fit_incline(X, Y, bias=use_bias)
         elif method == "contrastive":
-            from .contrastive import WEIGHT_DECAYS, fit_contrastive
-
             creport: dict[str, float] = {}
             # the weight decay is chosen on a held-out fifth; with very few pairs, the middle one
             wd = None if X.shape[0] >= 10 else WEIGHT_DECAYS[len(WEIGHT_DECAYS) // 2]
@@ -264,7 +262,7 @@ def fit_transform(
             r = choose_rank(X, Y, refit)
         ranks[str(il)] = r if r is not None else "full"
         b32 = None if b is None else b.astype(np.float32)
-        if r is None or r >= model.n_embd:
+        if r is None or r >= d:
             out[il] = LayerMap(matrix=W.astype(np.float32), bias=b32)
             continue
         U, Vt = truncate_map(W, r)
@@ -278,29 +276,16 @@ def fit_transform(
         info["rank"] = ranks
     if measured:
         info["measured"] = measured
-    transform = Transform(
-        layers=out,
-        model=model,
-        method=method,
-        source_lang=source_lang,
-        target_lang=target_lang,
-        alpha=alpha,
-        positions=positions,
-        fit_info=info,
-    )
-    transform.validate()
-    return transform
+    return out, info
 
 
 LAYER_ALPHAS = (0.25, 0.5, 0.75, 1.0)
 
 
 def choose_layer(
-    src: np.ndarray,
-    tgt: np.ndarray,
+    src: Captures,
+    tgt: Captures,
     *,
-    model: ModelFingerprint,
-    layers: Sequence[int],
     method: str = DEFAULT_METHOD,
     candidates: Sequence[int] | None = None,
     lam: float | None = None,
@@ -309,29 +294,24 @@ def choose_layer(
 ) -> tuple[int, float, dict[str, Any]]:
     """The layer (and strength) where one map helps retrieval most: (layer, alpha, record).
 
-    Fits every candidate layer on the first four fifths of the pairs and scores, on the last
-    fifth, the top-1 retrieval (cosine, source -> target) of the moved source states at that
-    layer. That is what the model's own l_out at that layer would give with the map live, so no
-    model run is needed. Ties go to the gentler strength, then the later layer.
+    Fits every candidate layer on the pairs but the held-out fifth (the last rows) and scores,
+    on that fifth, the top-1 retrieval (cosine, source -> target) of the moved source states at
+    that layer. That is what the model's own l_out at that layer would give with the map live,
+    so no model run is needed. Ties go to the gentler strength, then the later layer.
     """
-    from .evaluate import retrieval_top1
-
-    n = src.shape[0]
-    n_val = n // 5
-    if n_val < 2:
-        raise LingalignError(f"choosing a layer needs at least 10 sentence pairs, got {n}")
-    cands = list(layers) if candidates is None else sorted(set(candidates))
-    fitted = fit_transform(src[:-n_val], tgt[:-n_val], model=model, layers=layers, method=method,
-                           fit_layers=cands, lam=lam, bias=bias, rank=None)
+    if len(src) < 10:
+        raise LingalignError(f"choosing a layer needs at least 10 sentence pairs, got {len(src)}")
+    train, held = heldout_split(len(src))
+    cands = list(src.layers) if candidates is None else sorted(set(candidates))
+    fitted, _ = fit_layers(src.rows(train), tgt.rows(train), method=method, layers=cands, lam=lam, bias=bias)
     scores: list[tuple[float, float, int]] = []
     per_layer: dict[str, float] = {}
     for il in cands:
-        k = list(layers).index(il)
-        Xv, Yv = src[-n_val:, k], tgt[-n_val:, k]
+        Xv, Yv = src.layer(il)[held], tgt.layer(il)[held]
         base = retrieval_top1(Xv, Yv)[0]
-        best_here = max((retrieval_top1(apply_map(Xv, fitted.layers[il], a), Yv)[0], -a) for a in alphas)
+        best_here = max((retrieval_top1(apply_map(Xv, fitted[il], a), Yv)[0], -a) for a in alphas)
         scores.append((best_here[0], best_here[1], il))
         per_layer[str(il)] = round(best_here[0] - base, 4)
     score, neg_alpha, layer = max(scores)
-    record = {"heldout_pairs": n_val, "heldout_top1": round(score, 4), "gain_by_layer": per_layer}
+    record = {"heldout_pairs": len(held), "heldout_top1": round(score, 4), "gain_by_layer": per_layer}
     return layer, -neg_alpha, record

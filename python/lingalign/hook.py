@@ -3,11 +3,11 @@
 `attach(llm)` gives `llm` a fresh llama.cpp context whose cb_eval is lingalign's C++ callback
 (cb_eval can only be set when a context is created; the model weights are shared, not reloaded).
 `llm(prompt)`, `create_completion` and `create_chat_completion` then run unchanged with the
-transform on. While no transform is set the hook asks llama.cpp for no tensor, so the graph is
-not split and speed is that of plain llama.cpp.
+transform on. While no transform is selected the hook asks llama.cpp for no tensor, so the graph
+is not split and speed is that of plain llama.cpp.
 
 Position policies need to know which token each row is. Every llama_decode of the Llama goes
-through `_HookedContext.decode`, which announces the batch to the hook: one flag byte per token
+through `_Announcer.decode`, which announces the batch to the hook: one flag byte per token
 (has an output; selected by the policy). `Llama.generate` evaluates the prompt in its first
 `eval` call and one sampled token per later call, which is how prompt and generated tokens are
 told apart.
@@ -16,211 +16,28 @@ told apart.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
-
+from . import _llama, sites
 from ._abi import _core
-from .errors import InterventionError, LingalignError, ModelFileError, ModelMismatchError, TransformFileError
+from .errors import InterventionError, LingalignError, ModelFileError, ModelMismatchError
 from .model import ModelFingerprint, fingerprint, resolve_model
-from .transform import POSITIONS, LayerMap, Transform, check_alpha
-
-import llama_cpp
-from llama_cpp import _internals as llama_internals
+from .prepared import Prepared, prepare
+from .transform import Transform
 
 _ATTR = "_lingalign_steering"
 
 
-@contextlib.contextmanager
-def quiet_llama_log(verbose: bool) -> Iterator[None]:
-    """Silence llama.cpp's log while lingalign creates a context for a non-verbose Llama.
-
-    llama-cpp-python prints llama.cpp warnings at its ERROR level; a failure still raises.
-    """
-    logger = logging.getLogger("llama-cpp-python")
-    old = logger.level
-    quiet = logging.CRITICAL + 1
-    if not verbose:
-        logger.setLevel(quiet)
-    try:
-        yield
-    finally:
-        # Llama() sets the level itself (set_verbose): keep that rather than the level from before
-        # the first Llama (NOTSET, which would print everything llama.cpp logs from then on).
-        if verbose or logger.level == quiet:
-            logger.setLevel(old)
-
-
-# The MLP activation that feeds the down projection, as llama.cpp's graph names it (the
-# "neurons" of language-expert clamps): gated GELU in the Gemma family, gated SiLU in llama-like
-# models. Read from llama.cpp's build_ffn (LLM_FFN_PAR + GELU/SILU) for llama-cpp-python 0.3.36.
-FFN_ACTIVATION = {
-    "gemma": "ffn_geglu",
-    "gemma2": "ffn_geglu",
-    "gemma3": "ffn_geglu",
-    "llama": "ffn_swiglu",
-    "mistral3": "ffn_swiglu",
-    "qwen2": "ffn_swiglu",
-    "qwen3": "ffn_swiglu",
-}
-
-
-def ffn_activation(llm: llama_cpp.Llama) -> tuple[str, int] | None:
-    """(tensor name prefix, n_ff) of the model's FFN activation, or None if lingalign does not
-    know where this architecture's neurons are."""
-    meta = llm.metadata
-    arch = meta.get("general.architecture", "")
-    name = FFN_ACTIVATION.get(arch)
-    try:
-        n_ff = int(meta.get(f"{arch}.feed_forward_length", "0"))
-    except ValueError:  # per-layer widths (an array) are not supported
-        return None
-    if name is None or n_ff <= 0:
-        return None
-    return name, n_ff
-
-
-def new_hook(llm: llama_cpp.Llama) -> Any:
-    """A C++ hook sized for `llm`'s model, with llama.cpp's thread count and the FFN tensor known."""
-    hook = _core.Hook(int(llama_cpp.llama_model_n_embd(llm.model)), int(llama_cpp.llama_model_n_layer(llm.model)))
-    hook.threads = _kernel_threads(llm)
-    ffn = ffn_activation(llm)
+def new_hook(llm: Any) -> Any:
+    """A C++ hook sized for `llm`'s model, with llama.cpp's thread count and the FFN site known."""
+    hook = _core.Hook(_llama.n_embd(llm), _llama.n_layer(llm))
+    hook.threads = _llama.kernel_threads(llm)
+    ffn = sites.ffn_site(llm.metadata)
     if ffn is not None:
-        hook.set_ffn(*ffn)
+        hook.set_ffn(ffn.tensor, ffn.width)
     return hook
-
-
-def _set_hook_layer(hook: Any, layer: int, lm: LayerMap) -> None:
-    """Hand one layer's transform to the C++ hook (which checks shapes and values again).
-
-    float16 maps and low-rank factors are passed as they are: the hook stores them as float16
-    and converts in its kernels (float32 accumulation); other dtypes are stored as float32.
-    8-bit maps stay 8-bit (converted in the kernels too) and 4-bit maps 4-bit (integer dot products
-    with the rows quantized to 8 bits per block of 32, see cpp/kernels_q4.h).
-    """
-    if lm.clamp_index is not None:
-        try:
-            hook.set_clamp(layer, lm.clamp_index, lm.clamp_value)
-        except IndexError as e:  # a neuron past this model's FFN width
-            raise TransformFileError(str(e)) from None
-        except RuntimeError as e:  # no FFN tensor known for this architecture
-            raise LingalignError(
-                f"this transform clamps MLP neurons, which lingalign cannot do for this model's architecture "
-                f"(supported: {', '.join(sorted(FFN_ACTIVATION))})"
-            ) from e
-    elif lm.matrix is not None:
-        hook.set_affine(layer, lm.matrix, lm.bias)
-    elif lm.delta_q8 is not None:
-        hook.set_affine_q8(layer, lm.delta_q8, lm.delta_scale, lm.bias)
-    elif lm.delta_q4 is not None:
-        hook.set_affine_q4(layer, lm.delta_q4, lm.delta_scale, lm.bias)
-    elif lm.lowrank_u is not None:
-        hook.set_lowrank(layer, lm.lowrank_u, lm.lowrank_vt, lm.bias)
-    else:
-        hook.set_additive(layer, lm.vector)
-
-
-def configure_hook(
-    hook: Any,
-    transform: Transform,
-    model: ModelFingerprint,
-    *,
-    alpha: float | None = None,
-    positions: str | None = None,
-    layers: list[int] | None = None,
-    force: bool = False,
-) -> tuple[list[str], str]:
-    """Check `transform` against `model` and load it into a C++ hook (all of it or `layers`).
-
-    Everything is checked before the hook changes; alpha and positions default to the
-    transform's. Returns (warnings, position policy). Used by Steering.set and by capture.
-    """
-    warnings = transform.model.check(model, force=force)
-    transform.validate()
-    use_layers = sorted(transform.layers) if layers is None else sorted(set(layers))
-    unknown = [il for il in use_layers if il not in transform.layers]
-    if unknown:
-        raise LingalignError(f"layer(s) {unknown} not in the transform (it has {sorted(transform.layers)})")
-    a = check_alpha(transform.alpha if alpha is None else alpha)
-    p = transform.positions if positions is None else positions
-    if p not in POSITIONS:
-        raise LingalignError(f"unknown position policy {p!r} (one of {', '.join(POSITIONS)})")
-    hook.clear_transforms()
-    try:
-        for il in use_layers:
-            _set_hook_layer(hook, il, transform.layers[il])
-    except Exception:
-        hook.clear_transforms()
-        raise
-    hook.alpha = a
-    return warnings, p
-
-
-def _kernel_threads(llm: llama_cpp.Llama) -> int:
-    """Threads for the map kernel: llama.cpp's batch threads, idle while the callback runs."""
-    p = llm.context_params
-    return max(1, min(512, int(p.n_threads_batch or p.n_threads or 1)))
-
-
-def _hooked_params(base: llama_cpp.llama_context_params, hook: Any) -> tuple[Any, Any]:
-    params = llama_cpp.llama_context_params()
-    ctypes.pointer(params)[0] = base  # copy every field, then install the callback
-    callback = llama_cpp.ggml_backend_sched_eval_callback(_core.CALLBACK_ADDRESS)
-    params.cb_eval = callback
-    params.cb_eval_user_data = ctypes.c_void_p(hook.address)
-    return params, callback
-
-
-# llama.cpp sizes a context's compute buffer for n_ubatch rows of n_vocab-wide logits (about
-# 515 MiB at 512 for Gemma 3's 262k vocabulary): 256 halves it. A decode of up to n_batch tokens
-# runs as several ubatches, which the hook follows.
-BATCH_UBATCH_TOKENS = 256
-
-
-def batch_context(
-    llm: llama_cpp.Llama, hook: Any, *, n_batch: int, n_seq: int, embeddings: bool
-) -> tuple[llama_internals.LlamaContext, Any]:
-    """A context of its own on `llm`'s model, with `hook` as cb_eval, for whole-batch work
-    (capture, choice scoring): n_batch tokens per decode, n_seq sequences in one unified KV
-    stream (so llama.cpp keeps batch order), llm's thread counts. embeddings=True makes outputs
-    n_embd wide (no n_vocab-wide logits buffer). Returns (context, callback object); keep the
-    callback referenced until the context is closed."""
-    base = llama_cpp.llama_context_default_params()
-    base.n_ctx = n_batch
-    base.n_batch = n_batch
-    base.n_ubatch = min(n_batch, BATCH_UBATCH_TOKENS)
-    base.n_seq_max = n_seq
-    base.kv_unified = True
-    base.n_threads = llm.context_params.n_threads
-    base.n_threads_batch = llm.context_params.n_threads_batch
-    base.embeddings = embeddings
-    params, callback = _hooked_params(base, hook)
-    with quiet_llama_log(llm.verbose):
-        ctx = llama_internals.LlamaContext(model=llm._model, params=params, verbose=False)
-    return ctx, callback
-
-
-def decode_announced(
-    hook: Any, ctx: llama_internals.LlamaContext, batch: Any, n_ubatch: int, flags: np.ndarray,
-    slots: np.ndarray | None = None, *, task: str, doing: str,
-) -> None:
-    """llama_decode of `batch` (a llama_batch) in a batch_context, announced to the hook (one
-    flag byte per token, and sequence slots while capturing). A hook error or a failed decode
-    raises LingalignError: "<task> failed: ..." or "... while <doing>"."""
-    hook.set_batch(n_ubatch, flags, slots)
-    try:
-        rc = llama_cpp.llama_decode(ctx.ctx, batch)
-    finally:
-        hook.end_batch()
-    error = hook.take_error()
-    if error:
-        raise LingalignError(f"{task} failed: {error}")
-    if rc != 0:
-        raise LingalignError(f"llama_decode failed with code {rc} while {doing}")
 
 
 class _PositionState:
@@ -254,31 +71,27 @@ class _PositionState:
 _APPLY = {"none": _core.APPLY_NONE, "all": _core.APPLY_ALL, "last": _core.APPLY_LAST}
 
 
-class _HookedContext(llama_internals.LlamaContext):
-    """A LlamaContext created with lingalign's cb_eval, announcing every batch to the hook."""
+class _Announcer:
+    """Announces each decode of a hooked context to the hook, and checks the hook afterwards."""
 
-    def __init__(self, *, model: Any, params: Any, verbose: bool, hook: Any, state: _PositionState, callback: Any):
-        self.hook = hook  # must outlive the native context: kept until close()
+    def __init__(self, hook: Any, state: _PositionState) -> None:
+        self.hook = hook
         self.state = state
-        self._callback = callback  # the ctypes function pointer object stays referenced
-        super().__init__(model=model, params=params, verbose=verbose)
-        self.n_ubatch = int(llama_cpp.llama_n_ubatch(self.ctx))
 
-    def decode(self, batch: llama_internals.LlamaBatch) -> None:
-        n = int(batch.batch.n_tokens)
+    def decode(self, batch: Any, run: Callable[[], None], n_ubatch: int) -> None:
+        n = int(batch.n_tokens)
         selection = self.state.select(n)
         if not self.hook.wants_batch(selection != "none"):
             # Nothing to apply to these tokens and nothing to capture (an idle hook, or generated
             # tokens under positions="last"): not announcing the batch leaves llama.cpp's decode
             # as it is but for the callback's "not this tensor" answers.
-            super().decode(batch)
+            run()
             return
         # This runs for every generated token, right after llama.cpp streamed the model through
         # the caches: kept to a few Python operations (numpy here cost about 0.1 ms a token).
-        logits_address = ctypes.cast(batch.batch.logits, ctypes.c_void_p).value or 0
-        self.hook.set_batch_from_logits(self.n_ubatch, logits_address, n, _APPLY[selection])
+        self.hook.set_batch_from_logits(n_ubatch, _llama.batch_logits_address(batch), n, _APPLY[selection])
         try:
-            super().decode(batch)
+            run()
         finally:
             visits = self.hook.end_batch()
         error = self.hook.take_error()
@@ -291,39 +104,40 @@ class _HookedContext(llama_internals.LlamaContext):
                 "l_out (architecture not supported), so the transform was not applied"
             )
 
-    def close(self) -> None:
-        with quiet_llama_log(self.verbose):
-            super().close()  # frees the native context: no callback can run after this
-        self.hook = None
-
 
 class Steering:
     """lingalign's hook installed on one `llama_cpp.Llama`.
 
-    Change the transform, strength or position policy between calls with `set`, switch it off
-    with `clear` (the hook then costs nothing), and restore a plain context with `detach`.
-    Used as a context manager, it detaches on exit.
+    Change the transform, strength or position policy between calls with `set` (or `prepare`
+    once and `use` per call: an O(1) switch), switch it off with `clear` (the hook then costs
+    nothing), and restore a plain context with `detach`. Used as a context manager, it detaches
+    on exit. `lingalign.attach(llm)` returns a Llama's Steering.
     """
 
-    def __init__(self, llm: llama_cpp.Llama, model: ModelFingerprint) -> None:
+    def __init__(self, llm: Any, model: ModelFingerprint) -> None:
         self._llm = llm
         self.model = model
         self._state = _PositionState()
         self._hook = new_hook(llm)
-        self._transform: Transform | None = None
+        self._active: Prepared | None = None
         self._router: Any = None
         self.routed_language: str | None = None
-        self._orig_eval = llm.eval
-        self._orig_generate = llm.generate
+        self._stats: dict[str, Any] = {"rows_transformed": 0, "apply_seconds": 0.0}
+        self._tensors = {"host": 0, "round_trip": 0, "device": 0}
         self._install_context(hooked=True)
-        llm.eval = self._eval  # type: ignore[method-assign]
-        llm.generate = self._generate  # type: ignore[method-assign]
+        self._orig_eval, self._orig_generate = _llama.wrap_generation(llm, self._eval, self._generate)
         setattr(llm, _ATTR, self)
 
     # -- public API -------------------------------------------------------------------------
     @property
     def transform(self) -> Transform | None:
-        return self._transform
+        """The transform in use, or None."""
+        return self._active.transform if self._active is not None else None
+
+    @property
+    def active(self) -> Prepared | None:
+        """The prepared transform in use (with its alpha and positions), or None."""
+        return self._active
 
     @property
     def alpha(self) -> float:
@@ -337,39 +151,67 @@ class Steering:
     def attached(self) -> bool:
         return getattr(self._llm, _ATTR, None) is self
 
+    def prepare(
+        self,
+        transform: Transform,
+        *,
+        alpha: float | None = None,
+        positions: str | None = None,
+        layers: Sequence[int] | None = None,
+        force: bool = False,
+    ) -> Prepared:
+        """Check `transform` against this model and pack it for `use`; changes nothing here.
+
+        alpha and positions default to the transform's own; `layers` restricts it to a subset of
+        its layers; `force` applies one made for another vocabulary (see ModelFingerprint.check).
+        """
+        return prepare(self._hook, transform, self.model, alpha=alpha, positions=positions, layers=layers,
+                       force=force)
+
+    def use(self, prepared: Prepared | None) -> None:
+        """Switch to a prepared transform (None: none) from the next call on, in O(1). The KV
+        cache is invalidated when the switch changes what the model computes."""
+        self._require_attached()
+        if prepared is not None and prepared.core.n_embd != self._hook.n_embd:
+            raise LingalignError("this transform was prepared for another model")
+        if prepared is self._active:
+            return
+        if prepared is None:
+            self._hook.select(None, 1.0)
+        else:
+            self._hook.select(prepared.core, prepared.alpha)
+            self._state.positions = prepared.positions
+        self._active = prepared
+        _llama.invalidate_cache(self._llm)
+
     def set(
         self,
         transform: Transform | None,
         *,
         alpha: float | None = None,
         positions: str | None = None,
-        layers: list[int] | None = None,
+        layers: Sequence[int] | None = None,
         force: bool = False,
     ) -> list[str]:
-        """Apply `transform` from the next call on (None: no transform).
+        """Apply `transform` from the next call on (None: no transform); returns warnings, if any.
 
-        alpha and positions default to the transform's own defaults; `layers` restricts it to a
-        subset of its layers. The transform must fit this model (see ModelFingerprint.check;
-        `force` applies one made for another vocabulary). Returns warnings, if any.
+        All or nothing: if the transform cannot be applied, this raises and the previous
+        transform stays in use. See `prepare` for the arguments.
         """
         self._require_attached()
         if transform is None:
             self.clear()
             return []
-        warnings, p = configure_hook(
-            self._hook, transform, self.model, alpha=alpha, positions=positions, layers=layers, force=force
-        )
-        self._state.positions = p
-        self._transform = transform
-        self._invalidate_cache()
-        return warnings
+        prepared = self.prepare(transform, alpha=alpha, positions=positions, layers=layers, force=force)
+        self.use(prepared)
+        return list(prepared.warnings)
 
     def clear(self) -> None:
         """Remove the transform; the hook stays installed but idle (plain llama.cpp speed)."""
         self._require_attached()
-        self._hook.clear_transforms()
-        self._transform = None
-        self._invalidate_cache()
+        self._hook.select(None, 1.0)
+        self._active = None
+        _llama.invalidate_cache(self._llm)
 
     def detach(self) -> None:
         """Remove the hook: the Llama gets a plain context again and behaves as if never attached."""
@@ -377,8 +219,7 @@ class Steering:
             return
         self.clear()
         self._install_context(hooked=False)
-        for name in ("eval", "generate"):
-            self._llm.__dict__.pop(name, None)
+        _llama.unwrap_generation(self._llm)
         delattr(self._llm, _ATTR)
 
     def set_router(self, router: Any) -> None:
@@ -397,7 +238,7 @@ class Steering:
         except Exception:  # fail safe: no transform
             lang, transform = None, None
         self.routed_language = lang
-        if transform is self._transform:
+        if transform is self.transform:
             return
         if transform is None:
             self.clear()
@@ -423,24 +264,59 @@ class Steering:
         finally:
             self._state.forced_kind = old
 
+    def stats(self, *, reset: bool = False) -> dict[str, Any]:
+        """What the hook did since the last reset: `rows_transformed`, `apply_seconds` (the time
+        spent applying transforms: the cost of the intervention itself, apart from llama.cpp's
+        own work), and `tensors`, the tensors it served by how their data was reached (`host`
+        memory, a `round_trip` from device memory and back, or on the `device`); and what it
+        holds now: `active_layers`, `map_bytes` per layer, `device_maps` (the GPU path's
+        status), `kernel_threads`. reset=True starts the counts again after reading them."""
+        self._count()
+        out: dict[str, Any] = {**self._stats, "tensors": dict(self._tensors)}
+        out["active_layers"] = list(self._hook.active_layers())
+        core = self._active.core if self._active is not None else None
+        out["map_bytes"] = {il: int(core.map_bytes(il)) for il in core.layers()} if core is not None else {}
+        out["device_maps"] = str(self._hook.device_maps_status())
+        out["kernel_threads"] = int(self._hook.threads)
+        if reset:
+            self._stats = {"rows_transformed": 0, "apply_seconds": 0.0}
+            self._tensors = dict.fromkeys(self._tensors, 0)
+        return out
+
+    def _count(self) -> None:
+        self._stats["rows_transformed"] += int(self._hook.take_rows_transformed())
+        self._stats["apply_seconds"] += float(self._hook.take_apply_seconds())
+        for key, value in self._hook.take_tensor_paths().items():
+            self._tensors[key] = self._tensors.get(key, 0) + int(value)
+
     def take_rows_transformed(self) -> int:
-        """Rows changed by the transforms since the last call (a diagnostic for tests)."""
-        return int(self._hook.take_rows_transformed())
+        """Rows changed by the transforms since the last call (clears that count only)."""
+        self._count()
+        rows = int(self._stats["rows_transformed"])
+        self._stats["rows_transformed"] = 0
+        return rows
 
     def take_apply_seconds(self) -> float:
-        """Seconds the hook spent applying transforms since the last call (clears it): the cost
-        of the intervention itself, apart from llama.cpp's own work."""
-        return float(self._hook.take_apply_seconds())
+        """Seconds the hook spent applying transforms since the last call (clears that count only)."""
+        self._count()
+        seconds = float(self._stats["apply_seconds"])
+        self._stats["apply_seconds"] = 0.0
+        return seconds
 
     def set_device_maps(self, on: bool) -> str:
         """For layers offloaded to a GPU (`n_gpu_layers`): apply the maps on the GPU, by a small
         ggml graph on the tensor's own device, instead of copying the rows to the host and back
         (the default). Returns the path's status ("ready", "active on <device>", or why it
         turned itself off, after which the round trip serves). Tensors in host memory and
-        capture are unaffected. Tested on ggml's CPU backend only so far (tests/test_device_maps.py);
-        on CUDA, tests/test_gpu.py has the checks, not yet run."""
+        capture are unaffected."""
         self._hook.set_device_maps(1 if on else 0)
         return str(self._hook.device_maps_status())
+
+    def reinstall(self) -> None:
+        """Give the Llama a new hooked context (the same hook and transform; the KV cache starts
+        empty). Benchmarks use it to place contexts anew between rounds."""
+        self._require_attached()
+        self._install_context(hooked=True)
 
     def __enter__(self) -> Steering:
         return self
@@ -453,34 +329,14 @@ class Steering:
         if not self.attached:
             raise LingalignError("this Steering was detached; call lingalign.attach(llm) again")
 
-    def _invalidate_cache(self) -> None:
-        # The KV cache holds states computed under the old settings: re-evaluate next time.
-        self._llm.n_tokens = 0
-        self._llm._requires_eval = True
-
     def _install_context(self, *, hooked: bool) -> None:
         llm = self._llm
-        old = llm._ctx
-        with quiet_llama_log(llm.verbose):
-            if hooked:
-                params, callback = _hooked_params(llm.context_params, self._hook)
-                ctx: llama_internals.LlamaContext = _HookedContext(
-                    model=llm._model, params=params, verbose=llm.verbose, hook=self._hook, state=self._state,
-                    callback=callback,
-                )
-            else:
-                ctx = llama_internals.LlamaContext(model=llm._model, params=llm.context_params, verbose=llm.verbose)
-        if getattr(llm, "_lora_adapter", None) is not None:
-            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(llm._lora_adapter)
-            scales = (ctypes.c_float * 1)(llm.lora_scale)
-            if llama_cpp.llama_set_adapters_lora(ctx.ctx, adapters, 1, scales):
-                ctx.close()
-                raise LingalignError("could not re-apply the Llama's LoRA adapter to the new context")
-        llm._ctx = ctx
-        llm._stack.enter_context(contextlib.closing(ctx))
-        with quiet_llama_log(llm.verbose):
-            old.close()
-        self._invalidate_cache()
+        if hooked:
+            ctx = _llama.hooked_context(llm, _core.CALLBACK_ADDRESS, self._hook.address,
+                                        _Announcer(self._hook, self._state))
+        else:
+            ctx = _llama.plain_context(llm)
+        _llama.replace_context(llm, ctx)
 
     def _eval(self, tokens: Any) -> None:
         state = self._state
@@ -502,7 +358,7 @@ class Steering:
         state = self._state
         if state.positions != "all":
             # Cached prefixes were computed with other tokens selected: evaluate everything.
-            self._invalidate_cache()
+            _llama.invalidate_cache(self._llm)
         state.in_generate += 1
         outer_prompt_done = state.prompt_done
         state.prompt_done = False
@@ -514,7 +370,7 @@ class Steering:
 
 
 def attach(
-    llm: llama_cpp.Llama,
+    llm: Any,
     transform: Transform | None = None,
     *,
     alpha: float | None = None,
@@ -532,8 +388,7 @@ def attach(
         if not model_path or not os.path.isfile(model_path):
             raise LingalignError("cannot fingerprint this Llama: its model_path is not a readable file")
         model = fingerprint(model_path)
-        n_embd = int(llama_cpp.llama_model_n_embd(llm.model))
-        n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
+        n_embd, n_layer = _llama.n_embd(llm), _llama.n_layer(llm)
         if (n_embd, n_layer) != (model.n_embd, model.n_layer):
             raise ModelMismatchError(
                 f"{model_path}: header says n_embd={model.n_embd}, n_layer={model.n_layer}; "
@@ -545,12 +400,12 @@ def attach(
     return steering
 
 
-def steering_of(llm: llama_cpp.Llama) -> Steering | None:
-    """The Steering attached to `llm`, or None."""
+def steering_of(llm: Any) -> Steering | None:
+    """The Steering attached to `llm`, or None (deprecated: `attach(llm)` returns it)."""
     return getattr(llm, _ATTR, None)
 
 
-def open_model(model_path: str | os.PathLike[str] | None = None, **llama_kwargs: Any) -> llama_cpp.Llama:
+def open_model(model_path: str | os.PathLike[str] | None = None, **llama_kwargs: Any) -> Any:
     """A plain `llama_cpp.Llama` for `model_path` (default model if None), with clear errors.
 
     The GGUF header is checked first, so a wrong file gets a message naming the problem rather
@@ -559,8 +414,10 @@ def open_model(model_path: str | os.PathLike[str] | None = None, **llama_kwargs:
     path = resolve_model(model_path)
     fingerprint(path)  # raises ModelFileError for a file that is not a GGUF language model
     llama_kwargs.setdefault("verbose", False)
+    import llama_cpp
+
     try:
-        with quiet_llama_log(bool(llama_kwargs["verbose"])):
+        with _llama.quiet_llama_log(bool(llama_kwargs["verbose"])):
             return llama_cpp.Llama(model_path=str(path), **llama_kwargs)
     except ValueError as e:
         raise ModelFileError(f"{path}: llama.cpp could not load this model ({e})") from None
@@ -574,7 +431,7 @@ def load(
     positions: str | None = None,
     force: bool = False,
     **llama_kwargs: Any,
-) -> llama_cpp.Llama:
+) -> Any:
     """Load a GGUF model (default: Gemma 3 270M) as a `llama_cpp.Llama` with the hook attached.
 
     `transform` may be a Transform or a path to a transform file. Extra keyword arguments go to

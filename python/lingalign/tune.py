@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from .capturing import capture
 from .errors import LingalignError
+from .evaluate import eval_choice
+from .metrics import retrieval_top1
 from .transform import Transform
 
 ALPHAS = (-1.0, -0.5, -0.25, 0.25, 0.5, 0.75, 1.0)
@@ -39,7 +42,7 @@ def layer_subsets(layers: Sequence[int]) -> list[list[int]]:
 
 
 def _subset(t: Transform, layers: list[int], alpha: float, positions: str) -> Transform:
-    return dataclasses.replace(t, layers={il: t.layers[il] for il in layers}, alpha=alpha, positions=positions)
+    return dataclasses.replace(t.with_layers(layers), alpha=alpha, positions=positions)
 
 
 def tune(
@@ -71,9 +74,6 @@ def tune(
         candidates.append((layers, float(alpha), pos))
 
     if metric == "retrieval":
-        from .capture import capture
-        from .evaluate import retrieval_top1
-
         if not dev_src or not dev_tgt or len(dev_src) != len(dev_tgt):
             raise LingalignError("retrieval tuning needs line-aligned dev source and English sentences")
         measure = sorted(transform.layers)
@@ -81,12 +81,10 @@ def tune(
 
         def score(t: Transform | None) -> float:
             src = capture(llm, dev_src, layers=measure, transform=t, progress=progress)
-            return float(np.mean([retrieval_top1(src[:, k], english[:, k])[0] for k in range(len(measure))]))
+            return float(np.mean([retrieval_top1(src.layer(il), english.layer(il))[0] for il in measure]))
 
         baseline = score(None)
     else:
-        from .evaluate import eval_choice
-
         if not dev_items:
             raise LingalignError("choice tuning needs dev items (XCOPA-format JSONL)")
 
@@ -111,5 +109,5 @@ def tune(
         "candidates": len(results),
         "n_dev": len(dev_src) if metric == "retrieval" else len(dev_items or []),
     }
-    tuned.fit_info = {**transform.fit_info, "tuned": record}
+    tuned = dataclasses.replace(tuned, fit_info={**transform.fit_info, "tuned": record})
     return tuned, record
