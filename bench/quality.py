@@ -23,7 +23,7 @@ Equivalent CLI for one cell (spa, ridge):
     lingalign eval choice --data xcopa/sw/test.sw.jsonl --transform spa.gguf
 
 Results go to bench/results/quality.json after every cell (a rerun skips finished cells unless
---redo) and the table to docs/results.md.
+--redo) and the tables to docs/results.md (the part above its hand-written sections).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ TATOEBA = REPO.parent / "shared" / "data" / "tatoeba"
 XCOPA = REPO.parent / "shared" / "data" / "xcopa"
 RESULTS = REPO / "bench" / "results" / "quality.json"
 TABLE = REPO / "docs" / "results.md"
+HAND_WRITTEN = "<!-- Written by hand from here on; bench/quality.py rewrites only what is above. -->"
 
 LANGS = ("spa", "deu", "cmn", "jpn", "swh", "ind", "tur", "ita", "vie")
 XCOPA_OF = {"ind": "id", "ita": "it", "swh": "sw", "cmn": "zh", "vie": "vi", "tur": "tr"}
@@ -284,7 +285,7 @@ def write_table() -> None:
            "pairs 451-500 (dev) is kept; neuron clamps (k = 500, all layers) get their strength (0.5 or 1) on dev.",
            "The source is then read with the transform live inside llama.cpp on pairs 501-1000 (test). The same",
            "rule serves every language. `lingalign fit`'s own `--layers auto` chooses the layer on a held-out fifth",
-           "of the training pairs instead; its numbers for the shipped matrices are in the README.", "",
+           "of the training pairs instead; its numbers for the shipped matrices are below, under Shipped transforms.", "",
            "## Retrieval: held-out Tatoeba top-1 (source -> English, 500 pairs), best layer / last layer", "",
            "| method | " + " | ".join(langs) + " | mean |", "|---|" + "---|" * (len(langs) + 1)]
     for m in rows:
@@ -319,8 +320,11 @@ def write_table() -> None:
         mean = f"{np.mean(done):.3f}" if len(done) == len(xlangs) else ""
         out.append(f"| {m} | " + " | ".join(txt) + f" | {mean} |")
     out += _global_xcopa_rows(xlangs)
+    # The hand-written sections after HAND_WRITTEN are kept as they are.
+    old = TABLE.read_text() if TABLE.is_file() else ""
+    tail = old[old.index(HAND_WRITTEN):] if HAND_WRITTEN in old else ""
     TABLE.parent.mkdir(exist_ok=True)
-    TABLE.write_text("\n".join(out) + "\n")
+    TABLE.write_text("\n".join(out) + "\n" + ("\n" + tail if tail else ""))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python bench/speed.py [--repeats 5] [--threads 2] [--model GGUF]
 
 Prints the ratios (1.00 = no cost) and records them with a description of the machine, so a
-number quoted in README.md can be traced to the run that measured it. Times on shared machines
+number quoted in docs/speed.md can be traced to the run that measured it. Times on shared machines
 drift; only the ratios, measured interleaved in the same run, are comparable.
 """
 

@@ -2,7 +2,7 @@
 their residual stream in device memory, and the transforms must act there exactly as on the CPU.
 
 Skipped where llama.cpp has no GPU offload (the CPU build that CI installs). On a GPU machine,
-install a GPU build of llama-cpp-python 0.3.36 (README) and run `python -m pytest tests/test_gpu.py`.
+install a GPU build of llama-cpp-python 0.3.36 (docs/install.md) and run `python -m pytest tests/test_gpu.py`.
 """
 
 from __future__ import annotations
