@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_f16 import _decode_logits, _maps, _prompt_logits, _run
+from test_precision import _decode_logits, _maps, _prompt_logits, _run
 
 from lingalign import _core
 
