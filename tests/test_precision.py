@@ -29,6 +29,8 @@ counts and the portable kernels change nothing; files round-trip and bad ones ar
 
 from __future__ import annotations
 
+import dataclasses
+
 import gguf
 import numpy as np
 import pytest
@@ -37,7 +39,7 @@ from test_transform_file import _assert_refused, _valid_kv, _write_raw
 
 import lingalign
 from lingalign import LayerMap, Transform, TransformFileError, _core
-from lingalign.transform import Q4_MAX, Q8_MAX, pack_nibbles, quantize_delta, unpack_nibbles
+from lingalign.layer import Q4_MAX, Q8_MAX, pack_nibbles, quantize_delta, unpack_nibbles
 
 PROMPT = "the quick brown fox jumps over the lazy dog"
 SENTENCES = ["the quick brown fox jumps over the lazy dog", "a dog", "over the lazy fox and the dog jumps"]
@@ -66,13 +68,14 @@ def only_for(precision: str, which: tuple[str, ...], reason: str) -> None:
 def hook_stats(steering, layer: int = 0) -> dict[str, int]:
     """The hook diagnostics these tests read: its kernel threads, and the bytes of `layer`'s map
     as the hook stores it (a quantized map's scales counted, not the bias). The only place in
-    this file that reaches into the Steering's private hook (to become Steering.stats())."""
-    return {"threads": steering._hook.threads, "map_bytes": steering._hook.map_bytes(layer)}
+    this file's helper for Steering.stats())."""
+    stats = steering.stats()
+    return {"threads": stats["kernel_threads"], "map_bytes": stats["map_bytes"].get(layer, 0)}
 
 
 def _maps(model_path, layers, *, kind="affine", seed=0, scale=0.3, rank=RANK) -> Transform:
     """float32 maps whose values are exactly representable in float16."""
-    fp = lingalign.fingerprint(model_path)
+    fp = lingalign.model.fingerprint(model_path)
     rng = np.random.default_rng(seed)
     d = fp.n_embd
     out = {}
@@ -123,11 +126,11 @@ def _run(model_path, transform, logits, **llm_kwargs):
 
 def _portable(run):
     """run() with the portable kernels, then back to the default ones."""
-    _core.set_portable_kernels(True)
+    _core.testing.set_portable_kernels(True)
     try:
         return run()
     finally:
-        _core.set_portable_kernels(False)
+        _core.testing.set_portable_kernels(False)
 
 
 def _assert_stored_as(lm: LayerMap, precision: str) -> None:
@@ -288,12 +291,12 @@ def test_hook_applies_the_formula_to_the_real_hidden_states(tiny_model, narrow_m
     # sentence per decode: one row, decode's kernel. (The reference h is read with the same
     # batching: llama.cpp's own arithmetic depends on it.)
     for positions, max_sequences in (("all", 32), ("last", 1)):
-        h = lingalign.capture(llm, SENTENCES, layers=[1], pool="last", max_sequences=max_sequences, progress=False)[:, 0]
+        h = lingalign.capture(llm, SENTENCES, layers=[1], pool="last", max_sequences=max_sequences, progress=False).layer(1)
         for alpha in (1.0, 0.5, -0.5):
             y = lingalign.capture(
                 llm, SENTENCES, layers=[1], pool="last", transform=t, alpha=alpha, positions=positions,
                 max_sequences=max_sequences, progress=False,
-            )[:, 0]
+            ).layer(1)
             h64 = h.astype(np.float64)
             np.testing.assert_allclose(y, h64 + alpha * _delta(h, lm, precision), rtol=1e-5, atol=1e-5)
             assert not np.allclose(y, h, atol=1e-3)
@@ -307,7 +310,7 @@ def test_file_round_trip_and_conversions(tiny_model, tmp_path, precision):
     """Full maps at `precision`, a low-rank map (float16 factors at every precision but f32) and
     biases (float32): saved, loaded back with the same bytes, converted back to float32."""
     t32 = _maps(tiny_model, [0, 2]).to_precision("f32")
-    t32.layers[3] = _maps(tiny_model, [3], kind="lowrank").layers[3]
+    t32 = dataclasses.replace(t32, layers={**t32.layers, 3: _maps(tiny_model, [3], kind="lowrank").layers[3]})
     tp = t32.to_precision(precision)
     assert tp.precision == precision
     _assert_stored_as(tp.layers[0], precision)
@@ -346,7 +349,7 @@ def test_file_round_trip_and_conversions(tiny_model, tmp_path, precision):
 
 
 def test_to_precision_leaves_vectors_and_clamps_as_they_are(tiny_model, precision):
-    fp = lingalign.fingerprint(tiny_model)
+    fp = lingalign.model.fingerprint(tiny_model)
     d = fp.n_embd
     t = Transform(
         layers={
@@ -428,7 +431,7 @@ def _refused_files(precision: str, d: int) -> dict[str, dict[str, np.ndarray]]:
         "needs both delta_q4 and delta_scale": {"blk.1.delta_q4": q},
         "delta_scale belongs to an 8- or 4-bit map": {"blk.1.delta_scale": s},
         "delta_scale contains NaN or Inf": {"blk.1.delta_q4": q, "blk.1.delta_scale": np.full(d, np.inf, np.float32)},
-        r"delta_q4 has shape \(64, 64\), the model needs \(64, 32\)": {"blk.1.delta_q4": np.zeros((d, d), np.int8),
+        r"delta_q4 has shape \(64, 64\), expected \(64, 32\)": {"blk.1.delta_q4": np.zeros((d, d), np.int8),
                                                                         "blk.1.delta_scale": s},
         "blk.1.delta_q4 has ggml type F16, expected I8$": {"blk.1.delta_q4": q.astype(np.float16), "blk.1.delta_scale": s},
         "exactly one of a map, an 8-bit map": {"blk.1.delta_q8": np.zeros((d, d), np.int8), "blk.1.delta_q4": q,
@@ -438,7 +441,7 @@ def _refused_files(precision: str, d: int) -> dict[str, dict[str, np.ndarray]]:
 
 def test_bad_files_are_refused_and_good_ones_load(tiny_model, tmp_path, precision):
     only_for(precision, ("f16", "q8", "q4"), "float32 maps' files are test_transform_file.py's")
-    fp = lingalign.fingerprint(tiny_model)
+    fp = lingalign.model.fingerprint(tiny_model)
     d = fp.n_embd
     _assert_refused(tmp_path, fp, _refused_files(precision, d))
     # a valid map at this precision, with a float32 bias, loads
@@ -453,38 +456,44 @@ def test_bad_files_are_refused_and_good_ones_load(tiny_model, tmp_path, precisio
 
 
 def test_hook_refuses_bad_maps(precision):
-    """The C++ side checks what it is given, whatever Python checked before."""
+    """The C++ side checks the shapes, element types and layers of what it is given, whatever
+    Python checked before; values (NaN, Inf) are checked once, when the LayerMap is made."""
     only_for(precision, ("f16", "q8", "q4"), "float32 maps' C++ checks are test_hook.py's")
-    hook = _core.Hook(64, 4)
+    prepared = _core.Prepared(64, 4)
+    A, L = _core.KIND_AFFINE, _core.KIND_LOWRANK
     z8, ones = np.zeros((64, 64), np.int8), np.ones(64, np.float32)
     calls = {
         "f16": [
-            (ValueError, "NaN or Inf", lambda: hook.set_affine(1, np.full((64, 64), np.nan, np.float16))),
-            (ValueError, "NaN or Inf",
-             lambda: hook.set_lowrank(1, np.zeros((64, 2), np.float16), np.full((2, 64), -np.inf, np.float16))),
-            (ValueError, "map has 9 values", lambda: hook.set_affine(1, np.zeros((3, 3), np.float16))),
-            (ValueError, "both be float16 or neither",
-             lambda: hook.set_lowrank(1, np.zeros((64, 2), np.float16), np.zeros((2, 64), np.float32))),
+            (r"map has shape \[3, 3\], expected \[64, 64\]", lambda: prepared.set_layer(1, A, {"map": np.zeros((3, 3), np.float16)})),
+            ("lr_vt is float32, expected float16",
+             lambda: prepared.set_layer(1, L, {"lr_u": np.zeros((64, 2), np.float16), "lr_vt": np.zeros((2, 64), np.float32)})),
+            ("not C-contiguous", lambda: prepared.set_layer(1, A, {"map": np.eye(128, dtype=np.float16)[::2, ::2]})),
         ],
         "q8": [
-            (ValueError, "scale contains NaN or Inf", lambda: hook.set_affine_q8(1, z8, np.full(64, np.inf, np.float32))),
-            (ValueError, "scale has 3 values", lambda: hook.set_affine_q8(1, z8, np.ones(3, np.float32))),
-            (ValueError, "map has 9 values", lambda: hook.set_affine_q8(1, np.zeros((3, 3), np.int8), ones)),
-            (IndexError, "unknown layer 9", lambda: hook.set_affine_q8(9, z8, ones)),
+            (r"delta_scale has shape \[3\], expected \[64\]", lambda: prepared.set_layer(1, A, {"delta_q8": z8, "delta_scale": np.ones(3, np.float32)})),
+            (r"delta_q8 has shape \[3, 3\]", lambda: prepared.set_layer(1, A, {"delta_q8": np.zeros((3, 3), np.int8), "delta_scale": ones})),
+            ("needs the tensor delta_scale", lambda: prepared.set_layer(1, A, {"delta_q8": z8})),
+            ("unknown layer 9", lambda: prepared.set_layer(9, A, {"delta_q8": z8, "delta_scale": ones})),
         ],
         "q4": [
-            (ValueError, "scale contains NaN or Inf",
-             lambda: hook.set_affine_q4(1, np.zeros((64, 32), np.int8), np.full(64, np.nan, np.float32))),
-            (ValueError, "4-bit map has 64 bytes, the model needs 64x32",
-             lambda: hook.set_affine_q4(1, np.zeros((8, 8), np.int8), ones)),
-            (ValueError, "even n_embd",
-             lambda: _core.Hook(63, 2).set_affine_q4(0, np.zeros((63, 31), np.int8), np.ones(63, np.float32))),
-            (IndexError, "unknown layer 9", lambda: hook.set_affine_q4(9, np.zeros((64, 32), np.int8), ones)),
+            (r"delta_q4 has shape \[8, 8\], expected \[64, 32\]",
+             lambda: prepared.set_layer(1, A, {"delta_q4": np.zeros((8, 8), np.int8), "delta_scale": ones})),
+            ("even n_embd", lambda: _core.Prepared(63, 2).set_layer(
+                0, A, {"delta_q4": np.zeros((63, 31), np.int8), "delta_scale": np.ones(63, np.float32)})),
+            ("unknown layer 9", lambda: prepared.set_layer(9, A, {"delta_q4": np.zeros((64, 32), np.int8), "delta_scale": ones})),
         ],
     }[precision]
-    for error, message, call in calls:
-        with pytest.raises(error, match=message):
+    for message, call in calls:
+        with pytest.raises(_core.LayerError, match=message):
             call()
+    # values are refused where the arrays enter lingalign
+    bad = {
+        "f16": dict(matrix=np.full((64, 64), np.nan, np.float16)),
+        "q8": dict(delta_q8=z8, delta_scale=np.full(64, np.inf, np.float32)),
+        "q4": dict(delta_q4=np.zeros((64, 32), np.int8), delta_scale=np.full(64, np.nan, np.float32)),
+    }[precision]
+    with pytest.raises(TransformFileError, match="NaN or Inf"):
+        LayerMap(**bad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,18 +505,18 @@ def test_half_to_float_matches_numpy_for_every_bit_pattern():
     with np.errstate(invalid="ignore"):
         expected = bits.view(np.float16).astype(np.float32)
     # portable conversion: bit for bit, NaN payloads included
-    portable = _core.half_to_float(bits, portable=True)
+    portable = _core.testing.half_to_float(bits, portable=True)
     assert portable.dtype == np.float32 and portable.shape == (1 << 16,)
     assert np.array_equal(portable.view(np.uint32), expected.view(np.uint32))
     # the kernels' conversion (F16C here if the CPU has it): the same, except that hardware may
     # quiet a signaling NaN; it stays a NaN of the same sign (maps never hold NaN anyway)
-    kernel = _core.half_to_float(bits, portable=False)
+    kernel = _core.testing.half_to_float(bits, portable=False)
     nan = np.isnan(expected)
     assert np.array_equal(kernel[~nan].view(np.uint32), expected[~nan].view(np.uint32))
     assert np.isnan(kernel[nan]).all()
     assert np.array_equal(np.signbit(kernel[nan]), np.signbit(expected[nan]))
     # spot checks of the edge cases by value
-    assert _core.half_to_float(np.array([0x0001, 0x03FF, 0x0400, 0x7BFF, 0x7C00, 0xFC00, 0x8000], np.uint16)).tolist() == [
+    assert _core.testing.half_to_float(np.array([0x0001, 0x03FF, 0x0400, 0x7BFF, 0x7C00, 0xFC00, 0x8000], np.uint16)).tolist() == [
         2.0**-24, 1023 * 2.0**-24, 2.0**-14, 65504.0, float("inf"), float("-inf"), -0.0,
     ]
 
@@ -521,17 +530,17 @@ def test_kernels_report_the_conversion_they_use():
     if platform.machine() != "x86_64" or not cpuinfo.is_file():
         pytest.skip("needs x86-64 Linux to know whether the CPU has F16C")
     has_f16c = any(line.startswith("flags") and " f16c" in line for line in cpuinfo.read_text().splitlines())
-    assert _core.half_conversion_uses_f16c() == has_f16c
-    _core.set_portable_kernels(True)
+    assert _core.testing.half_conversion_uses_f16c() == has_f16c
+    _core.testing.set_portable_kernels(True)
     try:
-        assert not _core.half_conversion_uses_f16c()
+        assert not _core.testing.half_conversion_uses_f16c()
     finally:
-        _core.set_portable_kernels(False)
+        _core.testing.set_portable_kernels(False)
 
 
 def test_f16_and_f32_maps_mix_in_a_file_that_round_trips_exactly(tiny_model, tmp_path):
     """Random halves (not _maps' values), next to a vector and a float32 map in the same file."""
-    fp = lingalign.fingerprint(tiny_model)
+    fp = lingalign.model.fingerprint(tiny_model)
     rng = np.random.default_rng(7)
     d = fp.n_embd
     t = Transform(
@@ -578,16 +587,15 @@ def test_f16_and_f32_maps_mix_in_a_file_that_round_trips_exactly(tiny_model, tmp
 
 
 def test_f16_validation_and_conversion_errors(tiny_model):
-    fp = lingalign.fingerprint(tiny_model)
+    fp = lingalign.model.fingerprint(tiny_model)
     d = fp.n_embd
-    lm = LayerMap(matrix=np.eye(d, dtype=np.float16), bias=np.zeros(d, np.float16))
     with pytest.raises(TransformFileError, match="bias is float16, expected float32$"):
-        lm.validate(0, d)
+        LayerMap(matrix=np.eye(d, dtype=np.float16), bias=np.zeros(d, np.float16))
     with pytest.raises(TransformFileError, match="vector is float16, expected float32$"):
-        LayerMap(vector=np.zeros(d, np.float16)).validate(0, d)
+        LayerMap(vector=np.zeros(d, np.float16))
     with pytest.raises(TransformFileError, match="map is float64, expected float32 or float16"):
-        LayerMap(matrix=np.eye(d)).validate(0, d)
-    LayerMap(matrix=np.eye(d, dtype=np.float16), bias=np.zeros(d, np.float32)).validate(0, d)
+        LayerMap(matrix=np.eye(d))
+    LayerMap(matrix=np.eye(d, dtype=np.float16), bias=np.zeros(d, np.float32)).check_width(0, d)
     big = Transform(layers={1: LayerMap(matrix=np.full((d, d), 1e5, np.float32))}, model=fp, method="test")
     with pytest.raises(TransformFileError, match="layer 1: map has values beyond float16's range"):
         big.to_precision("f16")
@@ -596,16 +604,20 @@ def test_f16_validation_and_conversion_errors(tiny_model):
 
 
 def test_hook_stores_float16_maps_as_float16():
-    hook = _core.Hook(64, 4)
-    # a non-contiguous float16 array is stored as float16 (copied contiguous), not converted
-    hook.set_affine(1, np.eye(128, dtype=np.float16)[::2, ::2])
-    assert hook.map_bytes(1) == 64 * 64 * 2
-    hook.set_lowrank(2, np.zeros((64, 3), np.float16), np.zeros((3, 64), np.float16), np.zeros(64, np.float32))
-    assert hook.map_bytes(2) == 2 * 64 * 3 * 2
-    hook.set_affine(1, np.eye(64))  # float64: stored as float32, as before
-    assert hook.map_bytes(1) == 64 * 64 * 4
-    hook.set_additive(1, np.zeros(64, np.float32))
-    assert hook.map_bytes(1) == 0
+    prepared = _core.Prepared(64, 4)
+    # a float16 map is stored as float16 (from a non-contiguous array, copied contiguous by LayerMap)
+    lm = LayerMap(matrix=np.eye(128, dtype=np.float16)[::2, ::2])
+    prepared.set_layer(1, _core.KIND_AFFINE, dict(lm.tensors))
+    assert prepared.map_bytes(1) == 64 * 64 * 2
+    prepared.set_layer(2, _core.KIND_LOWRANK, {"lr_u": np.zeros((64, 3), np.float16), "lr_vt": np.zeros((3, 64), np.float16),
+                                               "bias": np.zeros(64, np.float32)})
+    assert prepared.map_bytes(2) == 2 * 64 * 3 * 2
+    prepared.set_layer(1, _core.KIND_AFFINE, {"map": np.eye(64, dtype=np.float32)})
+    assert prepared.map_bytes(1) == 64 * 64 * 4
+    with pytest.raises(_core.LayerError, match="unsupported element type"):  # float64: never converted silently
+        prepared.set_layer(1, _core.KIND_AFFINE, {"map": np.eye(64)})
+    prepared.set_layer(1, _core.KIND_ADDITIVE, {"vector": np.zeros(64, np.float32)})
+    assert prepared.map_bytes(1) == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -641,16 +653,16 @@ def test_q4_kernel_matches_the_formula_for_every_shape():
         for n in (1, 3, 9):
             h = (rng.standard_normal((n, d)) * rng.choice([1e-3, 1.0, 50.0], size=(n, 1))).astype(np.float32)
             h[-1] = 0.0
-            y = _core.q4_multiply(h, packed)
+            y = _core.testing.q4_multiply(h, packed)
             assert y.dtype == np.float32 and y.shape == (n, d)
             ref = _q4_product(h, q)
             np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
-            assert np.array_equal(y, _core.q4_multiply(h, packed, portable=True))
+            assert np.array_equal(y, _core.testing.q4_multiply(h, packed, portable=True))
             assert not y[-1].any()
     h = np.ones((2, 64), np.float32)
     h[0, 40], h[1, 3] = np.nan, np.inf
     for portable in (False, True):
-        y = _core.q4_multiply(h, pack_nibbles(np.ones((64, 64), np.int8)), portable=portable)
+        y = _core.testing.q4_multiply(h, pack_nibbles(np.ones((64, 64), np.int8)), portable=portable)
         assert not np.isfinite(y).any()
     with pytest.raises(ValueError, match="rows \\[n, d\\] and q \\[d, d/2\\]"):
-        _core.q4_multiply(np.ones((2, 64), np.float32), np.zeros((64, 64), np.int8))
+        _core.testing.q4_multiply(np.ones((2, 64), np.float32), np.zeros((64, 64), np.int8))
