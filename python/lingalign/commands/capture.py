@@ -1,0 +1,51 @@
+"""`lingalign capture`: the pooled residual stream of every layer (or of the chosen ones) for a
+text file, one sentence per line, saved as an .npz with the layers, the pooling and the model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .common import load_llm
+from .options import Parents
+
+
+def register(subparsers: Any, parents: Parents) -> None:
+    own = argparse.ArgumentParser(add_help=False)  # listed before the shared options (options.py)
+    own.add_argument("--text", required=True, help="UTF-8 text, one sentence per line")
+    own.add_argument("--out", required=True, help="output .npz (activations [N, layers, n_embd])")
+    own.add_argument("--pool", choices=("mean", "last"), default="mean")
+    own.add_argument("--layers", default="all", help="all | 5 | 0,4,8 | 2-6 | -1 (default: all)")
+    own.add_argument("--skip", type=int, default=0)
+    own.add_argument("--limit", type=int, default=None)
+    sp = subparsers.add_parser("capture", parents=[own, parents.model],
+                               help="pooled residual stream of every layer for a text file -> .npz")
+    sp.set_defaults(func=cmd_capture)
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..capture import capture, parse_layer_spec
+    from ..data import lines_sha256, read_lines
+    from ..model import fingerprint
+
+    import llama_cpp
+
+    lines = read_lines(args.text, skip=args.skip, limit=args.limit)
+    llm = load_llm(args)
+    n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
+    layers = parse_layer_spec(args.layers, n_layer) or list(range(n_layer))
+    acts = capture(llm, lines, layers=layers, pool=args.pool, progress=None)
+    fp = fingerprint(llm.model_path)
+    np.savez(
+        args.out,
+        activations=acts,
+        layers=np.array(layers, dtype=np.int32),
+        pool=args.pool,
+        model=json.dumps(fp.to_dict()),
+        text_sha256=lines_sha256(lines),
+    )
+    print(f"captured {acts.shape[0]} sentences x {acts.shape[1]} layers x {acts.shape[2]} -> {args.out}")
+    return 0

@@ -1,0 +1,207 @@
+"""`lingalign fit`: fit a transform from line-aligned source/English text (or the embedded
+corpus) and write it as a .gguf: a map or vector at the layer chosen on held-out pairs or at the
+given layers, or the target language's expert neurons to clamp (experts, random-neurons)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from ..errors import LingalignError
+from ..experts import DEFAULT_K
+from ..fit import DEFAULT_METHOD, METHODS
+from ..transform import POSITIONS, PRECISIONS
+from .common import load_llm, span
+from .options import Parents
+
+NEURON_METHODS = ("experts", "random-neurons")
+# Measured by bench/quality.py: one ridge map at the layer chosen on held-out pairs beats one at
+# the last layer at the best and at the last layer alike (docs/results.md).
+DEFAULT_MAP_LAYERS = "auto"
+MIN_PAIRS_AUTO = 10
+NEGATIVES_PER_LANGUAGE = 100  # embedded sentences of each other language added to the negatives
+
+
+def register(subparsers: Any, parents: Parents) -> None:
+    own = argparse.ArgumentParser(add_help=False)  # listed before the shared options (options.py)
+    own.add_argument("--src", help="source-language sentences, one per line")
+    own.add_argument("--tgt", help="their English translations, line-aligned")
+    own.add_argument("--out", required=True, help="output transform .gguf")
+    own.add_argument("--method", choices=METHODS + NEURON_METHODS, default=DEFAULT_METHOD,
+                     help="how to fit (experts: clamp the target language's expert neurons; random-neurons: its control)")
+    own.add_argument("--src-lang", default="", help="source language code (with no --src: the embedded corpus)")
+    own.add_argument("--tgt-lang", default="eng")
+    own.add_argument("--layers", default=None,
+                     help=f"layers to fit: auto (the one layer where a map helps held-out retrieval most) | -1 | all | "
+                          f"0,4,8 | 2-6 (default: {DEFAULT_MAP_LAYERS} for maps and vectors, all for neuron methods)")
+    own.add_argument("--k", type=int, default=DEFAULT_K,
+                     help=f"experts / random-neurons: neurons to clamp (default {DEFAULT_K})")
+    own.add_argument("--seed", type=int, default=0, help="random-neurons: seed of the draw")
+    own.add_argument("--precision", choices=PRECISIONS, default="f32",
+                     help="storage of maps: f16 halves the file and the memory read per token (float32 accumulation); "
+                     "q8 stores full maps as 8-bit differences from the identity (a quarter), q4 as 4-bit ones "
+                     "(an eighth; the hook then quantizes the hidden states to 8 bits per block of 32 for its "
+                     "integer dot products)")
+    own.add_argument("--lambda", dest="lam", type=float, default=None, help="ridge strength (default: chosen on held-out pairs)")
+    own.add_argument("--rank", default="auto",
+                     help="store maps as I + U V^T of this rank: auto (smallest rank no worse on held-out "
+                     "pairs, default), full, or a number")
+    own.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                     help="fit a bias with the map (default: yes for ridge, no for incline)")
+    own.add_argument("--alpha", type=float, default=None,
+                     help="default strength stored in the file (default: 1, or the one --layers auto chose)")
+    own.add_argument("--positions", choices=POSITIONS, default="all", help="default position policy stored in the file")
+    own.add_argument("--skip", type=int, default=0, help="skip the first N line pairs")
+    own.add_argument("--limit", type=int, default=None, help="use at most N line pairs")
+    sp = subparsers.add_parser("fit", parents=[own, parents.model],
+                               help="fit a transform from line-aligned source/English text")
+    sp.set_defaults(func=cmd_fit)
+
+
+def _resolve_fit_files(args: argparse.Namespace) -> tuple[str, str]:
+    from ..data import embedded_path
+
+    if args.src and args.tgt:
+        return args.src, args.tgt
+    if args.src or args.tgt:
+        raise LingalignError("give both --src and --tgt, or neither (then --src-lang picks the embedded corpus)")
+    if not args.src_lang:
+        raise LingalignError("give --src and --tgt files, or --src-lang to fit on the embedded corpus")
+    return str(embedded_path(args.src_lang)), str(embedded_path(args.tgt_lang))
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    import llama_cpp
+
+    from ..capture import capture, parse_layer_spec
+    from ..data import lines_sha256, read_pairs
+    from ..fit import fit_transform
+    from ..model import fingerprint
+
+    src_file, tgt_file = _resolve_fit_files(args)
+    src, tgt = read_pairs(src_file, tgt_file, skip=args.skip, limit=args.limit)
+    llm = load_llm(args)
+    n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
+    neurons = args.method in NEURON_METHODS
+    layer_spec = args.layers if args.layers is not None else ("all" if neurons else DEFAULT_MAP_LAYERS)
+    auto = layer_spec == "auto"
+    if auto and not neurons and args.layers is None and len(src) < MIN_PAIRS_AUTO:
+        print(f"only {len(src)} pairs: too few to choose a layer, fitting the last one", file=sys.stderr)
+        auto, layer_spec = False, "-1"
+    if auto and neurons:
+        raise LingalignError("--layers auto chooses one layer for a map; neuron methods take a layer list or all")
+    fit_layers = (None if auto else parse_layer_spec(layer_spec, n_layer)) or list(range(n_layer))
+    fp = fingerprint(llm.model_path)
+    info = {
+        "pairs": len(src),
+        "skip": args.skip,
+        "limit": args.limit,
+        "src_file": os.path.basename(src_file),
+        "tgt_file": os.path.basename(tgt_file),
+        "src_sha256": lines_sha256(src),
+        "tgt_sha256": lines_sha256(tgt),
+        "pool": "mean",
+    }
+    if neurons:
+        transform = _fit_neurons(args, llm, src, tgt, fit_layers, fp, info)
+        transform.save(args.out)
+        n_neurons = sum(lm.clamp_index.size for lm in transform.layers.values())
+        print(f"wrote {args.out}: {args.method}, {n_neurons} neurons clamped over {len(transform.layers)} layers")
+        return 0
+    print(f"capturing {len(src)} sentence pairs at layers {span(fit_layers)} ...", file=sys.stderr)
+    X = capture(llm, src, layers=fit_layers)
+    Y = capture(llm, tgt, layers=fit_layers)
+    alpha = args.alpha
+    captured = fit_layers
+    if auto:
+        from ..fit import choose_layer
+
+        layer, chosen_alpha, record = choose_layer(X, Y, model=fp, layers=captured, method=args.method, lam=args.lam,
+                                                   bias=args.bias)
+        alpha = chosen_alpha if args.alpha is None else args.alpha
+        info["layer_choice"] = record
+        fit_layers = [layer]
+        print(f"layer {layer} (alpha {chosen_alpha:g}) helps held-out retrieval most", file=sys.stderr)
+    transform = fit_transform(
+        X,
+        Y,
+        model=fp,
+        layers=captured,
+        fit_layers=fit_layers,
+        method=args.method,
+        lam=args.lam,
+        bias=args.bias,
+        rank=_parse_rank(args.rank),
+        source_lang=args.src_lang or "",
+        target_lang=args.tgt_lang,
+        alpha=1.0 if alpha is None else alpha,
+        positions=args.positions,
+        fit_info=info,
+    )
+    transform = transform.to_precision(args.precision)
+    transform.save(args.out)
+    print(f"wrote {args.out}: {args.method} at layers {span(sorted(transform.layers))}, {len(src)} pairs")
+    return 0
+
+
+def _fit_neurons(
+    args: argparse.Namespace, llm: Any, src: list[str], tgt: list[str], layers: list[int], fp: Any, info: dict[str, Any]
+) -> Any:
+    """Experts of the target language: its sentences are the positives; the source sentences and
+    the embedded corpus of every other language are the negatives."""
+    from ..capture import capture
+    from ..data import EMBEDDED_LANGUAGES, embedded_path, normalize_lang, read_lines
+    from ..experts import fit_experts
+
+    from ..hook import ffn_activation
+
+    ffn = ffn_activation(llm)
+    if ffn is None:
+        raise LingalignError(f"lingalign does not know the MLP neurons of {llm.metadata.get('general.architecture')} models")
+    if not 1 <= args.k <= len(layers) * ffn[1]:  # checked before the slow capture
+        raise LingalignError(f"--k must be in 1..{len(layers) * ffn[1]} (the neurons of the chosen layers), not {args.k}")
+    tgt_lang = normalize_lang(args.tgt_lang)
+    skip_langs = {tgt_lang, normalize_lang(args.src_lang) if args.src_lang else ""}
+    others: list[str] = []
+    used: list[str] = []
+    for lang in EMBEDDED_LANGUAGES:
+        if lang not in skip_langs:
+            others += read_lines(embedded_path(lang), limit=NEGATIVES_PER_LANGUAGE)
+            used.append(lang)
+    print(
+        f"capturing MLP activations: {len(tgt)} positives, {len(src)} + {len(others)} negatives "
+        f"({', '.join(used)}) at layers {span(layers)} ...",
+        file=sys.stderr,
+    )
+    pos = capture(llm, tgt, layers=layers, site="ffn")
+    neg = np.concatenate([capture(llm, src, layers=layers, site="ffn"), capture(llm, others, layers=layers, site="ffn")])
+    info["negative_languages"] = used
+    return fit_experts(
+        pos,
+        neg,
+        model=fp,
+        layers=layers,
+        k=args.k,
+        random_control=args.method == "random-neurons",
+        seed=args.seed,
+        source_lang=args.src_lang or "",
+        target_lang=args.tgt_lang,
+        alpha=1.0 if args.alpha is None else args.alpha,
+        positions=args.positions,
+        fit_info=info,
+    )
+
+
+def _parse_rank(spec: str) -> int | str | None:
+    if spec == "full":
+        return None
+    if spec == "auto":
+        return "auto"
+    try:
+        return int(spec)
+    except ValueError:
+        raise LingalignError(f"--rank must be full, auto or a number, not {spec!r}") from None

@@ -1,0 +1,44 @@
+"""Option groups several commands share, as argparse parents (`add_help=False` parsers).
+
+Each option is defined here once. argparse lends a parent's actions to every parser built from
+it, so `Parents` makes one of each afresh for each top-level parser, and a command passes the
+ones it takes as `parents=[...]`. argparse lists a parent's options before the parser's own, so
+such a command gathers its own options in a parent too, passed first: its help keeps them first.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+from ..transform import POSITIONS
+
+TRANSFORM_HELP = "transform .gguf, applied inside llama.cpp"
+
+
+def model_options() -> argparse.ArgumentParser:
+    """The model a command opens, and how llama.cpp runs it (read by common.load_llm)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--model", help="GGUF model file (default: Gemma 3 270M Q4_K_M, from its PyPI package)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
+    p.add_argument("-ngl", "--n-gpu-layers", type=int, default=0,
+                   help="layers to offload to the GPU, with a GPU build of llama-cpp-python (-1: all; default 0)")
+    return p
+
+
+def transform_options(transform_help: str = TRANSFORM_HELP) -> argparse.ArgumentParser:
+    """The intervention applied while the model reads: the file and how to apply it."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--transform", help=transform_help)
+    p.add_argument("--alpha", type=float, default=None, help="strength (default: the file's)")
+    p.add_argument("--positions", choices=POSITIONS, default=None, help="position policy (default: the file's)")
+    p.add_argument("--force", action="store_true", help="apply a transform made for another model")
+    return p
+
+
+@dataclass(frozen=True)
+class Parents:
+    """One parser of each shared option group, for the subparsers of one top-level parser."""
+
+    model: argparse.ArgumentParser = field(default_factory=model_options)
+    transform: argparse.ArgumentParser = field(default_factory=transform_options)

@@ -1,0 +1,61 @@
+"""`lingalign run`: generate a completion for a prompt, with a transform applied inside
+llama.cpp if one is given (a file, the one shipped for a language, or auto: the one for the
+language detected in the prompt)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..errors import LingalignError
+from .common import load_llm
+from .options import Parents, transform_options
+
+
+def register(subparsers: Any, parents: Parents) -> None:
+    own = argparse.ArgumentParser(add_help=False)  # listed before the shared options (options.py)
+    own.add_argument("-p", "--prompt", required=True)
+    own.add_argument("--lang", help="use the transform shipped for this language (sw, swh, es, ...; default model), or "
+                     "auto: detect the prompt's language")
+    own.add_argument("-n", "--n-predict", type=int, default=64, help="max tokens to generate")
+    own.add_argument("--temperature", type=float, default=0.0)
+    own.add_argument("--seed", type=int, default=0)
+    own.add_argument("--ctx", type=int, default=1024, help="context size")
+    own.add_argument("--device-maps", action="store_true",
+                     help="apply the maps of offloaded layers on the GPU (see README)")
+    # run's --transform keeps its shorter help (eval's says where the transform is applied).
+    transform = transform_options(transform_help="transform .gguf")
+    sp = subparsers.add_parser("run", parents=[own, transform, parents.model],
+                               help="generate a completion, with a transform if given")
+    sp.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..data import shipped_transform_path
+    from ..hook import attach
+    from ..transform import Transform
+
+    if args.transform and args.lang:
+        raise LingalignError("give --transform or --lang, not both")
+    auto = args.lang == "auto"
+    path = args.transform or (shipped_transform_path(args.lang) if args.lang and not auto else None)
+    transform = Transform.load(path) if path else None
+    llm = load_llm(args, n_ctx=args.ctx)
+    steering = attach(llm)
+    if args.device_maps:
+        print(f"lingalign: device maps: {steering.set_device_maps(True)}", file=sys.stderr)
+    if transform is not None:
+        for w in steering.set(transform, alpha=args.alpha, positions=args.positions, force=args.force):
+            print(f"lingalign: warning: {w}", file=sys.stderr)
+    if auto:
+        from ..route import Router
+
+        steering.set_router(Router.shipped())
+    out = llm(args.prompt, max_tokens=args.n_predict, temperature=args.temperature, seed=args.seed)
+    if auto:
+        t = steering.transform
+        print(f"lingalign: detected {steering.routed_language or 'unknown'}; transform: "
+              f"{(t.source_lang + '->' + t.target_lang) if t else 'none'}", file=sys.stderr)
+    print(out["choices"][0]["text"])
+    return 0
