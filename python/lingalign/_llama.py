@@ -229,3 +229,29 @@ def wrap_generation(llm: llama_cpp.Llama, eval_fn: Any, generate_fn: Any) -> tup
 def unwrap_generation(llm: llama_cpp.Llama) -> None:
     for name in ("eval", "generate"):
         llm.__dict__.pop(name, None)
+
+
+_GGML_LOG_ERROR, _GGML_LOG_CONT = 4, 5  # ggml.h enum ggml_log_level
+_log_state = {"last": 0}
+_log_callback: Any = None
+
+
+def install_error_only_log() -> None:
+    """Let llama.cpp print only its errors in this process (the CLI's, which owns it).
+
+    llama-cpp-python 0.3.36 maps ggml's log levels from an older enum: it prints llama.cpp's
+    warnings and info lines and hides its errors. The library leaves the host application's
+    logging alone; the CLI replaces that callback.
+    """
+    global _log_callback
+    import sys
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        if level != _GGML_LOG_CONT:
+            _log_state["last"] = level
+        if _log_state["last"] == _GGML_LOG_ERROR:
+            sys.stderr.write(text.decode("utf-8", errors="replace"))
+
+    _log_callback = callback  # must stay referenced while llama.cpp may call it
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))

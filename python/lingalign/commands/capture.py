@@ -25,27 +25,16 @@ def register(subparsers: Any, parents: Parents) -> None:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from ..capture import capture, parse_layer_spec
-    from ..data import lines_sha256, read_lines
-    from ..model import fingerprint
-
-    import llama_cpp
+    from .. import _llama
+    from ..capturing import capture, parse_layer_spec
+    from ..data import read_lines
 
     lines = read_lines(args.text, skip=args.skip, limit=args.limit)
     llm = load_llm(args)
-    n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
+    n_layer = _llama.n_layer(llm)
     layers = parse_layer_spec(args.layers, n_layer) or list(range(n_layer))
-    acts = capture(llm, lines, layers=layers, pool=args.pool, progress=None)
-    fp = fingerprint(llm.model_path)
-    np.savez(
-        args.out,
-        activations=acts,
-        layers=np.array(layers, dtype=np.int32),
-        pool=args.pool,
-        model=json.dumps(fp.to_dict()),
-        text_sha256=lines_sha256(lines),
-    )
-    print(f"captured {acts.shape[0]} sentences x {acts.shape[1]} layers x {acts.shape[2]} -> {args.out}")
+    captures = capture(llm, lines, layers=layers, pool=args.pool, progress=None)
+    captures.save(args.out)
+    n, n_layers, width = captures.activations.shape
+    print(f"captured {n} sentences x {n_layers} layers x {width} -> {args.out}")
     return 0

@@ -42,18 +42,17 @@ def register(subparsers: Any, parents: Parents) -> None:
 
 
 def cmd_eval_retrieval(args: argparse.Namespace) -> int:
-    from ..capture import parse_layer_spec
+    from ..capturing import parse_layer_spec
     from ..data import read_pairs
     from ..evaluate import eval_retrieval
 
-    import llama_cpp
-
+    from .. import _llama
     from ..model import fingerprint
 
     src, tgt = read_pairs(args.src, args.tgt, skip=args.skip, limit=args.limit)
     transform = load_transform(args)
     llm = load_llm(args)
-    layers = parse_layer_spec(args.layers, int(llama_cpp.llama_model_n_layer(llm.model)))
+    layers = parse_layer_spec(args.layers, _llama.n_layer(llm))
     if transform is not None:
         for w in transform.model.check(fingerprint(llm.model_path), force=args.force):
             print(f"lingalign: warning: {w}", file=sys.stderr)

@@ -19,9 +19,8 @@ def register(subparsers: Any, parents: Parents) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..controlvector import export_controlvector
     from ..transform import Transform
 
-    export_controlvector(Transform.load(args.transform), args.out, alpha=args.alpha)
+    Transform.load(args.transform).save_controlvector(args.out, alpha=args.alpha)
     print(f"wrote {args.out} (llama.cpp: --control-vector {args.out})")
     return 0

@@ -9,8 +9,6 @@ import os
 import sys
 from typing import Any
 
-import numpy as np
-
 from ..errors import LingalignError
 from ..experts import DEFAULT_K
 from ..fit import DEFAULT_METHOD, METHODS
@@ -75,17 +73,15 @@ def _resolve_fit_files(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    import llama_cpp
-
-    from ..capture import capture, parse_layer_spec
+    from .. import _llama
+    from ..capturing import capture, parse_layer_spec
     from ..data import lines_sha256, read_pairs
-    from ..fit import fit_transform
-    from ..model import fingerprint
+    from ..transform import Transform
 
     src_file, tgt_file = _resolve_fit_files(args)
     src, tgt = read_pairs(src_file, tgt_file, skip=args.skip, limit=args.limit)
     llm = load_llm(args)
-    n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
+    n_layer = _llama.n_layer(llm)
     neurons = args.method in NEURON_METHODS
     layer_spec = args.layers if args.layers is not None else ("all" if neurons else DEFAULT_MAP_LAYERS)
     auto = layer_spec == "auto"
@@ -95,7 +91,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if auto and neurons:
         raise LingalignError("--layers auto chooses one layer for a map; neuron methods take a layer list or all")
     fit_layers = (None if auto else parse_layer_spec(layer_spec, n_layer)) or list(range(n_layer))
-    fp = fingerprint(llm.model_path)
     info = {
         "pairs": len(src),
         "skip": args.skip,
@@ -107,7 +102,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         "pool": "mean",
     }
     if neurons:
-        transform = _fit_neurons(args, llm, src, tgt, fit_layers, fp, info)
+        transform = _fit_neurons(args, llm, src, tgt, fit_layers, info)
         transform.save(args.out)
         n_neurons = sum(lm.clamp_index.size for lm in transform.layers.values())
         print(f"wrote {args.out}: {args.method}, {n_neurons} neurons clamped over {len(transform.layers)} layers")
@@ -116,22 +111,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
     X = capture(llm, src, layers=fit_layers)
     Y = capture(llm, tgt, layers=fit_layers)
     alpha = args.alpha
-    captured = fit_layers
     if auto:
         from ..fit import choose_layer
 
-        layer, chosen_alpha, record = choose_layer(X, Y, model=fp, layers=captured, method=args.method, lam=args.lam,
-                                                   bias=args.bias)
+        layer, chosen_alpha, record = choose_layer(X, Y, method=args.method, lam=args.lam, bias=args.bias)
         alpha = chosen_alpha if args.alpha is None else args.alpha
         info["layer_choice"] = record
         fit_layers = [layer]
         print(f"layer {layer} (alpha {chosen_alpha:g}) helps held-out retrieval most", file=sys.stderr)
-    transform = fit_transform(
+    transform = Transform.fit(
         X,
         Y,
-        model=fp,
-        layers=captured,
-        fit_layers=fit_layers,
+        layers=fit_layers,
         method=args.method,
         lam=args.lam,
         bias=args.bias,
@@ -149,21 +140,20 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _fit_neurons(
-    args: argparse.Namespace, llm: Any, src: list[str], tgt: list[str], layers: list[int], fp: Any, info: dict[str, Any]
+    args: argparse.Namespace, llm: Any, src: list[str], tgt: list[str], layers: list[int], info: dict[str, Any]
 ) -> Any:
     """Experts of the target language: its sentences are the positives; the source sentences and
     the embedded corpus of every other language are the negatives."""
-    from ..capture import capture
+    from .. import sites
+    from ..capturing import capture
     from ..data import EMBEDDED_LANGUAGES, embedded_path, normalize_lang, read_lines
-    from ..experts import fit_experts
+    from ..transform import Transform
 
-    from ..hook import ffn_activation
-
-    ffn = ffn_activation(llm)
+    ffn = sites.ffn_site(llm.metadata)
     if ffn is None:
         raise LingalignError(f"lingalign does not know the MLP neurons of {llm.metadata.get('general.architecture')} models")
-    if not 1 <= args.k <= len(layers) * ffn[1]:  # checked before the slow capture
-        raise LingalignError(f"--k must be in 1..{len(layers) * ffn[1]} (the neurons of the chosen layers), not {args.k}")
+    if not 1 <= args.k <= len(layers) * ffn.width:  # checked before the slow capture
+        raise LingalignError(f"--k must be in 1..{len(layers) * ffn.width} (the neurons of the chosen layers), not {args.k}")
     tgt_lang = normalize_lang(args.tgt_lang)
     skip_langs = {tgt_lang, normalize_lang(args.src_lang) if args.src_lang else ""}
     others: list[str] = []
@@ -178,15 +168,13 @@ def _fit_neurons(
         file=sys.stderr,
     )
     pos = capture(llm, tgt, layers=layers, site="ffn")
-    neg = np.concatenate([capture(llm, src, layers=layers, site="ffn"), capture(llm, others, layers=layers, site="ffn")])
+    neg = capture(llm, list(src) + others, layers=layers, site="ffn")
     info["negative_languages"] = used
-    return fit_experts(
+    return Transform.fit(
         pos,
         neg,
-        model=fp,
-        layers=layers,
+        method=args.method,
         k=args.k,
-        random_control=args.method == "random-neurons",
         seed=args.seed,
         source_lang=args.src_lang or "",
         target_lang=args.tgt_lang,
