@@ -375,3 +375,74 @@ def test_threaded_kernel_matches_single_thread(tmp_path):
         results.append(_logits(llm, prompt))
     assert results[0].shape[0] >= 32  # enough rows x 256^2 to use the pool
     assert np.array_equal(results[0], results[1])
+
+
+def test_a_failed_set_leaves_the_previous_transform_in_use(tiny_model, plain_logits):
+    """Steering.set is all or nothing: a transform that cannot be applied to this model (a neuron
+    past its FFN width) raises, and the previous transform, its alpha and its positions stay in
+    use, with the outputs they give (0.1 had already cleared the hook by then, while
+    steering.transform still named the old transform)."""
+    from test_experts import _clamp
+
+    llm = tiny_llm(tiny_model, logits_all=True)
+    steering = lingalign.attach(llm)
+    good = _transform(tiny_model, [1, 2])
+    steering.set(good, alpha=0.7, positions="all")
+    before = _logits(llm)
+    text = llm(PROMPT, max_tokens=6, temperature=0)["choices"][0]["text"]
+    for bad in (_clamp(tiny_model, 1, [3, 200], [0.0, 1.0]),  # the tiny model has 128 neurons
+                dataclasses.replace(good, model=lingalign.model.ModelFingerprint("llama", 64, 4, "0" * 64, "1" * 64))):
+        with pytest.raises(lingalign.LingalignError):
+            steering.set(bad, alpha=0.3, positions="last")
+        assert steering.transform is good and steering.alpha == pytest.approx(0.7) and steering.positions == "all"
+        assert np.array_equal(_logits(llm), before)
+        assert llm(PROMPT, max_tokens=6, temperature=0)["choices"][0]["text"] == text
+    assert not np.array_equal(before, plain_logits)
+
+
+def test_prepared_transforms_switch_without_repacking(tiny_model, plain_logits):
+    """prepare() packs once; use() switches between prepared transforms (or none) and each call
+    then gives exactly the outputs of setting that transform, as often as it is switched to."""
+    llm = tiny_llm(tiny_model, logits_all=True)
+    steering = lingalign.attach(llm)
+    a, b = _transform(tiny_model, [1], seed=1), _transform(tiny_model, [2, 3], kind="additive", seed=2)
+    expected = {}
+    for name, t in (("a", a), ("b", b)):
+        steering.set(t, alpha=0.6)
+        expected[name] = _logits(llm)
+    steering.clear()
+    pa, pb = steering.prepare(a, alpha=0.6), steering.prepare(b, alpha=0.6)
+    assert steering.transform is None  # preparing changes nothing
+    cores = (pa.core, pb.core)
+    for name in "abab":
+        steering.use(pa if name == "a" else pb)
+        assert steering.active is (pa if name == "a" else pb)
+        assert np.array_equal(_logits(llm), expected[name])
+        steering.use(None)
+        assert np.array_equal(_logits(llm), plain_logits)
+    assert (pa.core, pb.core) == cores  # the same packed maps, never rebuilt
+    other = lingalign.attach(tiny_llm(tiny_model, logits_all=True))
+    other.use(pa)  # a prepared transform serves any hook of the same model
+    assert np.array_equal(_logits(other._llm), expected["a"])
+
+
+def test_batch_rows_map_rows_to_tokens_without_llama_cpp():
+    """BatchRows alone: rows of a node map to tokens across ubatches, output-only rows of the last
+    layer to the tokens with outputs, and a node that fits no announced ubatch is an error."""
+    from lingalign._core import ROW_APPLY, ROW_OUTPUT, testing
+
+    rows = testing.BatchRows()
+    flags = np.array([0, ROW_APPLY, 0, ROW_OUTPUT | ROW_APPLY, 0, ROW_OUTPUT], np.uint8)
+    rows.set(4, flags)  # two ubatches: tokens 0-3 and 4-5
+    assert rows.map_rows(2, "l_out-1", 4) == [0, 1, 2, 3]
+    assert rows.apply_runs() == [(1, 2), (3, 4)]
+    assert rows.map_rows(6, "l_out-3", 1) == [3]  # the last layer keeps the output rows only
+    assert rows.map_rows(2, "l_out-1", 2) == [4, 5]  # a smaller key: the next ubatch
+    assert rows.map_rows(6, "l_out-3", 1) == [5]
+    with pytest.raises(ValueError, match="has 3 rows; expected 2"):
+        rows.map_rows(8, "l_out-4", 3)
+    with pytest.raises(ValueError, match="only 6 tokens"):
+        rows.map_rows(2, "l_out-1", 4)
+    assert rows.end() == 6
+    with pytest.raises(IndexError, match="capture slot 2 out of range"):
+        rows.set(4, flags, np.array([0, 0, 1, 1, 2, 2], np.int32), n_slots=2)
