@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 import lingalign
-from lingalign.capture import capture
 from lingalign.data import EMBEDDED_LANGUAGES, embedded_path, read_lines
 from quality import LANGS, Study  # bench/ is on sys.path
 
@@ -38,17 +37,18 @@ def main() -> int:
     args = ap.parse_args()
     threads = {} if args.threads is None else {"n_threads": args.threads, "n_threads_batch": args.threads}
     llm = lingalign.load(n_ctx=512, verbose=False, **threads)
-    eng = capture(llm, read_lines(embedded_path("eng")), progress=False)
+    eng = lingalign.capture(llm, read_lines(embedded_path("eng")), progress=False)
     results: dict[str, dict[str, object]] = {}
     for lang in args.langs.split(","):
         study = Study(llm, lang)
-        src = capture(llm, read_lines(embedded_path(lang)), progress=False)
+        src = lingalign.capture(llm, read_lines(embedded_path(lang)), progress=False)
         row: dict[str, object] = {"none": study.measure(None)["best_top1"], "train_pairs": study.split[0].stop,
                                   "embedded_pairs": len(src)}
         for method in METHODS:
             alone, chosen = study.fit(method)
-            X = np.concatenate([study.acts("train.src"), src])
-            Y = np.concatenate([study.acts("train.eng"), eng])
+            # the training pairs' cached captures followed by the embedded pairs' (same layers)
+            X = lingalign.Captures(np.concatenate([study.acts("train.src"), src.activations]), src.layers, src.model)
+            Y = lingalign.Captures(np.concatenate([study.acts("train.eng"), eng.activations]), eng.layers, eng.model)
             more, chosen_more = study.fit_maps(X, Y, method)
             row[method] = {"tatoeba": study.measure(alone)["best_top1"], "tatoeba+embedded": study.measure(more)["best_top1"],
                            "chosen": [chosen["best"], chosen_more["best"]]}

@@ -29,7 +29,8 @@ CHILD = r"""
 import json, statistics, sys, time
 import llama_cpp
 from lingalign.data import embedded_path, read_lines
-from lingalign.hook import open_model, quiet_llama_log
+from lingalign._llama import quiet_llama_log
+from lingalign.hook import open_model
 
 threads = int(sys.argv[1])
 with quiet_llama_log(False):

@@ -14,15 +14,15 @@ shared with bench/methods_offline.py and bench/quality.py (cached outside the re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import lingalign
-from lingalign.capture import capture
 from lingalign.data import lines_sha256, read_lines
 from lingalign.evaluate import retrieval_by_layer
-from lingalign.fit import DEFAULT_METHOD, choose_layer, fit_transform
+from lingalign.fit import DEFAULT_METHOD, choose_layer
 from methods_offline import captures, split_pairs  # bench/ is on sys.path when this script runs
 from lingalign.tune import tune
 
@@ -41,7 +41,7 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     ap_threads = {} if args.threads is None else {"n_threads": args.threads, "n_threads_batch": args.threads}
     llm = lingalign.load(n_ctx=512, verbose=False, **ap_threads)
-    fp = lingalign.steering_of(llm).model
+    fp = lingalign.attach(llm).model
     n_layer = fp.n_layer
     all_layers = list(range(n_layer))
     manifest_path = out / "manifest.json"
@@ -56,17 +56,18 @@ def main() -> None:
         n, half, fit_end = test.stop, test.start, train.stop
         src, eng = src_all[:fit_end], eng_all[:fit_end]
         cached = captures(llm, lang)
-        X, Y = cached["src"][train], cached["eng"][train]
-        layer, _, choice = choose_layer(X, Y, model=fp, layers=all_layers, method=DEFAULT_METHOD)
+        X, Y = cached["src"].rows(train), cached["eng"].rows(train)
+        layer, _, choice = choose_layer(X, Y, method=DEFAULT_METHOD, candidates=all_layers)
         info = {"data": f"tatoeba.{lang}-eng lines 1-{fit_end}", "pairs": fit_end, "src_sha256": lines_sha256(src),
                 "tgt_sha256": lines_sha256(eng), "pool": "mean", "layer_choice": choice}
-        t = fit_transform(X, Y, model=fp, layers=all_layers, fit_layers=[layer], method=DEFAULT_METHOD, rank="auto",
-                          source_lang=lang, fit_info=info).to_precision("f16")
+        t = lingalign.Transform.fit(X, Y, method=DEFAULT_METHOD, layers=[layer], rank="auto", source_lang=lang,
+                                    fit_info=info).to_precision("f16")
         t, record = tune(llm, t, metric="retrieval", dev_src=src_all[fit_end:half], dev_tgt=eng_all[fit_end:half])
         test_src = src_all[test]
-        E = cached["eng"][test]
-        plain = retrieval_by_layer(cached["src"][test], E, all_layers)
-        moved = retrieval_by_layer(capture(llm, test_src, layers=all_layers, transform=t), E, all_layers)
+        E = cached["eng"].activations[test]
+        plain = retrieval_by_layer(cached["src"].activations[test], E, all_layers)
+        moved = retrieval_by_layer(lingalign.capture(llm, test_src, layers=all_layers, transform=t).activations, E,
+                                   all_layers)
         measured = {
             "test_pairs": n - half,
             "test_lines": f"{half + 1}-{n}",
@@ -75,10 +76,10 @@ def main() -> None:
             "best_layer": [plain["best_layer"], moved["best_layer"]],
             "dev_top1": [record["baseline_score"], record["best"]["score"]],
         }
-        t.fit_info = {**t.fit_info, "measured": {**t.fit_info.get("measured", {}), **{
+        t = dataclasses.replace(t, fit_info={**t.fit_info, "measured": {**t.fit_info.get("measured", {}), **{
             "test last-layer top-1 (no transform -> transform)": f"{plain['last_top1']:.3f} -> {moved['last_top1']:.3f}",
             "test best-layer top-1": f"{plain['best_top1']:.3f} -> {moved['best_top1']:.3f}",
-        }}}
+        }}})
         path = out / f"{lang}-eng.gguf"
         t.save(path)
         manifest["transforms"][lang] = {

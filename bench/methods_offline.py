@@ -24,11 +24,10 @@ from typing import Callable
 import numpy as np
 
 import lingalign
-from lingalign.capture import capture
 from lingalign.data import read_pairs
-from lingalign.evaluate import retrieval_top1
 from lingalign.fit import fit_ridge
-from lingalign.model import cache_dir
+from lingalign.metrics import retrieval_top1
+from lingalign.model import cache_dir, fingerprint
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tatoeba"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -46,17 +45,27 @@ ALPHAS = (0.25, 0.5, 0.75, 1.0)
 Mapper = Callable[[np.ndarray, float], np.ndarray]  # (source vectors, alpha) -> moved vectors
 
 
-def captures(llm, lang: str) -> dict[str, np.ndarray]:
+def captures(llm, lang: str) -> dict[str, lingalign.Captures]:
+    """Captures of the first N_PAIRS Tatoeba pairs, "src" and "eng" (all layers, mean-pooled).
+
+    The cache holds the bare arrays (the format of earlier runs, which stay valid); the Captures
+    are made from them with the model's fingerprint, without data provenance (the callers record
+    which lines they fit on).
+    """
     path = cache_dir() / "study" / f"tatoeba-{lang}.npz"
     if path.is_file():
-        return dict(np.load(path))
-    src, eng = read_pairs(DATA / f"tatoeba.{lang}-eng.{lang}", DATA / f"tatoeba.{lang}-eng.eng")
-    out = {"src": capture(llm, src[:N_PAIRS]), "eng": capture(llm, eng[:N_PAIRS])}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")  # renamed when complete: readers never see a partial file
-    np.savez(tmp, **out)
-    tmp.replace(path)
-    return out
+        with np.load(path) as z:
+            arrays = {side: z[side] for side in ("src", "eng")}
+    else:
+        src, eng = read_pairs(DATA / f"tatoeba.{lang}-eng.{lang}", DATA / f"tatoeba.{lang}-eng.eng")
+        arrays = {"src": lingalign.capture(llm, src[:N_PAIRS]).activations,
+                  "eng": lingalign.capture(llm, eng[:N_PAIRS]).activations}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")  # renamed when complete: readers never see a partial file
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+    model = fingerprint(llm.model_path)
+    return {side: lingalign.Captures(a, tuple(range(a.shape[1])), model) for side, a in arrays.items()}
 
 
 def _procrustes(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -85,8 +94,8 @@ def methods(X: np.ndarray, Y: np.ndarray) -> dict[str, Mapper]:
     return out
 
 
-def study(data: dict[str, np.ndarray]) -> dict[str, object]:
-    src, eng = data["src"].astype(np.float64), data["eng"].astype(np.float64)
+def study(data: dict[str, lingalign.Captures]) -> dict[str, object]:
+    src, eng = data["src"].activations.astype(np.float64), data["eng"].activations.astype(np.float64)
     tr, dv, te = split_pairs(src.shape[0])
     n_layer = src.shape[1]
     per_layer: dict[str, list[float]] = {}

@@ -39,11 +39,12 @@ from typing import Any
 import numpy as np
 
 import lingalign
-from lingalign.capture import capture
+from lingalign import Captures, Transform
 from lingalign.data import EMBEDDED_LANGUAGES, embedded_path, read_lines, read_pairs
-from lingalign.evaluate import eval_choice, load_choice_items, retrieval_by_layer, retrieval_top1
-from lingalign.experts import DEFAULT_K, fit_experts
-from lingalign.fit import apply_map, fit_transform
+from lingalign.evaluate import eval_choice, load_choice_items, retrieval_by_layer
+from lingalign.experts import DEFAULT_K
+from lingalign.fit import apply_map
+from lingalign.metrics import retrieval_top1
 from lingalign.tune import tune
 from methods_offline import captures, split_pairs  # bench/ is on sys.path when this script runs
 
@@ -79,63 +80,66 @@ class Study:
         src, eng = read_pairs(TATOEBA / f"tatoeba.{lang}-eng.{lang}", TATOEBA / f"tatoeba.{lang}-eng.eng")
         self.split = split_pairs(len(src))
         self.train, self.dev, self.test = ((src[sl], eng[sl]) for sl in self.split)
-        self.n_layer = lingalign.steering_of(llm).model.n_layer
+        self.model = lingalign.attach(llm).model
+        self.n_layer = self.model.n_layer
         self.layers = list(range(self.n_layer))
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: dict[str, Captures] = {}
 
-    def acts(self, key: str) -> np.ndarray:
+    def caps(self, key: str) -> Captures:
         """Unintervened captures, all layers: 'train.src', 'dev.eng', 'test.src', ..."""
         if not self._cache:
             # the same captures as bench/methods_offline.py (pairs 1-1000, cached on disk)
             both = captures(self.llm, self.lang)
             for side in ("src", "eng"):
                 for part, sl in zip(("train", "dev", "test"), self.split):
-                    self._cache[f"{part}.{side}"] = both[side][sl]
+                    self._cache[f"{part}.{side}"] = both[side].rows(sl)
         return self._cache[key]
 
+    def acts(self, key: str) -> np.ndarray:
+        """The activations of caps(key): [sentences, layers, n_embd], read-only."""
+        return self.caps(key).activations
+
     def measure(self, transform: Any) -> dict[str, Any]:
-        src = capture(self.llm, self.test[0], layers=self.layers, transform=transform)
-        return _summary(retrieval_by_layer(src, self.acts("test.eng"), self.layers))
+        src = lingalign.capture(self.llm, self.test[0], layers=self.layers, transform=transform)
+        return _summary(retrieval_by_layer(src.activations, self.acts("test.eng"), self.layers))
 
     def fit(self, method: str) -> Any:
-        fp = lingalign.steering_of(self.llm).model
         info = {"data": f"tatoeba.{self.lang}-eng lines 1-{self.split[0].stop}"}
         if method in ALL_LAYER_METHODS:
-            t = fit_transform(self.acts("train.src"), self.acts("train.eng"), model=fp, layers=self.layers,
-                              method=method.removesuffix("-all"), rank=None, source_lang=self.lang, fit_info=info)
+            t = Transform.fit(self.caps("train.src"), self.caps("train.eng"), method=method.removesuffix("-all"),
+                              rank=None, source_lang=self.lang, fit_info=info)
             return t, {"best": {"layers": self.layers, "alpha": 1.0}}
         if method in ("experts", "random-neurons"):
             others = [s for lang in EMBEDDED_LANGUAGES if lang not in ("eng", self.lang)
                       for s in read_lines(embedded_path(lang), limit=NEGATIVES_PER_LANGUAGE)]
-            pos = capture(self.llm, self.train[1], site="ffn")
-            neg = np.concatenate([capture(self.llm, self.train[0], site="ffn"), capture(self.llm, others, site="ffn")])
-            t = fit_experts(pos, neg, model=fp, layers=self.layers, k=DEFAULT_K,
-                            random_control=method == "random-neurons", source_lang=self.lang, fit_info=info)
+            pos = lingalign.capture(self.llm, self.train[1], site="ffn")
+            # the negatives: the source side of the training pairs, then the other languages
+            neg = lingalign.capture(self.llm, list(self.train[0]) + others, site="ffn")
+            t = Transform.fit(pos, neg, method=method, k=DEFAULT_K, source_lang=self.lang, fit_info=info)
             t, record = tune(self.llm, t, metric="retrieval", dev_src=self.dev[0], dev_tgt=self.dev[1],
                              alphas=EXPERT_ALPHAS)
             return t, record
-        return self.fit_maps(self.acts("train.src"), self.acts("train.eng"), method, info)
+        return self.fit_maps(self.caps("train.src"), self.caps("train.eng"), method, info)
 
-    def fit_maps(self, X: np.ndarray, Y: np.ndarray, method: str, info: dict[str, Any] | None = None) -> Any:
-        """A map or vector fitted on captured pairs X -> Y at each of MAP_LAYERS, then the one
+    def fit_maps(self, src: Captures, tgt: Captures, method: str, info: dict[str, Any] | None = None) -> Any:
+        """A map or vector fitted on captured pairs src -> tgt at each of MAP_LAYERS, then the one
         layer and strength chosen on dev (choose_layer)."""
-        fp = lingalign.steering_of(self.llm).model
-        t = fit_transform(X, Y, model=fp, layers=self.layers, fit_layers=list(MAP_LAYERS), method=method,
-                          rank=None, source_lang=self.lang, fit_info=info or {})
+        t = Transform.fit(src, tgt, method=method, layers=list(MAP_LAYERS), rank=None, source_lang=self.lang,
+                          fit_info=info or {})
         return self.choose_layer(t)
 
     def choose_layer(self, t: Any) -> tuple[Any, dict[str, Any]]:
         """Keep the one layer and alpha with the best dev top-1 at that layer. Computed on the
         captured dev vectors: a transform at layer l changes l_out-l exactly as apply_map does,
         so this equals running the model, without the model."""
-        ds, de = self.acts("dev.src"), self.acts("dev.eng")
+        ds, de = self.caps("dev.src"), self.caps("dev.eng")
         scores = []
         for il in sorted(t.layers):
             for a in MAP_ALPHAS:
-                moved = apply_map(ds[:, il], t.layers[il], a)
-                scores.append((retrieval_top1(moved, de[:, il])[0], -a, il))
+                moved = apply_map(ds.layer(il), t.layers[il], a)
+                scores.append((retrieval_top1(moved, de.layer(il))[0], -a, il))
         score, neg_alpha, il = max(scores)  # ties: the gentler strength, then the later layer
-        baseline = max(retrieval_top1(ds[:, k], de[:, k])[0] for k in sorted(t.layers))
+        baseline = max(retrieval_top1(ds.layer(k), de.layer(k))[0] for k in sorted(t.layers))
         best = {"layers": [il], "alpha": -neg_alpha, "score": score}
         chosen = dataclasses.replace(t, layers={il: t.layers[il]}, alpha=-neg_alpha)
         return chosen, {"best": best, "baseline_score": baseline}

@@ -21,13 +21,15 @@ alternating from round to round):
 
 1. capture: N Tatoeba spa-eng pairs (both sides of each pair, 2N sentences) -> float32 arrays
    [N, 18, 640] of the residual stream after every decoder layer, mean-pooled over each sentence's
-   tokens without BOS. lingalign: `lingalign.capture` (tokenization included). torch: forward hooks
-   on every decoder layer pooling in place, the base model only (no lm_head, so no logits at all),
-   torch.inference_mode, batches of 32 sentences sorted by length (less padding), right padding
-   with an attention mask, pads and BOS left out of the mean (tokenization included). The Spanish
-   and the English halves are captured by separate calls, as a user would.
-2. fit: the same numpy ridge fit (`lingalign.fit_transform`, a full 640x640 map with bias at each of
-   the 18 layers) on each side's arrays, timed separately from the capture.
+   tokens without BOS. lingalign: `lingalign.capture` (tokenization included; the arrays come as a
+   `lingalign.Captures`). torch: forward hooks on every decoder layer pooling in place, the base
+   model only (no lm_head, so no logits at all), torch.inference_mode, batches of 32 sentences
+   sorted by length (less padding), right padding with an attention mask, pads and BOS left out of
+   the mean (tokenization included). The Spanish and the English halves are captured by separate
+   calls, as a user would.
+2. fit: the same numpy ridge fit (`lingalign.Transform.fit`, a full 640x640 map with bias at each of
+   the 18 layers) on each side's arrays, timed separately from the capture (torch's arrays are
+   wrapped as Captures of the same model and layers before the timer starts).
 3. decode: greedy generation of exactly 128 tokens after a short Spanish prompt with the fitted
    transform applied at every layer and every position (alpha 1). lingalign: the C++ hook inside
    llama.cpp (`Llama.generate`). torch: forward hooks on every decoder layer returning h @ M + b,
@@ -69,7 +71,8 @@ PROMPT = "Traduce al inglés: Vi fugazmente al fantasma sentado al volante. Pare
 
 
 # -- lingalign side ---------------------------------------------------------------------------------
-def lingalign_capture(llm: Any, sentences: list[str]) -> np.ndarray:
+def lingalign_capture(llm: Any, sentences: list[str]) -> Any:
+    """A lingalign.Captures: float32 activations [N, n_layer, n_embd] with their model and layers."""
     import lingalign
 
     return lingalign.capture(llm, sentences, pool="mean", progress=False)
@@ -79,7 +82,7 @@ def lingalign_decode(llm: Any, prompt_tokens: list[int], n_tokens: int, transfor
     """Seconds for prompt + n_tokens greedy tokens (EOS does not stop it), and the tokens."""
     import lingalign
 
-    steering = lingalign.steering_of(llm)
+    steering = lingalign.attach(llm)  # the Steering lingalign.load attached
     if transform is None:
         steering.clear()
     else:
@@ -283,8 +286,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything comes from the GGUF file
     import lingalign
     from lingalign.data import read_pairs
+    from lingalign.model import default_model_path, fingerprint
 
-    model_path = Path(args.model) if args.model else lingalign.default_model_path()
+    model_path = Path(args.model) if args.model else default_model_path()
     spa, eng = read_pairs(DATA / "tatoeba.spa-eng.spa", DATA / "tatoeba.spa-eng.eng", limit=args.sentences)
     sentences = spa + eng
     n = len(spa)
@@ -294,7 +298,7 @@ def main() -> None:
     t0 = time.perf_counter()
     llm = lingalign.load(model_path, n_threads=args.threads, n_threads_batch=args.threads, n_ctx=1024, verbose=False)
     llama_load_s = time.perf_counter() - t0
-    fp = lingalign.fingerprint(llm.model_path)
+    fp = fingerprint(llm.model_path)
     print("loading the model in transformers from the GGUF (dequantized to float32)...", flush=True)
     ts = TorchSide(model_path, args.threads, args.batch, args.torch_dtype)
     layers = list(range(fp.n_layer))
@@ -302,7 +306,7 @@ def main() -> None:
         raise SystemExit(f"torch model has {len(ts.layers)} layers x {ts.n_embd}, GGUF says {fp.n_layer} x {fp.n_embd}")
 
     # Same tokens on both sides? (llama.cpp's tokenizer vs the one transformers builds from the GGUF)
-    from lingalign.capture import tokenize_sentences
+    from lingalign.capturing import tokenize_sentences
 
     ll_ids = tokenize_sentences(llm, sentences)
     hf_ids = ts.tokenize(sentences)
@@ -323,8 +327,13 @@ def main() -> None:
     generated: dict[str, list[int]] = {}
     loadavg: list[tuple[float, float]] = []
 
-    def capture_on(side: str, part: list[str]) -> np.ndarray:
+    def capture_on(side: str, part: list[str]) -> Any:
+        """lingalign: Captures; torch: an array [N, n_layer, n_embd]."""
         return lingalign_capture(llm, part) if side == "lingalign" else ts.capture(part)
+
+    def as_captures(x: Any) -> Any:
+        """torch's arrays as Captures of the same model and layers, for Transform.fit."""
+        return x if isinstance(x, lingalign.Captures) else lingalign.Captures(x, tuple(layers), fp)
 
     def decode_on(side: str, transform: Any | None) -> tuple[float, list[int]]:
         if side == "lingalign":
@@ -339,7 +348,7 @@ def main() -> None:
         for side in (a_side, b_side):
             raw[side]["capture_s"].append(0.0)
             cpu[side]["capture_s"].append(0.0)
-        parts: dict[str, dict[str, np.ndarray]] = {"lingalign": {}, "torch": {}}
+        parts: dict[str, dict[str, Any]] = {"lingalign": {}, "torch": {}}
         for side, lang, part in ((a_side, "spa", spa), (b_side, "spa", spa), (b_side, "eng", eng), (a_side, "eng", eng)):
             t, c = time.perf_counter(), time.process_time()
             parts[side][lang] = capture_on(side, part)
@@ -347,12 +356,10 @@ def main() -> None:
             cpu[side]["capture_s"][-1] += time.process_time() - c
         transforms = {}
         for side in (a_side, b_side):
-            captured[side] = np.concatenate([parts[side]["spa"], parts[side]["eng"]])
+            src, tgt = as_captures(parts[side]["spa"]), as_captures(parts[side]["eng"])
+            captured[side] = np.concatenate([src.activations, tgt.activations])
             t, c = time.perf_counter(), time.process_time()
-            transforms[side] = lingalign.fit_transform(
-                parts[side]["spa"], parts[side]["eng"], model=fp, layers=layers, method="ridge", rank=None,
-                source_lang="spa",
-            )
+            transforms[side] = lingalign.Transform.fit(src, tgt, method="ridge", rank=None, source_lang="spa")
             raw[side]["fit_s"].append(time.perf_counter() - t)
             cpu[side]["fit_s"].append(time.process_time() - c)
         for key, sides in (("decode_intervened_s", (a_side, b_side)), ("decode_plain_s", (b_side, a_side))):
