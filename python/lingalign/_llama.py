@@ -255,3 +255,25 @@ def install_error_only_log() -> None:
 
     _log_callback = callback  # must stay referenced while llama.cpp may call it
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+def has_chat_template(llm: llama_cpp.Llama) -> bool:
+    """Whether the model's GGUF carries a chat template (an instruct model)."""
+    return bool(llm.metadata.get("tokenizer.chat_template"))
+
+
+def chat_text(llm: llama_cpp.Llama, user_message: str) -> str:
+    """A one-turn conversation in the model's own chat template, ending where the assistant's
+    answer starts (the text create_chat_completion would evaluate)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise LingalignError("this model has no chat template")
+
+    def piece(token: int) -> str:
+        return llm._model.token_get_text(token) if token >= 0 else ""
+
+    bos, eos = piece(int(llm.token_bos())), piece(int(llm.token_eos()))
+    formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+    return formatter(messages=[{"role": "user", "content": user_message}]).prompt

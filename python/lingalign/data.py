@@ -29,13 +29,18 @@ LANGUAGE_NAMES = {
 # ISO 639-1 codes people type, to the ISO 639-3 codes the data and files use.
 ISO_639_1 = {"en": "eng", "es": "spa", "de": "deu", "zh": "cmn", "ja": "jpn", "sw": "swh", "id": "ind", "tr": "tur",
              "ta": "tam", "fr": "fra", "it": "ita", "pt": "por", "ru": "rus", "ko": "kor", "ar": "ara", "hi": "hin",
-             "vi": "vie"}
+             "vi": "vie", "ha": "hau", "yo": "yor", "pl": "pol", "nl": "nld", "th": "tha", "et": "est", "ms": "ind"}
+
+
+# macrolanguage and FLORES codes of the shared data, to the codes the detector and files use
+ALIASES_639_3 = {"swa": "swh", "zho": "cmn", "arb": "ara", "msa": "ind", "zsm": "ind"}
 
 
 def normalize_lang(code: str) -> str:
-    """'sw' or 'swh' -> 'swh'."""
-    c = code.strip().lower()
-    return ISO_639_1.get(c, c)
+    """'sw', 'swh', 'swa' or 'swh_Latn' -> 'swh'; 'zh', 'zho_Hans' -> 'cmn'."""
+    c = code.strip().lower().split("_")[0]
+    c = ISO_639_1.get(c, c)
+    return ALIASES_639_3.get(c, c)
 
 
 def shipped_dir() -> Path:

@@ -1,5 +1,13 @@
 """Evaluations that run the model: bitext retrieval per layer, and multiple choice by
-log-likelihood (the numpy measures they use are in `metrics`)."""
+log-likelihood of options (tasks and prompts in `tasks`, the numpy measures in `metrics`).
+
+Choice scoring runs in a context of its own on the Llama's model (a BatchRunner): several items
+per llama_decode, each item's context evaluated once for all its options (its tokens belong to
+one sequence per option), and logits (n_vocab wide, the costly part) computed only for the rows
+that predict an option token. With a transform, the context's tokens count as prompt and the
+options' as generated for the position policy: positions='last' moves the context's last token,
+as when generating.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +28,18 @@ from .metrics import pair_cosine_distance, retrieval_top1
 from .model import fingerprint
 from .prepared import prepare
 from .runner import BatchRunner
+from .tasks import (
+    LETTERS,
+    PROTOCOLS,
+    XCOPA_CONNECTORS,
+    ChoiceItem,
+    Prompt,
+    Task,
+    letter_orders,
+    letter_prompt,
+    likelihood_prompt,
+    load_task,
+)
 
 
 def retrieval_by_layer(src: np.ndarray, tgt: np.ndarray, layers: list[int]) -> dict[str, object]:
@@ -36,26 +56,6 @@ def retrieval_by_layer(src: np.ndarray, tgt: np.ndarray, layers: list[int]) -> d
         "last_layer": rows[-1]["layer"],
         "last_top1": rows[-1]["src2tgt"],
     }
-
-
-# -- evaluations that run the model ------------------------------------------------------------
-
-# XCOPA connectors (cause, effect) per language, as in lm-evaluation-harness's xcopa task.
-CHOICE_CONNECTORS: dict[str, tuple[str, str]] = {
-    "en": ("because", "therefore"),
-    "et": ("sest", "seetõttu"),
-    "ht": ("poukisa", "donk sa"),
-    "id": ("karena", "maka"),
-    "it": ("perché", "quindi"),
-    "qu": ("imataq", "chaymi"),
-    "sw": ("kwa sababu", "kwa hiyo"),
-    "ta": ("காரணமாக", "எனவே"),
-    "th": ("เพราะ", "ดังนั้น"),
-    "tr": ("çünkü", "bu yüzden"),
-    "vi": ("bởi vì", "vì vậy"),
-    "zh": ("因为", "所以"),
-}
-_CHOICE_FIELDS = ("premise", "choice1", "choice2", "question", "label")
 
 
 def eval_retrieval(
@@ -85,34 +85,19 @@ def eval_retrieval(
     return out
 
 
-def load_choice_items(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """XCOPA-format JSONL: premise, choice1, choice2, question (cause|effect), label (0|1)."""
-    p = Path(path)
-    if not p.is_file():
-        raise LingalignError(f"data file not found: {p}")
-    items = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LingalignError(f"{p}:{n}: not JSON ({e.msg})") from None
-        missing = [k for k in _CHOICE_FIELDS if k not in item]
-        if missing:
-            raise LingalignError(f"{p}:{n}: missing field(s) {', '.join(missing)}")
-        if item["question"] not in ("cause", "effect") or item["label"] not in (0, 1):
-            raise LingalignError(f"{p}:{n}: question must be cause|effect and label 0|1")
-        items.append(item)
-    if not items:
-        raise LingalignError(f"{p}: no items")
-    return items
+
+CHOICE_CONNECTORS = XCOPA_CONNECTORS  # 0.1's name
+
+
+def load_choice_items(path: str | os.PathLike[str]) -> list[ChoiceItem]:
+    """The items of a task file (XCOPA jsonl, XStoryCloze tsv or SIB-200 tsv); see tasks.load_task."""
+    return list(load_task(path).items)
 
 
 def choice_language(path: str | os.PathLike[str]) -> str:
     """Language code from an XCOPA file name (val.sw.jsonl -> sw); 'en' if none matches."""
     parts = Path(path).name.split(".")
-    return parts[-2] if len(parts) >= 3 and parts[-2] in CHOICE_CONNECTORS else "en"
+    return parts[-2] if len(parts) >= 3 and parts[-2] in XCOPA_CONNECTORS else "en"
 
 
 def _log_softmax_rows(logits: np.ndarray) -> np.ndarray:
@@ -120,43 +105,50 @@ def _log_softmax_rows(logits: np.ndarray) -> np.ndarray:
     return logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
 
 
-def choice_tokens(llm: Any, item: dict[str, Any], lang: str) -> tuple[list[int], list[list[int]]]:
-    """Tokens of an item's context (premise + connector, with BOS) and of its two choices
-    (lower-cased first letter, after a space), as lm-evaluation-harness builds XCOPA prompts."""
-    cause, effect = CHOICE_CONNECTORS.get(lang, CHOICE_CONNECTORS["en"])
-    premise = item["premise"].strip()
-    if premise[-1:] in ".。!?":
-        premise = premise[:-1]
-    context = f"{premise} {cause if item['question'] == 'cause' else effect}"
-    ctx = llm.tokenize(context.encode("utf-8"), add_bos=True, special=False)
-    conts = []
-    for key in ("choice1", "choice2"):
-        choice = item[key].strip()
-        choice = choice[:1].lower() + choice[1:]
-        conts.append(llm.tokenize((" " + choice).encode("utf-8"), add_bos=False, special=False))
+def _as_items(items: Sequence[ChoiceItem | dict[str, Any]]) -> list[ChoiceItem]:
+    """ChoiceItems, from XCOPA-format dicts where needed."""
+    out = []
+    for k, it in enumerate(items):
+        if isinstance(it, ChoiceItem):
+            out.append(it)
+            continue
+        out.append(ChoiceItem("xcopa", str(it.get("idx", k)),
+                              (("premise", str(it["premise"]).strip()), ("question", str(it["question"]))),
+                              (str(it["choice1"]).strip(), str(it["choice2"]).strip()), int(it["label"])))
+    return out
+
+
+def _encode(llm: Any, prompt: Prompt) -> tuple[list[int], list[list[int]]]:
+    """Tokens of a prompt's context (with BOS, or the chat template's own special tokens) and
+    of each continuation (no BOS)."""
+    if prompt.chat:
+        ctx = llm.tokenize(_llama.chat_text(llm, prompt.context).encode("utf-8"), add_bos=False, special=True)
+    else:
+        ctx = llm.tokenize(prompt.context.encode("utf-8"), add_bos=True, special=False)
+    conts = [llm.tokenize(c.encode("utf-8"), add_bos=False, special=False) for c in prompt.continuations]
     return ctx, conts
 
 
-def _pack_items(sizes: Sequence[tuple[int, int]], max_tokens: int, max_outputs: int, max_items: int) -> Iterator[list[int]]:
-    """Consecutive groups of item indices whose (tokens, outputs) fit one decode."""
+def _pack_items(sizes: Sequence[tuple[int, int, int]], max_tokens: int, max_outputs: int,
+                max_seqs: int) -> Iterator[list[int]]:
+    """Consecutive groups of item indices whose (tokens, outputs, sequences) fit one decode."""
     start = 0
     while start < len(sizes):
-        group, tokens, outputs = [start], *sizes[start]
-        while start + len(group) < len(sizes) and len(group) < max_items:
-            t, o = sizes[start + len(group)]
-            if tokens + t > max_tokens or outputs + o > max_outputs:
+        group, (tokens, outputs, seqs) = [start], sizes[start]
+        while start + len(group) < len(sizes):
+            t, o, q = sizes[start + len(group)]
+            if tokens + t > max_tokens or outputs + o > max_outputs or seqs + q > max_seqs:
                 break
             group.append(start + len(group))
-            tokens, outputs = tokens + t, outputs + o
+            tokens, outputs, seqs = tokens + t, outputs + o, seqs + q
         yield group
         start += len(group)
 
 
-def choice_scores(
+def score_prompts(
     llm: Any,
-    items: Sequence[dict[str, Any]],
+    prompts: Sequence[Prompt],
     *,
-    lang: str = "en",
     transform: Any = None,
     alpha: float | None = None,
     positions: str | None = None,
@@ -164,29 +156,28 @@ def choice_scores(
     progress: bool | None = None,
     batch_tokens: int = 512,
     max_outputs: int = 64,
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Log-likelihood of each item's two choices after its context: (sums [n, 2], token counts
-    [n, 2], info with the transform's warnings and the number of rows it changed).
-
-    Runs in a context of its own on llm's model, several items per llama_decode. Each item's
-    context is evaluated once for both choices (its tokens belong to two sequences), and logits
-    (n_vocab wide, the costly part) are computed only for the rows that predict a choice token.
-    With `transform`, the context's tokens count as prompt and the choices' as generated for
-    the position policy: positions='last' moves the context's last token, as when generating.
-    """
-    n = len(items)
-    sums, counts = np.zeros((n, 2)), np.zeros((n, 2), dtype=np.int64)
+) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, Any]]:
+    """Log-likelihood of each prompt's continuations after its context: (sums, token counts),
+    one array per prompt (one entry per continuation), and info with the transform's warnings
+    and the number of rows it changed."""
+    n = len(prompts)
     info: dict[str, Any] = {"warnings": [], "rows_transformed": 0}
+    encoded = [_encode(llm, p) for p in prompts]
+    sums = [np.zeros(len(c)) for _, c in encoded]
+    counts = [np.zeros(len(c), dtype=np.int64) for _, c in encoded]
     if n == 0:
         return sums, counts, info
-    encoded = [choice_tokens(llm, it, lang) for it in items]
     for k, (ctx_toks, conts) in enumerate(encoded):
         if not all(conts):
-            raise LingalignError(f"item {k + 1}: a choice is empty")
-        if len(ctx_toks) + len(conts[0]) + len(conts[1]) - 2 > batch_tokens:
-            raise LingalignError(f"item {k + 1} is longer than {batch_tokens} tokens: {items[k]['premise'][:40]!r}")
-    # An item: context + each choice but its last token (whose logits would predict nothing).
-    sizes = [(len(c) + len(a) + len(b) - 2, len(a) + len(b) - 1) for c, (a, b) in encoded]
+            raise LingalignError(f"item {k + 1}: an option is empty")
+        if len(ctx_toks) + sum(len(c) - 1 for c in conts) > batch_tokens:
+            raise LingalignError(f"item {k + 1} is longer than {batch_tokens} tokens: {prompts[k].context[:40]!r}")
+    # An item: context + each continuation but its last token (whose logits would predict nothing).
+    sizes = [(len(c) + sum(len(x) - 1 for x in cs), sum(len(x) - 1 for x in cs) + 1, len(cs)) for c, cs in encoded]
+    max_options = max(len(cs) for _, cs in encoded)
+    max_seqs = _llama.max_parallel_sequences()
+    if max_options > max_seqs:
+        raise LingalignError(f"an item has {max_options} options; llama.cpp runs at most {max_seqs} sequences")
 
     hook = new_hook(llm)
     policy = "all"
@@ -197,19 +188,19 @@ def choice_scores(
         info["warnings"], policy = list(prepared.warnings), prepared.positions
     apply_ctx = policy in ("all", "prompt")
     apply_cont = policy in ("all", "generated")
-    max_items = max(1, min(32, _llama.max_parallel_sequences() // 2))
-    runner = BatchRunner(llm, hook, n_batch=batch_tokens, n_seq=2 * max_items, embeddings=False, seqs_per_token=2)
+    n_seq = min(max_seqs, max(max_options, 64))
+    runner = BatchRunner(llm, hook, n_batch=batch_tokens, n_seq=n_seq, embeddings=False, seqs_per_token=max_options)
     bar = _Progress(n, progress, "choice")
     try:
-        for group in _pack_items(sizes, batch_tokens, max_outputs, max_items):
+        for group in _pack_items(sizes, batch_tokens, max_outputs, n_seq):
             b = runner.batch.batch
             flags: list[int] = []
             n_out = 0
-            # (item, choice, token, output row that predicts it); llama.cpp returns the output
+            # (item, continuation, token, output row that predicts it); llama.cpp returns the output
             # rows' logits in batch order
             targets: list[tuple[int, int, int, int]] = []
 
-            def add(tok: int, pos: int, seqs: tuple[int, ...], output: bool, apply: bool) -> int:
+            def add(tok: int, pos: int, seqs: Sequence[int], output: bool, apply: bool) -> int:
                 """Write one token; returns its output row (-1 if it has none)."""
                 nonlocal n_out
                 row = len(flags)
@@ -221,16 +212,19 @@ def choice_scores(
                 n_out += int(output)
                 return n_out - 1 if output else -1
 
-            for slot, k in enumerate(group):
+            seq0 = 0
+            for k in group:
                 ctx_toks, conts = encoded[k]
+                seqs = tuple(range(seq0, seq0 + len(conts)))
                 n0, last = len(ctx_toks), len(ctx_toks) - 1
                 for pos, tok in enumerate(ctx_toks):
-                    out = add(tok, pos, (2 * slot, 2 * slot + 1), pos == last, apply_ctx or (policy == "last" and pos == last))
-                # the last context row predicts both choices' first tokens
-                targets += [(k, 0, conts[0][0], out), (k, 1, conts[1][0], out)]
+                    out = add(tok, pos, seqs, pos == last, apply_ctx or (policy == "last" and pos == last))
+                # the last context row predicts every continuation's first token
+                targets += [(k, c, cont[0], out) for c, cont in enumerate(conts)]
                 for c, cont in enumerate(conts):
                     for j, tok in enumerate(cont[:-1]):
-                        targets.append((k, c, cont[j + 1], add(tok, n0 + j, (2 * slot + c,), True, apply_cont)))
+                        targets.append((k, c, cont[j + 1], add(tok, n0 + j, (seqs[c],), True, apply_cont)))
+                seq0 += len(conts)
             b.n_tokens = len(flags)
             runner.decode(np.asarray(flags, dtype=np.uint8), task="choice scoring", doing="scoring choices")
             logits = runner.logits(n_out)
@@ -240,8 +234,8 @@ def choice_scores(
             toks = np.asarray([t for _, _, t, _ in targets])
             logp = logits[rows, toks].astype(np.float64) - lse[rows]
             for (k, c, _, _), lp in zip(targets, logp):
-                sums[k, c] += lp
-                counts[k, c] += 1
+                sums[k][c] += lp
+                counts[k][c] += 1
             runner.clear()
             bar.update(len(group))
     finally:
@@ -251,9 +245,9 @@ def choice_scores(
     return sums, counts, info
 
 
-def eval_choice(
+def choice_scores(
     llm: Any,
-    items: Sequence[dict[str, Any]],
+    items: Sequence[ChoiceItem | dict[str, Any]],
     *,
     lang: str = "en",
     transform: Any = None,
@@ -261,25 +255,110 @@ def eval_choice(
     positions: str | None = None,
     force: bool = False,
     progress: bool | None = None,
-) -> dict[str, Any]:
-    """Two-way multiple choice by log-likelihood of each choice after premise + connector.
+    batch_tokens: int = 512,
+    max_outputs: int = 64,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Log-likelihood of each item's options after its context (the likelihood protocol):
+    (sums [n, options], token counts [n, options], info); items with the same number of options."""
+    prompts = [likelihood_prompt(it, lang) for it in _as_items(items)]
+    sums, counts, info = score_prompts(llm, prompts, transform=transform, alpha=alpha, positions=positions,
+                                       force=force, progress=progress, batch_tokens=batch_tokens,
+                                       max_outputs=max_outputs)
+    if len({len(s) for s in sums}) > 1:
+        raise LingalignError("choice_scores needs items with the same number of options; use score_prompts")
+    width = len(sums[0]) if sums else 2
+    return np.array(sums).reshape(-1, width), np.array(counts).reshape(-1, width), info
 
-    Accuracy with summed and with length-normalized (mean per token) scores; with `transform`
-    active inside llama.cpp (see choice_scores). A tie counts as choice 1.
+
+def _accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
+    return float((pred == labels).mean()) if len(labels) else 0.0
+
+
+def predictions(sums: Sequence[np.ndarray], counts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The option each item picks by summed log-likelihood, and by its mean per token (length
+    normalized); a tie goes to the first option."""
+    summed = np.asarray([int(np.argmax(s)) for s in sums], dtype=np.int64)
+    normalized = np.asarray([int(np.argmax(s / np.maximum(c, 1))) for s, c in zip(sums, counts)], dtype=np.int64)
+    return summed, normalized
+
+
+def _score(llm: Any, items: list[ChoiceItem], lang: str, protocol: str, chat: bool, **kwargs: Any) -> dict[str, Any]:
+    """Accuracy of items under one protocol (see eval_choice)."""
+    labels = np.asarray([it.label for it in items])
+    if protocol == "likelihood":
+        prompts = [likelihood_prompt(it, lang) for it in items]
+        sums, counts, info = score_prompts(llm, prompts, **kwargs)
+        pred, pred_norm = predictions(sums, counts)
+        return {"accuracy": _accuracy(pred, labels), "accuracy_norm": _accuracy(pred_norm, labels),
+                "warnings": info["warnings"], "rows_transformed": info["rows_transformed"]}
+    prompts, orders = [], []
+    for it in items:
+        for order in letter_orders(len(it.options)):
+            prompts.append(letter_prompt(it, order, chat=chat))
+            orders.append(order)
+    sums, _, info = score_prompts(llm, prompts, **kwargs)
+    # each continuation is one letter: the chosen position in the order, and the option it names
+    position = np.asarray([int(np.argmax(s)) for s in sums])
+    chosen = np.asarray([order[p] for order, p in zip(orders, position)])
+    both = np.repeat(labels, 2)
+    per_order = [_accuracy(chosen[o::2], labels) for o in (0, 1)]
+    return {"accuracy": _accuracy(chosen, both), "accuracy_norm": _accuracy(chosen, both),
+            "accuracy_by_order": per_order, "a_share": float((position == 0).mean()),
+            "both_orders_right": float(((chosen[0::2] == labels) & (chosen[1::2] == labels)).mean()) if len(labels) else 0.0,
+            "warnings": info["warnings"], "rows_transformed": info["rows_transformed"]}
+
+
+def eval_choice(
+    llm: Any,
+    items: Task | Sequence[ChoiceItem | dict[str, Any]],
+    *,
+    lang: str | None = None,
+    protocol: str = "likelihood",
+    english: Task | Sequence[ChoiceItem | dict[str, Any]] | None = None,
+    transform: Any = None,
+    alpha: float | None = None,
+    positions: str | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+    chat: bool | None = None,
+) -> dict[str, Any]:
+    """Multiple choice accuracy, with `transform` active inside llama.cpp (see score_prompts).
+
+    protocol "likelihood": the option with the highest summed log-likelihood (`accuracy`) and
+    per-token mean (`accuracy_norm`); a tie counts as the first option. protocol "letter":
+    INCLINE's English instruction with lettered options; each item scored in both option orders
+    (`accuracy` over both, `accuracy_by_order`, `a_share`: the share of answers that are the first
+    letter), with the model's chat template if it has one (`chat`, default: whether it does).
+    With `english` (the same items in English) and a transform, also `english_accuracy` (no
+    transform), `accuracy_without` and `gap_closed` = (with - without) / (English - without).
     """
-    sums, counts, info = choice_scores(
-        llm, items, lang=lang, transform=transform, alpha=alpha, positions=positions, force=force, progress=progress
-    )
-    labels = np.asarray([int(it["label"]) for it in items])
-    n = len(items)
-    norm = sums / np.maximum(counts, 1)
-    correct_sum = int(((sums[:, 1] > sums[:, 0]).astype(int) == labels).sum())
-    correct_norm = int(((norm[:, 1] > norm[:, 0]).astype(int) == labels).sum())
-    return {
-        "accuracy": correct_sum / n if n else 0.0,
-        "accuracy_norm": correct_norm / n if n else 0.0,
-        "n": n,
-        "lang": lang,
-        "warnings": info["warnings"],
-        "rows_transformed": info["rows_transformed"],
-    }
+    if protocol not in PROTOCOLS:
+        raise LingalignError(f"unknown protocol {protocol!r} (one of {', '.join(PROTOCOLS)})")
+    task_name = items.name if isinstance(items, Task) else "xcopa"
+    if lang is None:
+        lang = items.lang if isinstance(items, Task) else "en"
+    listed = _as_items(items.items if isinstance(items, Task) else items)
+    use_chat = _llama.has_chat_template(llm) if chat is None else chat
+    kwargs = {"alpha": alpha, "positions": positions, "force": force, "progress": progress}
+    result = _score(llm, listed, lang, protocol, use_chat, transform=transform, **kwargs)
+    out: dict[str, Any] = {"task": task_name, "protocol": protocol, "lang": lang, "n": len(listed),
+                           "chat_template": use_chat if protocol == "letter" else False, **result}
+    out["accuracy_se"] = float(np.sqrt(out["accuracy"] * (1 - out["accuracy"]) / max(1, len(listed))))
+    if english is not None:
+        en_items = _as_items(english.items if isinstance(english, Task) else english)
+        if len(en_items) != len(listed) or [it.label for it in en_items] != [it.label for it in listed]:
+            raise LingalignError("the English reference must hold the same items (same labels, same order)")
+        en = _score(llm, en_items, "en", protocol, use_chat, transform=None, **kwargs)
+        out["english_accuracy"] = en["accuracy"]
+        if transform is not None:
+            without = _score(llm, listed, lang, protocol, use_chat, transform=None, **kwargs)["accuracy"]
+            out["accuracy_without"] = without
+            out["gap_closed"] = gap_closed(out["accuracy"], without, en["accuracy"])
+    return out
+
+
+def gap_closed(with_transform: float, without: float, english: float) -> float | None:
+    """(with - without) / (English - without): the share of the gap to the English reference a
+    transform closes; None when there is no gap (English no better than without)."""
+    gap = english - without
+    return (with_transform - without) / gap if gap > 0 else None

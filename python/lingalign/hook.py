@@ -23,7 +23,8 @@ from typing import Any
 from . import _llama, sites
 from ._abi import _core
 from .errors import InterventionError, LingalignError, ModelFileError, ModelMismatchError
-from .model import ModelFingerprint, fingerprint, resolve_model
+from .model import ModelFingerprint, fingerprint
+from .models import resolve_model
 from .prepared import Prepared, prepare
 from .transform import Transform
 

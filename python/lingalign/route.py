@@ -30,16 +30,22 @@ def _identifier() -> Any:
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
+def identify(text: str) -> tuple[str, float]:
+    """The detector's best guess for `text`, whatever its confidence: (ISO 639-3 code, probability)."""
+    code, prob = _identifier().classify(text)
+    return normalize_lang(ALIASES.get(code, code)), float(prob)
+
+
 def detect_language(text: str) -> tuple[str | None, float]:
     """(ISO 639-3 code or None, confidence). None below MIN_CONFIDENCE or on any failure."""
     try:
-        code, prob = _identifier().classify(text)
+        code, prob = identify(text)
     except Exception as e:  # a detector problem must not stop generation
         _log.warning("language detection failed (%s): no transform", type(e).__name__)
         return None, 0.0
     if prob < MIN_CONFIDENCE:
-        return None, float(prob)
-    return normalize_lang(ALIASES.get(code, code)), float(prob)
+        return None, prob
+    return code, prob
 
 
 class Router:

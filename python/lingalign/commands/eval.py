@@ -1,7 +1,9 @@
 """`lingalign eval`: measure alignment, with or without a transform applied inside llama.cpp.
 
 eval retrieval: per-layer top-1 bitext retrieval of line-aligned source/English text.
-eval choice: XCOPA-format multiple choice, scored by log-likelihood.
+eval choice: multiple choice (XCOPA, XStoryCloze, SIB-200), by option likelihood or INCLINE's
+  lettered prompt, with an English reference and the share of the gap a transform closes.
+eval fidelity: whether greedy answers stay in the prompts' language, with and without a transform.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+from ..tasks import PROTOCOLS, TASKS
 from .common import load_llm, load_transform
 from .options import Parents
 
@@ -32,13 +35,34 @@ def register(subparsers: Any, parents: Parents) -> None:
     sp.set_defaults(func=cmd_eval_retrieval)
 
     own = argparse.ArgumentParser(add_help=False)
-    own.add_argument("--data", required=True, help="JSONL: premise, choice1, choice2, question, label")
-    own.add_argument("--limit", type=int, default=None)
-    own.add_argument("--lang", default=None, help="connector language (default: from the file name, e.g. val.sw.jsonl)")
+    own.add_argument("--data", required=True,
+                     help="XCOPA jsonl, XStoryCloze tsv or SIB-200 tsv (detected from the file)")
+    own.add_argument("--task", choices=TASKS, default=None, help="the file's task (default: detected)")
+    own.add_argument("--protocol", choices=PROTOCOLS, default="likelihood",
+                     help="likelihood: of each option after the item's text; letter: INCLINE's English "
+                          "instruction with lettered options, both option orders (default: likelihood)")
+    own.add_argument("--english", default=None,
+                     help="the same items in English: adds english_accuracy, and gap_closed with a transform")
+    own.add_argument("--limit", type=int, default=None, help="a seeded sample of N items, stratified by label")
+    own.add_argument("--seed", type=int, default=0, help="seed of the --limit sample (default 0)")
+    own.add_argument("--lang", default=None, help="connector language for XCOPA (default: from the file name)")
     own.add_argument("--ctx", type=int, default=256, help="context size")
     sp = evsub.add_parser("choice", parents=[own, parents.transform, json_output, parents.model],
-                          help="XCOPA-format multiple choice by log-likelihood")
+                          help="multiple choice accuracy (XCOPA, XStoryCloze, SIB-200)")
     sp.set_defaults(func=cmd_eval_choice)
+
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("--data", required=True,
+                     help="prompts: an XStoryCloze tsv (each story's first four sentences), a SIB-200 tsv "
+                          "(its texts) or a text file (a prompt a line)")
+    own.add_argument("--lang", required=True, help="the prompts' language (sw, swh, swh_Latn, ...)")
+    own.add_argument("--limit", type=int, default=None, help="the first N prompts (task files: a stratified sample)")
+    own.add_argument("-n", "--max-tokens", type=int, default=48, help="tokens per answer (default 48)")
+    own.add_argument("--chat", action="store_true", help="ask in the model's chat template")
+    own.add_argument("--ctx", type=int, default=512, help="context size")
+    sp = evsub.add_parser("fidelity", parents=[own, parents.transform, json_output, parents.model],
+                          help="share of greedy answers in the prompts' language, with and without a transform")
+    sp.set_defaults(func=cmd_eval_fidelity)
 
 
 def cmd_eval_retrieval(args: argparse.Namespace) -> int:
@@ -72,18 +96,58 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_choice(args: argparse.Namespace) -> int:
-    from ..evaluate import choice_language, eval_choice, load_choice_items
+    from ..evaluate import eval_choice
+    from ..tasks import load_task
 
-    items = load_choice_items(args.data)[: args.limit]
+    task = load_task(args.data, task=args.task, limit=args.limit, seed=args.seed)
+    english = load_task(args.english, task=task.name, limit=args.limit, seed=args.seed) if args.english else None
     transform = load_transform(args)
     llm = load_llm(args, n_ctx=args.ctx)
-    result = eval_choice(llm, items, lang=args.lang or choice_language(args.data), transform=transform,
+    result = eval_choice(llm, task, lang=args.lang, protocol=args.protocol, english=english, transform=transform,
                          alpha=args.alpha, positions=args.positions, force=args.force)
     for w in result.pop("warnings"):
         print(f"lingalign: warning: {w}", file=sys.stderr)
     if args.json:
         print(json.dumps(result))
+        return 0
+    line = f"{result['task']} {result['lang']}, {result['protocol']}: accuracy {result['accuracy']:.3f}"
+    if result["protocol"] == "likelihood":
+        line += f" (length-normalized {result['accuracy_norm']:.3f})"
     else:
-        print(f"accuracy {result['accuracy']:.3f} (length-normalized {result['accuracy_norm']:.3f}), "
-              f"n={result['n']}, connectors: {result['lang']}")
+        line += f" (orders {result['accuracy_by_order'][0]:.3f} / {result['accuracy_by_order'][1]:.3f}, " \
+                f"answer A {result['a_share']:.0%})"
+    print(line + f", n={result['n']}, +-{1.96 * result['accuracy_se']:.3f} at 95%")
+    if "english_accuracy" in result:
+        extra = f"English reference {result['english_accuracy']:.3f}"
+        if "gap_closed" in result:
+            gap = result["gap_closed"]
+            extra += f"; without the transform {result['accuracy_without']:.3f}; gap closed " + \
+                     (f"{gap:.0%}" if gap is not None else "n/a (no gap)")
+        print(extra)
+    return 0
+
+
+def cmd_eval_fidelity(args: argparse.Namespace) -> int:
+    from ..fidelity import eval_fidelity, read_prompts
+
+    prompts = read_prompts(args.data, limit=args.limit)
+    transform = load_transform(args)
+    llm = load_llm(args, n_ctx=args.ctx)
+    result = eval_fidelity(llm, prompts, args.lang, transform=transform, alpha=args.alpha, positions=args.positions,
+                           force=args.force, max_tokens=args.max_tokens, chat=args.chat)
+    for w in result.pop("warnings", []):
+        print(f"lingalign: warning: {w}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    for which in ("without", "with"):
+        if which in result:
+            r = result[which]
+            print(f"{which + ' transform:':<19} fidelity {r['fidelity']:.3f}, English {r['english_share']:.3f}, "
+                  f"looping {r['looping']:.3f}  (n={r['n']}, {r['lang']})")
+    for row in result["examples"]:
+        print(f"\nprompt:  {row['prompt'][:100]!r}")
+        for which in ("without", "with"):
+            if which in row:
+                print(f"{which + ':':<8} {row[which][:100]!r}")
     return 0

@@ -38,7 +38,8 @@ def register(subparsers: Any, parents: Parents) -> None:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     from ..hub import pull
-    from ..model import fingerprint, resolve_model
+    from ..model import fingerprint
+    from ..models import resolve_model
 
     model = fingerprint(resolve_model(args.model))
     path, transform, warnings = pull(args.repo_id, filename=args.file, revision=args.revision, model=model,

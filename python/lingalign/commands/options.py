@@ -19,7 +19,8 @@ TRANSFORM_HELP = "transform .gguf, applied inside llama.cpp"
 def model_options() -> argparse.ArgumentParser:
     """The model a command opens, and how llama.cpp runs it (read by common.load_llm)."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--model", help="GGUF model file (default: Gemma 3 270M Q4_K_M, from its PyPI package)")
+    p.add_argument("--model", help="a GGUF model file, or a known model's name (`lingalign models`; default: "
+                                   "gemma3-270m, Gemma 3 270M Q4_K_M from its PyPI package)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
     p.add_argument("-ngl", "--n-gpu-layers", type=int, default=0,
                    help="layers to offload to the GPU, with a GPU build of llama-cpp-python (-1: all; default 0)")
