@@ -37,7 +37,7 @@ def test_tune_retrieval_and_choice_write_defaults(tiny_model, tmp_path, capsys):
 
 
 def test_tune_refuses_test_data(tiny_model, tmp_path, capsys):
-    for name in ("test.sw.jsonl", "xcopa.test.jsonl"):
+    for name in ("test.sw.jsonl", "xcopa.test.jsonl", "sw.eval.tsv", "test.tsv"):
         with pytest.raises(LingalignError, match="test data"):
             refuse_test_data(tmp_path / name)
     (tmp_path / "test.sw.jsonl").write_text(json.dumps(ITEMS[0]) + "\n", encoding="utf-8")
@@ -61,3 +61,23 @@ def test_tune_keeps_the_transform_off_when_nothing_beats_no_transform(tiny_model
     tuned = Transform.load(path)
     assert tuned.alpha == 0.0 and tuned.fit_info["tuned"]["best"]["off"] is True
     assert tuned.fit_info["tuned"]["baseline_score"] == 1.0
+
+
+def test_tune_takes_storycloze_and_sib_dev_files(tiny_model, tmp_path, capsys):
+    """`tune --metric choice` reads the dev splits of XStoryCloze and SIB-200 as it reads XCOPA val."""
+    from test_tasks import STORY_HEADER
+
+    story = tmp_path / "sw.train.tsv"
+    story.write_text(STORY_HEADER + "\n" + "".join(f"id{k}\tA {k}.\tB.\tC.\tD.\tE {k}.\tF.\t{1 + k % 2}\n" for k in range(4)),
+                     encoding="utf-8")
+    sib = tmp_path / "dev.tsv"
+    sib.write_text("index_id\tcategory\ttext\n" + "".join(f"{k}\t{c}\ttext {k}\n" for k, c in enumerate(["travel", "sports"] * 2)),
+                   encoding="utf-8")
+    t = tmp_path / "t.gguf"
+    _transform(tiny_model, [1]).save(t)
+    for dev in (story, sib):
+        out = tmp_path / f"tuned-{dev.stem}.gguf"
+        assert main(["tune", "--model", str(tiny_model), "--transform", str(t), "--dev", str(dev), "--metric", "choice",
+                     "--out", str(out)]) == 0
+        record = Transform.load(out).fit_info["tuned"]
+        assert record["metric"] == "choice" and record["n_dev"] == 4

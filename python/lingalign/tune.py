@@ -28,7 +28,9 @@ METRICS = ("retrieval", "choice")
 
 def refuse_test_data(path: str | os.PathLike[str]) -> None:
     name = Path(path).name.lower()
-    if name.startswith("test.") or ".test." in name or name.startswith("test_") or "_test." in name:
+    test_like = (name.startswith(("test.", "test_", "eval.")) or ".test." in name or "_test." in name
+                 or ".eval." in name)  # XCOPA test.sw.jsonl, SIB-200 test.tsv, XStoryCloze sw.eval.tsv
+    if test_like:
         raise LingalignError(f"refusing to tune on {Path(path).name}: it looks like test data (tune on val/dev data)")
 
 

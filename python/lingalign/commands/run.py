@@ -22,8 +22,11 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--temperature", type=float, default=0.0)
     own.add_argument("--seed", type=int, default=0)
     own.add_argument("--ctx", type=int, default=1024, help="context size")
+    own.add_argument("--chat", action="store_true",
+                     help="send the prompt as a user message in the model's chat template (instruct models answer "
+                          "it rather than continue it)")
     own.add_argument("--device-maps", action="store_true",
-                     help="apply the maps of offloaded layers on the GPU (see README)")
+                     help="apply the maps of offloaded layers on the GPU (see docs/install.md)")
     # run's --transform keeps its shorter help (eval's says where the transform is applied).
     transform = transform_options(transform_help="transform .gguf")
     sp = subparsers.add_parser("run", parents=[own, transform, parents.model],
@@ -52,10 +55,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         from ..route import Router
 
         steering.set_router(Router.shipped())
-    out = llm(args.prompt, max_tokens=args.n_predict, temperature=args.temperature, seed=args.seed)
+    if args.chat:
+        from .. import _llama
+
+        if not _llama.has_chat_template(llm):
+            raise LingalignError("this model has no chat template: leave out --chat")
+        reply = llm.create_chat_completion(messages=[{"role": "user", "content": args.prompt}],
+                                           max_tokens=args.n_predict, temperature=args.temperature, seed=args.seed)
+        text = reply["choices"][0]["message"]["content"] or ""
+    else:
+        text = llm(args.prompt, max_tokens=args.n_predict, temperature=args.temperature, seed=args.seed)["choices"][0]["text"]
     if auto:
         t = steering.transform
         print(f"lingalign: detected {steering.routed_language or 'unknown'}; transform: "
               f"{(t.source_lang + '->' + t.target_lang) if t else 'none'}", file=sys.stderr)
-    print(out["choices"][0]["text"])
+    print(text)
     return 0

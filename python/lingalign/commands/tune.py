@@ -15,7 +15,7 @@ from .options import Parents
 def register(subparsers: Any, parents: Parents) -> None:
     own = argparse.ArgumentParser(add_help=False)  # listed before the shared options (options.py)
     own.add_argument("--transform", required=True)
-    own.add_argument("--dev", required=True, help="dev data: source sentences (retrieval) or XCOPA-format JSONL (choice)")
+    own.add_argument("--dev", required=True, help="dev data: source sentences (retrieval), or an XCOPA val jsonl, XStoryCloze train tsv or SIB-200 dev tsv (choice)")
     own.add_argument("--dev-tgt", help="English translations of --dev, line-aligned (retrieval)")
     own.add_argument("--metric", choices=("retrieval", "choice"), default="retrieval")
     own.add_argument("--skip", type=int, default=0)
@@ -31,7 +31,7 @@ def register(subparsers: Any, parents: Parents) -> None:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from ..data import read_pairs
-    from ..evaluate import choice_language, load_choice_items
+    from ..tasks import load_task
     from ..model import fingerprint
     from ..transform import Transform
     from ..tune import refuse_test_data, tune
@@ -39,18 +39,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     refuse_test_data(args.dev)
     transform = Transform.load(args.transform)
     dev_src = dev_tgt = items = None
+    lang = args.lang
     if args.metric == "retrieval":
         if not args.dev_tgt:
             raise LingalignError("--metric retrieval needs --dev (source) and --dev-tgt (English)")
         refuse_test_data(args.dev_tgt)
         dev_src, dev_tgt = read_pairs(args.dev, args.dev_tgt, skip=args.skip, limit=args.limit)
     else:
-        items = load_choice_items(args.dev)[: args.limit]
+        task = load_task(args.dev, limit=args.limit)  # XCOPA val, XStoryCloze train, SIB-200 dev
+        items, lang = list(task.items), args.lang or task.lang
     llm = load_llm(args, n_ctx=args.ctx)
     for w in transform.model.check(fingerprint(llm.model_path), force=args.force):
         print(f"lingalign: warning: {w}", file=sys.stderr)
     tuned, record = tune(llm, transform, metric=args.metric, dev_src=dev_src, dev_tgt=dev_tgt, dev_items=items,
-                         lang=args.lang or choice_language(args.dev))
+                         lang=lang or "en")
     out = args.out or args.transform
     tuned.save(out)
     best = record["best"]
