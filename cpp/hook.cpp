@@ -269,6 +269,49 @@ bool Hook::apply_on_device(ggml_tensor * t, int il, int n_apply, bool * failed) 
     return done > 0;
 }
 
+bool Hook::check_tensor(const ggml_tensor * t, int width, int site) {
+    if (t->type == GGML_TYPE_F32 && t->ne[0] == width && t->ne[2] == 1 && t->ne[3] == 1 && t->nb[0] == sizeof(float) &&
+        t->nb[1] == (size_t) width * sizeof(float)) {
+        return true;
+    }
+    char buf[160];
+    std::snprintf(buf, sizeof(buf), " is not a contiguous F32 [%d, tokens] tensor (type %d, ne0 %lld)", width,
+                  (int) t->type, (long long) t->ne[0]);
+    fail(std::string(t->name) + buf + (site == SITE_FFN ? ": the FFN width given to set_ffn does not match the model" : ""));
+    return false;
+}
+
+float * Hook::host_rows(ggml_tensor * t, int width, bool all_rows, bool * direct) {
+    *direct = (t->buffer == nullptr || ggml_backend_buffer_is_host(t->buffer)) && !host_round_trip_;
+    if (*direct) {  // read and written through t->data
+        ++tensor_paths_.host;
+        return (float *) t->data;
+    }
+    // Device memory: a capture reads every row; a transform alone copies only the rows it
+    // changes (one of a prompt's rows under positions=last), there and back.
+    ++tensor_paths_.round_trip;
+    row_buffer_.resize((size_t) t->ne[1] * width);
+    if (all_rows) {
+        ggml_backend_tensor_get(t, row_buffer_.data(), 0, row_buffer_.size() * sizeof(float));
+    } else {
+        copy_runs(t, row_buffer_.data(), width, false);
+    }
+    return row_buffer_.data();
+}
+
+void Hook::transform_runs(float * data, int width, int il, int n_apply) {
+    row_ptrs_.clear();
+    for (const auto & run : runs_) {
+        for (int r = run.first; r < run.second; ++r) {
+            row_ptrs_.push_back(data + (size_t) r * width);
+        }
+    }
+    const auto start = std::chrono::steady_clock::now();
+    kernels_.apply(row_ptrs_.data(), n_apply, width, prepared_->layer(il), alpha_);
+    rows_transformed_ += n_apply;
+    apply_seconds_ += seconds_since(start);
+}
+
 bool Hook::on_data(ggml_tensor * t) {
     int site = SITE_RESIDUAL;
     const int il = parse_site(t->name, &site);
@@ -281,63 +324,34 @@ bool Hook::on_data(ggml_tensor * t) {
         fail(error);
         return true;
     }
-    if (t->type != GGML_TYPE_F32 || t->ne[0] != width || t->ne[2] != 1 || t->ne[3] != 1 ||
-        t->nb[0] != sizeof(float) || t->nb[1] != (size_t) width * sizeof(float)) {
-        char buf[160];
-        std::snprintf(buf, sizeof(buf), " is not a contiguous F32 [%d, tokens] tensor (type %d, ne0 %lld)", width,
-                      (int) t->type, (long long) t->ne[0]);
-        fail(std::string(t->name) + buf + (site == SITE_FFN ? ": the FFN width given to set_ffn does not match the model" : ""));
+    if (!check_tensor(t, width, site)) {
         return true;
     }
     // Nothing after the last captured layer is read in a capture-only context: returning false
     // skips the rest of the graph (the later layers and the output head).
     const bool keep_going = !capture_.ends_at(il, site);
-    const long long n_rows = t->ne[1];
     const bool capture_here = capture_.wants(il, site);
     const bool transforming = transforms(il, site);
     const int n_apply = transforming ? batch_.apply_runs(runs_) : 0;
-    if (n_rows == 0) {
+    if (t->ne[1] == 0) {
         return keep_going;
     }
-    const bool in_host_memory = t->buffer == nullptr || ggml_backend_buffer_is_host(t->buffer);
     // On the tensor's own device (set_device_maps), unless a capture needs the rows on the host.
+    const bool in_host_memory = t->buffer == nullptr || ggml_backend_buffer_is_host(t->buffer);
     if (transforming && !capture_here && device_maps_->wants(in_host_memory)) {
         bool failed = false;
         if (apply_on_device(t, il, n_apply, &failed) || failed) {
             return failed ? true : keep_going;
         }
     }
-    const bool direct = in_host_memory && !host_round_trip_;  // read and written through t->data
-    float * data = direct ? (float *) t->data : nullptr;
-    if (direct) {
-        ++tensor_paths_.host;
-    } else {
-        // Device memory: a capture reads every row; a transform alone copies only the rows it
-        // changes (one of a prompt's rows under positions=last), there and back.
-        ++tensor_paths_.round_trip;
-        row_buffer_.resize((size_t) n_rows * width);
-        data = row_buffer_.data();
-        if (capture_here) {
-            ggml_backend_tensor_get(t, data, 0, row_buffer_.size() * sizeof(float));
-        } else {
-            copy_runs(t, data, width, false);
-        }
-    }
+    bool direct = true;
+    float * data = host_rows(t, width, capture_here, &direct);
     if (data == nullptr) {
         fail(std::string(t->name) + " has no data");
         return true;
     }
     if (n_apply > 0) {
-        row_ptrs_.clear();
-        for (const auto & run : runs_) {
-            for (int r = run.first; r < run.second; ++r) {
-                row_ptrs_.push_back(data + (size_t) r * width);
-            }
-        }
-        const auto start = std::chrono::steady_clock::now();
-        kernels_.apply(row_ptrs_.data(), n_apply, width, prepared_->layer(il), alpha_);
-        rows_transformed_ += n_apply;
-        apply_seconds_ += seconds_since(start);
+        transform_runs(data, width, il, n_apply);
     }
     if (capture_here) {
         capture_.add_rows(data, il, batch_);

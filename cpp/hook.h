@@ -110,6 +110,13 @@ private:
     // Rows of runs_ between t's memory and data ([rows x width] on the host), either way.
     void copy_runs(ggml_tensor * t, float * data, int width, bool to_tensor) const;
     bool apply_on_device(ggml_tensor * t, int il, int n_apply, bool * failed);
+    // Whether t is the contiguous F32 [width, rows] tensor expected (else the error is recorded).
+    bool check_tensor(const ggml_tensor * t, int width, int site);
+    // t's rows in host memory: t->data itself (*direct), or a copy of every row (all_rows) or of
+    // the rows runs_ selects.
+    float * host_rows(ggml_tensor * t, int width, bool all_rows, bool * direct);
+    // The selected transform of layer il on the rows runs_ selects (n_apply of them).
+    void transform_runs(float * data, int width, int il, int n_apply);
     void fail(const std::string & message);                  // mutex_ held
     void fail_locked(const std::string & message) noexcept;  // takes mutex_
 
