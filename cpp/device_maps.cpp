@@ -206,7 +206,8 @@ int DeviceMaps::apply(ggml_tensor * t, int il, const LayerTransform & lt, float 
                       const std::vector<std::pair<int, int>> & runs, int n_threads) {
     const bool ffn_site = lt.kind == Kind::CLAMP;
     const bool host = t->buffer == nullptr || ggml_backend_buffer_is_host(t->buffer);
-    if (!wants(host) || runs.empty() || t->buffer == nullptr || !start(t, host)) {
+    // a shift's norm restore is not built as a graph here: the round trip serves it
+    if (lt.kind == Kind::SHIFT || !wants(host) || runs.empty() || t->buffer == nullptr || !start(t, host)) {
         return 0;
     }
     // ggml_backend_tensor_alloc asserts (aborts) unless the memory lies in the buffer: check first.

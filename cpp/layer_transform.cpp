@@ -172,6 +172,10 @@ LayerTransform LayerTransform::make(int layer, Kind kind, int d_int, int n_ff,
             c.only({"vector"});
             lt.vector = copy_of<float>(c.get("vector", {DType::F32}, {d}));
             break;
+        case Kind::SHIFT:
+            c.only({"shift"});
+            lt.vector = copy_of<float>(c.get("shift", {DType::F32}, {d}));
+            break;
         case Kind::CLAMP: {
             c.only({"clamp_index", "clamp_value"});
             if (n_ff <= 0) {

@@ -27,6 +27,7 @@ enum class Kind : int {
     LOWRANK = 2,   // h' = h + alpha (h U Vt + b), M = I + U Vt
     ADDITIVE = 3,  // h' = h + alpha v
     CLAMP = 4,     // z_m' = z_m + alpha (value_m - z_m) on the FFN activation's listed neurons
+    SHIFT = 5,     // h' = (h + alpha v) |h| / |h + alpha v|: a language vector that keeps each state's norm
 };
 
 // Storage of a map or low-rank factors. Q8: M = I + Q * scale, Q int8 [d x d] with a scale per
@@ -58,7 +59,7 @@ struct LayerTransform {
     std::vector<uint8_t> matrix_q4;
     std::vector<float> scale;   // Q8, Q4: [d]
     std::vector<float> bias;    // AFFINE, LOWRANK: [d] or empty
-    std::vector<float> vector;  // ADDITIVE: [d]
+    std::vector<float> vector;  // ADDITIVE, SHIFT: [d]
     std::vector<int32_t> index;  // CLAMP: neurons
     std::vector<float> value;    // CLAMP: their values
 
@@ -67,7 +68,9 @@ struct LayerTransform {
     static LayerTransform make(int layer, Kind kind, int d, int n_ff, const std::map<std::string, TensorView> & tensors);
 
     // Whether it acts on the residual stream (maps, vectors) rather than on the FFN activation.
-    bool on_residual() const { return kind == Kind::AFFINE || kind == Kind::LOWRANK || kind == Kind::ADDITIVE; }
+    bool on_residual() const {
+        return kind == Kind::AFFINE || kind == Kind::LOWRANK || kind == Kind::ADDITIVE || kind == Kind::SHIFT;
+    }
     // Bytes of the map or factors (0 for a vector or a clamp).
     size_t map_bytes() const;
 };

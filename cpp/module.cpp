@@ -32,6 +32,7 @@ PYBIND11_MODULE(_core, m) {
     m.attr("KIND_LOWRANK") = (int) Kind::LOWRANK;
     m.attr("KIND_ADDITIVE") = (int) Kind::ADDITIVE;
     m.attr("KIND_CLAMP") = (int) Kind::CLAMP;
+    m.attr("KIND_SHIFT") = (int) Kind::SHIFT;
     py::register_exception<LayerError>(m, "LayerError", PyExc_ValueError);
 
     bind_prepared(m);

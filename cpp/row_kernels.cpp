@@ -162,6 +162,7 @@ void RowKernels::apply(float * const * rows, int n, int width, const LayerTransf
         case Kind::AFFINE: apply_affine(rows, n, width, lt, alpha); break;
         case Kind::LOWRANK: apply_lowrank(rows, n, width, lt, alpha); break;
         case Kind::ADDITIVE: apply_additive_rows(rows, n, lt.vector.data(), alpha, width); break;
+        case Kind::SHIFT: apply_shift_rows(rows, n, lt.vector.data(), alpha, width); break;
         case Kind::CLAMP:
             apply_clamp_rows(rows, n, lt.index.data(), lt.value.data(), (int) lt.index.size(), alpha);
             break;

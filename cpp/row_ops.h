@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cmath>
 #include <cstdint>
 
 #include "kernels.h"
@@ -54,6 +55,26 @@ static void apply_additive_rows(float * const * rows, int n, const float * v, fl
         float * h = rows[k];
         for (int i = 0; i < d; ++i) {
             h[i] += alpha * v[i];
+        }
+    }
+}
+
+// h' = (h + alpha v) * |h| / |h + alpha v| for every row: the shift's direction, the row's norm
+// (norms summed in double; a row that the shift sends to zero is left at zero).
+static void apply_shift_rows(float * const * rows, int n, const float * v, float alpha, int d) {
+    for (int k = 0; k < n; ++k) {
+        float * h = rows[k];
+        double before = 0.0, after = 0.0;
+        for (int i = 0; i < d; ++i) {
+            before += (double) h[i] * h[i];
+            h[i] += alpha * v[i];
+            after += (double) h[i] * h[i];
+        }
+        if (after > 0.0) {
+            const double scale = std::sqrt(before / after);
+            for (int i = 0; i < d; ++i) {
+                h[i] = (float) (h[i] * scale);
+            }
         }
     }
 }

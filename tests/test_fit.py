@@ -181,3 +181,16 @@ def test_choose_layer_finds_the_layer_a_map_can_fix():
     assert record["gain_by_layer"]["1"] > record["gain_by_layer"]["0"]
     with pytest.raises(LingalignError, match="at least 10"):
         choose_layer(_caps(src[:9]), _caps(tgt[:9]))
+
+
+def test_langvec_is_the_mean_difference_applied_with_norms_kept():
+    X, Y = _pairs(60)
+    src, tgt = _caps(np.stack([X, X, X], axis=1)), _caps(np.stack([Y, Y, Y], axis=1))
+    t = Transform.fit(src, tgt, method="langvec", layers=[1])
+    lm = t.layers[1]
+    assert lm.kind == "shift" and t.method == "langvec" and "bias" not in t.fit_info
+    np.testing.assert_allclose(lm.shift, Y.mean(axis=0) - X.mean(axis=0), rtol=1e-5, atol=1e-6)
+    from lingalign.fit import apply_map
+
+    moved = apply_map(X, lm)
+    np.testing.assert_allclose(np.linalg.norm(moved, axis=1), np.linalg.norm(X.astype(np.float64), axis=1), rtol=1e-12)

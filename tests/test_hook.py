@@ -446,3 +446,25 @@ def test_batch_rows_map_rows_to_tokens_without_llama_cpp():
     assert rows.end() == 6
     with pytest.raises(IndexError, match="capture slot 2 out of range"):
         rows.set(4, flags, np.array([0, 0, 1, 1, 2, 2], np.int32), n_slots=2)
+
+
+def test_language_shift_keeps_each_hidden_state_norm(tiny_model, tmp_path):
+    """The shift kind (langvec): the last token's state at the layer becomes h + alpha v rescaled to
+    |h|, as fit.apply_map computes it, with the norm kept to float rounding; alpha 0 is off; the
+    file round-trips."""
+    from lingalign.fit import apply_map
+
+    llm = tiny_llm(tiny_model)
+    sentences = [f"the {w} sat on the mat" for w in ("cat", "dog", "bird", "fish")]
+    fp = lingalign.model.fingerprint(tiny_model)
+    v = (2.0 * np.random.default_rng(4).standard_normal(fp.n_embd)).astype(np.float32)
+    t = Transform(layers={2: LayerMap(shift=v)}, model=fp, method="langvec")
+    t.save(tmp_path / "shift.gguf")
+    assert Transform.load(tmp_path / "shift.gguf") == t
+    plain = capture(llm, sentences, layers=[2], pool="last")[:, 0]
+    for alpha in (1.0, 0.4, -0.7):
+        moved = capture(llm, sentences, layers=[2], pool="last", transform=t, alpha=alpha)[:, 0]
+        np.testing.assert_allclose(np.linalg.norm(moved, axis=1), np.linalg.norm(plain, axis=1), rtol=2e-7)
+        np.testing.assert_allclose(moved, apply_map(plain, t.layers[2], alpha), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(moved, plain, atol=1e-3)
+    assert np.array_equal(capture(llm, sentences, layers=[2], pool="last", transform=t, alpha=0.0)[:, 0], plain)

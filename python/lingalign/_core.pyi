@@ -26,6 +26,7 @@ KIND_AFFINE: int
 KIND_LOWRANK: int
 KIND_ADDITIVE: int
 KIND_CLAMP: int
+KIND_SHIFT: int
 
 class LayerError(ValueError):
     """A layer transform that does not fit the model; the message names the layer."""

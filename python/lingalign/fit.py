@@ -10,6 +10,8 @@ Inputs are paired arrays [N, n_layers, d] (source sentences, their English trans
   Xc, so lam is scale-free), plus a bias. lam is picked on a held-out fifth of the pairs unless
   given. Shrinking toward I rather than 0 means a weak fit leaves hidden states almost unchanged.
 - meanshift: additive vector v = mean(Y) - mean(X) (difference of means).
+- langvec: the same vector as a language shift, applied with each hidden state's norm kept,
+  h' = (h + v) |h| / |h + v| (after ReCoVeR: subtract the source language's mean, add English's).
 - contrastive: an affine map fitted by in-batch InfoNCE over cosine similarities (AFP's
   objective), started at and decayed toward the identity; see `contrastive`.
 """
@@ -28,7 +30,7 @@ from .experts import DEFAULT_K, expert_layers
 from .layer import LayerMap
 from .metrics import check_pair, heldout_split, retrieval_top1
 
-METHODS = ("ridge", "incline", "meanshift", "contrastive")
+METHODS = ("ridge", "incline", "meanshift", "contrastive", "langvec")
 EXPERT_METHODS = ("experts", "random-neurons")  # clamps fitted on FFN captures of one language against others
 DEFAULT_METHOD = "contrastive"  # the best mean held-out retrieval at both metrics in docs/results.md
 RIDGE_LAMBDAS = (1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
@@ -157,6 +159,10 @@ def apply_map(X: np.ndarray, layer_map: LayerMap, alpha: float = 1.0) -> np.ndar
         if layer_map.bias is not None:
             target = target + layer_map.bias
         return X64 + alpha * (target - X64)
+    if layer_map.kind == "shift":
+        moved = X64 + alpha * layer_map.shift.astype(np.float64)
+        norms = np.linalg.norm(moved, axis=1, keepdims=True)
+        return moved * np.where(norms > 0, np.linalg.norm(X64, axis=1, keepdims=True) / np.maximum(norms, 1e-300), 1.0)
     if layer_map.vector is None:
         raise LingalignError(f"a {layer_map.kind} transform does not act on the residual stream")
     return X64 + alpha * layer_map.vector.astype(np.float64)
@@ -218,7 +224,7 @@ def fit_layers(
         raise LingalignError(f"rank must be 'auto' or 1..{d}, not {rank!r}")
     info: dict[str, Any] = {"pairs": len(src)}
     use_bias = (method in ("ridge", "contrastive")) if bias is None else bool(bias)
-    if method != "meanshift":
+    if method not in ("meanshift", "langvec"):
         info["bias"] = use_bias
     out: dict[int, LayerMap] = {}
     lambdas: dict[str, float] = {}
@@ -228,6 +234,9 @@ def fit_layers(
         X, Y = src.layer(il), tgt.layer(il)
         if method == "meanshift":
             out[il] = LayerMap(vector=fit_meanshift(X, Y).astype(np.float32))
+            continue
+        if method == "langvec":  # ReCoVeR: English minus source-language mean, each state's norm kept
+            out[il] = LayerMap(shift=fit_meanshift(X, Y).astype(np.float32))
             continue
         if method == "incline":
             W, b = fit_incline(X, Y, bias=use_bias)
@@ -272,7 +281,7 @@ def fit_layers(
         out[il] = LayerMap(lowrank_u=U.astype(np.float32), lowrank_vt=Vt.astype(np.float32), bias=b32)
     if lambdas:
         info["ridge_lambda"] = lambdas
-    if method != "meanshift":
+    if method not in ("meanshift", "langvec"):
         info["rank"] = ranks
     if measured:
         info["measured"] = measured

@@ -8,6 +8,8 @@ A layer transform is one of four kinds, each with named tensors whose dtype says
 - ``lowrank``: the same with M = I + U @ Vt, ``lr_u`` [d, r] and ``lr_vt`` [r, d] (both float32 or
   both float16);
 - ``additive``: h' = h + alpha * v, ``vector`` [d];
+- ``shift``: h' = (h + alpha * v) * |h| / |h + alpha * v|, ``shift`` [d]: a language vector applied
+  with each hidden state's norm kept (after ReCoVeR);
 - ``clamp``: for the listed MLP neurons m of the layer's FFN activation, z_m' = z_m + alpha *
   (value_m - z_m); ``clamp_index`` (int32 [k]) and ``clamp_value`` (float32 [k]).
 
@@ -25,7 +27,7 @@ import numpy as np
 
 from .errors import TransformFileError
 
-KINDS = ("affine", "lowrank", "additive", "clamp")
+KINDS = ("affine", "lowrank", "additive", "shift", "clamp")
 PRECISIONS = ("f32", "f16", "q8", "q4")
 Q8_MAX = 127  # quantized map differences use -127..127, symmetric around 0
 Q4_MAX = 7  # and -7..7 in 4 bits (the file format also reads -8)
@@ -42,6 +44,7 @@ _ARGUMENTS = {
     "lowrank_vt": "lr_vt",
     "bias": "bias",
     "vector": "vector",
+    "shift": "shift",
     "clamp_index": "clamp_index",
     "clamp_value": "clamp_value",
 }
@@ -88,6 +91,7 @@ def _kind_of(names: set[str]) -> str:
         "affine": {"map", "delta_q8", "delta_q4", "delta_scale"},
         "lowrank": {"lr_u", "lr_vt"},
         "additive": {"vector"},
+        "shift": {"shift"},
         "clamp": {"clamp_index", "clamp_value"},
     }
     found = [kind for kind, members in groups.items() if names & members]
@@ -110,8 +114,8 @@ def _kind_of(names: set[str]) -> str:
         raise TransformFileError("low-rank maps need both factors (lr_u and lr_vt)")
     elif kind == "clamp" and names & {"clamp_index", "clamp_value"} != {"clamp_index", "clamp_value"}:
         raise TransformFileError("a neuron clamp needs both clamp_index and clamp_value")
-    if "bias" in names and kind in ("additive", "clamp"):
-        what = "a vector" if kind == "additive" else "a neuron clamp"
+    if "bias" in names and kind in ("additive", "shift", "clamp"):
+        what = "a neuron clamp" if kind == "clamp" else "a vector"
         raise TransformFileError(f"a bias belongs to a map, not to {what}")
     return kind
 
@@ -138,13 +142,14 @@ class LayerMap:
         delta_scale: np.ndarray | None = None,
         bias: np.ndarray | None = None,
         vector: np.ndarray | None = None,
+        shift: np.ndarray | None = None,
         lowrank_u: np.ndarray | None = None,
         lowrank_vt: np.ndarray | None = None,
         clamp_index: np.ndarray | None = None,
         clamp_value: np.ndarray | None = None,
     ) -> None:
         given = dict(matrix=matrix, delta_q8=delta_q8, delta_q4=delta_q4, delta_scale=delta_scale, bias=bias,
-                     vector=vector, lowrank_u=lowrank_u, lowrank_vt=lowrank_vt, clamp_index=clamp_index,
+                     vector=vector, shift=shift, lowrank_u=lowrank_u, lowrank_vt=lowrank_vt, clamp_index=clamp_index,
                      clamp_value=clamp_value)
         self._set({_ARGUMENTS[k]: v for k, v in given.items() if v is not None})
 
@@ -175,7 +180,7 @@ class LayerMap:
     # -- what it is ---------------------------------------------------------------------------
     @property
     def kind(self) -> str:
-        """"affine", "lowrank", "additive" or "clamp"."""
+        """"affine", "lowrank", "additive", "shift" or "clamp"."""
         return self._kind
 
     @property
@@ -211,6 +216,7 @@ class LayerMap:
     delta_scale = property(lambda self: self._tensors.get("delta_scale"))
     bias = property(lambda self: self._tensors.get("bias"))
     vector = property(lambda self: self._tensors.get("vector"))
+    shift = property(lambda self: self._tensors.get("shift"))
     lowrank_u = property(lambda self: self._tensors.get("lr_u"))
     lowrank_vt = property(lambda self: self._tensors.get("lr_vt"))
     clamp_index = property(lambda self: self._tensors.get("clamp_index"))
@@ -323,9 +329,10 @@ def _check_shapes(kind: str, arrays: Mapping[str, np.ndarray]) -> int:
                 f"clamp_index {index.shape} and clamp_value {value.shape} must be equal, non-empty 1-D"
             )
         return int(index.max()) + 1 if index.size else 0
-    if kind == "additive":
-        d = arrays["vector"].shape[0] if arrays["vector"].ndim == 1 else -1
-        expected = {"vector": (d,)}
+    if kind in ("additive", "shift"):
+        v = arrays[kind if kind == "shift" else "vector"]
+        d = v.shape[0] if v.ndim == 1 else -1
+        expected = {"vector": (d,), "shift": (d,)}
     elif kind == "lowrank":
         u = arrays["lr_u"]
         d = u.shape[0] if u.ndim == 2 else -1

@@ -22,7 +22,7 @@ from .transform import Transform, check_alpha, check_positions
 
 # LayerMap kind -> the hook's tag
 _KINDS = {"affine": _core.KIND_AFFINE, "lowrank": _core.KIND_LOWRANK, "additive": _core.KIND_ADDITIVE,
-          "clamp": _core.KIND_CLAMP}
+          "clamp": _core.KIND_CLAMP, "shift": _core.KIND_SHIFT}
 
 
 @dataclass(frozen=True, eq=False)
