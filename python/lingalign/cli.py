@@ -1,4 +1,4 @@
-"""The `lingalign` command: capture, fit, run, eval, tune, export, convert, pull, push, list,
+"""The `lingalign` command: capture, fit, run, serve, eval, tune, export, convert, pull, push, list,
 info, bench, demo.
 
 Each command lives in its own module of lingalign.commands, which registers its subparser;

@@ -21,3 +21,8 @@ class ModelMismatchError(LingalignError):
 
 class InterventionError(LingalignError, RuntimeError):
     """The hook could not apply a transform during a decode (reported after the decode)."""
+
+
+class RequestError(LingalignError, ValueError):
+    """A server request's `lingalign` field is malformed or names what the server does not offer
+    (lingalign serve answers HTTP 400 with the message)."""

@@ -40,6 +40,16 @@ class Prepared:
         return {"method": self.transform.method, "source_lang": self.transform.source_lang,
                 "alpha": self.alpha, "positions": self.positions, "layers": list(self.layers)}
 
+    def with_settings(self, *, alpha: float | None = None, positions: str | None = None) -> Prepared:
+        """The same packed maps at another strength or position policy (None: keep this one's).
+
+        Costs no packing: a hook takes alpha and the policy apart from the maps, so variants
+        share them. Raises for an alpha or policy `prepare` would refuse.
+        """
+        a = self.alpha if alpha is None else check_alpha(alpha)
+        p = self.positions if positions is None else check_positions(positions)
+        return Prepared(self.transform, a, p, self.layers, self.warnings, self.core)
+
 
 def _core_layer(lm: LayerMap) -> tuple[int, dict[str, Any]]:
     """(kind tag, tensors) as the binding takes them: numpy arrays are buffers, float16 included."""

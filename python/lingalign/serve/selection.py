@@ -1,0 +1,150 @@
+"""The `lingalign` field of a request: what it may say, the transform it selects, and what the
+response reports about it.
+
+    "lingalign": {"transform": NAME | "auto" | "none" | null, "alpha": A, "positions": P}
+
+Every key is optional: a missing `transform` is the server's default (--default), a missing
+alpha or positions the transform's own. `auto` detects the language of the prompt (of the last
+user message for chat) and selects the transform listed for it, or none (English, a language
+no transform is for, an uncertain detection). Anything else is a RequestError (HTTP 400). All
+of this is decided from the request alone, before the request waits for the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import LingalignError, RequestError
+from ..prepared import Prepared
+from ..route import detect_language
+from ..transform import check_alpha, check_positions
+from .catalog import RESERVED, Catalog
+
+FIELD = "lingalign"
+AUTO, NONE = RESERVED
+KEYS = ("transform", "alpha", "positions")
+HEADER_TRANSFORM = "x-lingalign-transform"
+HEADER_LANGUAGE = "x-lingalign-language"
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What a request asks for: a listed name, AUTO or None (no transform), and the settings."""
+
+    transform: str | None
+    alpha: float | None = None
+    positions: str | None = None
+
+
+def _kind(value: Any) -> str:
+    """A JSON value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def parse(body: Any, default: str | None) -> Ask:
+    """The request's ask from its JSON body (`default`: the server's --default, a name, AUTO or
+    None). Raises RequestError with a one-line message for a malformed field."""
+    field = body.get(FIELD) if isinstance(body, Mapping) else None
+    if field is None:
+        return Ask(default)
+    if not isinstance(field, Mapping):
+        raise RequestError(f'"{FIELD}" must be an object such as {{"transform": "auto"}}, not {_kind(field)}')
+    unknown = sorted(str(k) for k in field if k not in KEYS)
+    if unknown:
+        raise RequestError(f'unknown key {unknown[0]!r} in "{FIELD}" (it takes {", ".join(KEYS)})')
+    transform = field["transform"] if "transform" in field else default
+    if transform is not None and not isinstance(transform, str):
+        raise RequestError(f'"{FIELD}.transform" must be a transform name, "auto" or null, not {_kind(transform)}')
+    if transform == NONE:
+        transform = None
+    alpha = field.get("alpha")
+    if alpha is not None:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+            raise RequestError(f'"{FIELD}.alpha" must be a number, not {_kind(alpha)}')
+        try:
+            alpha = check_alpha(alpha)
+        except LingalignError as e:
+            raise RequestError(f'"{FIELD}.alpha": {e}') from None
+    positions = field.get("positions")
+    if positions is not None:
+        if not isinstance(positions, str):
+            raise RequestError(f'"{FIELD}.positions" must be a string, not {_kind(positions)}')
+        try:
+            check_positions(positions)
+        except LingalignError as e:
+            raise RequestError(f'"{FIELD}.positions": {e}') from None
+    return Ask(transform, alpha, positions)
+
+
+def completion_text(body: Mapping[str, Any]) -> str | None:
+    """The text `auto` reads in a completion request: its prompt."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    return prompt if isinstance(prompt, str) else None
+
+
+def chat_text(body: Mapping[str, Any]) -> str | None:
+    """The text `auto` reads in a chat request: the last user message (its text parts)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return None
+    for m in reversed(messages):
+        if isinstance(m, Mapping) and m.get("role") == "user":
+            content = m.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "\n".join(p["text"] for p in content
+                                 if isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str))
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The transform a request runs with (None: none) and how it was chosen."""
+
+    requested: str | None  # what the request (or the server's default) asked: a name, AUTO or None
+    name: str | None
+    prepared: Prepared | None
+    language: str | None = None  # detected, for AUTO
+    confidence: float | None = None
+
+    def report(self) -> dict[str, Any]:
+        """The response's `lingalign` object."""
+        p = self.prepared
+        return {"transform": self.name, "requested": self.requested, "language": self.language,
+                "confidence": None if self.confidence is None else round(self.confidence, 4),
+                "alpha": p.alpha if p is not None else None, "positions": p.positions if p is not None else None}
+
+    def headers(self) -> dict[str, str]:
+        out = {HEADER_TRANSFORM: self.name or NONE}
+        if self.requested == AUTO:
+            out[HEADER_LANGUAGE] = self.language or "unknown"
+        return out
+
+
+def select(ask: Ask, catalog: Catalog, text: str | None) -> Selection:
+    """The transform `ask` selects from `catalog` for a prompt whose text is `text` (read only
+    for AUTO). Raises RequestError for a name the catalog does not list."""
+    if ask.transform is None:
+        return Selection(None, None, None)
+    if ask.transform == AUTO:
+        lang, confidence = detect_language(text) if text and text.strip() else (None, 0.0)
+        entry = catalog.for_language(lang) if lang != "eng" else None
+        name = entry.name if entry is not None else None
+    else:
+        name, lang, confidence = catalog.entry(ask.transform).name, None, None
+    prepared = catalog.prepared(name, ask.alpha, ask.positions) if name is not None else None
+    return Selection(ask.transform, name, prepared, lang, confidence)
