@@ -240,6 +240,16 @@ def report() -> None:
                 lines.append(f"| {v['task']} | {v['lang']} | {v['n']} | {s['fidelity_without']:.2f} | "
                              f"{s['english_share_without']:.2f} | {s['looping_without']:.2f} | " + " | ".join(w) + " |")
             lines.append("")
+    lines += ["## Pictures", "",
+              "![accuracy per language against the English reference](downstream.png)", "",
+              "`python bench/downstream.py --report` (likelihood protocol; bars: 95% intervals).", "",
+              "![sentences of four languages before and after their shipped transforms](pca.png)", "",
+              "`python bench/pca_picture.py`: Gemma 3 270M's layer 12, the embedded corpus, each language read with "
+              "its shipped transform; Turkish and Spanish land on English, Swahili moves part of the way.", "",
+              "![top-1 retrieval per layer, SIB-200 dev, Swahili](retrieval-swh.png)", "",
+              "`lingalign eval retrieval --src sib200/swh_Latn/dev.tsv --tgt sib200/eng_Latn/dev.tsv "
+              "--transform matrices/swh-eng.gguf --plot docs/retrieval-swh.png`: on FLORES sentences the shipped "
+              "Swahili transform (fitted on Tatoeba) barely moves Gemma's retrieval.", ""]
     DOC.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"written to {DOC}")
     plot(records)

@@ -108,3 +108,16 @@ def test_bad_choice_files(tmp_path):
     p.write_text("not json\n", encoding="utf-8")
     with pytest.raises(LingalignError, match="not JSON"):
         load_choice_items(p)
+
+
+def test_retrieval_plot_is_drawn(tiny_model, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    src, tgt = tmp_path / "s.txt", tmp_path / "t.txt"
+    src.write_text("hola amigo\nbuenos dias\nla casa\nel perro\n", encoding="utf-8")
+    tgt.write_text("hello friend\ngood morning\nthe house\nthe dog\n", encoding="utf-8")
+    t = tmp_path / "t.gguf"
+    _transform(tiny_model, [2]).save(t)
+    png = tmp_path / "r.png"
+    assert main(["eval", "retrieval", "--model", str(tiny_model), "--src", str(src), "--tgt", str(tgt),
+                 "--transform", str(t), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

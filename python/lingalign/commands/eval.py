@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -30,6 +31,8 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--skip", type=int, default=0)
     own.add_argument("--limit", type=int, default=None)
     own.add_argument("--layers", default="all", help="layers to measure (default: all)")
+    own.add_argument("--plot", default=None, metavar="FILE.png",
+                     help="draw top-1 per layer, with and without the transform (needs matplotlib)")
     sp = evsub.add_parser("retrieval", parents=[own, parents.transform, json_output, parents.model],
                           help="per-layer top-1 bitext retrieval (source read with the transform)")
     sp.set_defaults(func=cmd_eval_retrieval)
@@ -84,6 +87,14 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
         llm, src, tgt, transform=transform, alpha=args.alpha, positions=args.positions, layers=layers,
         force=args.force,
     )
+    if args.plot:
+        from ..plots import plot_retrieval
+
+        plain = result if transform is None else eval_retrieval(llm, src, tgt, layers=layers)
+        plot_retrieval(plain["layers"], result["layers"] if transform is not None else None, args.plot,
+                       title=f"{os.path.basename(args.src)} -> {os.path.basename(args.tgt)}, n={result['n']}"
+                             + (f", {os.path.basename(args.transform)}" if args.transform else ""))
+        print(f"lingalign: picture written to {args.plot}", file=sys.stderr)
     if args.json:
         print(json.dumps(result))
         return 0
