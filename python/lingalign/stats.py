@@ -155,8 +155,11 @@ def ridge_from_stats(s: LayerStats, lam: float, *, bias: bool = True) -> tuple[n
 def incline_from_stats(s: LayerStats, *, bias: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """`fit.fit_incline` from statistics: the minimum-norm least-squares map (W, b or None).
 
-    pinv(X^T X) X^T Y equals pinv(X) Y; singular directions are cut where lstsq would cut them
-    (singular value below eps * max(N, d) * the largest, i.e. eigenvalue below its square)."""
+    pinv(X^T X) X^T Y equals pinv(X) Y. X^T X holds X's directions only to its own rounding
+    (about eps * max(N, d) * its largest eigenvalue), so eigenvalues below 100 times that are
+    treated as zero: directions whose singular value is under ~1e-6 of the largest are dropped,
+    where lstsq would keep those above ~1e-13. Equal to lstsq for well-conditioned X and for
+    N < d with X of full row rank (the null space is cut either way)."""
     if s.xx is None or s.xy is None:
         raise LingalignError("incline needs second moments (X^T X, X^T Y)")
     d = s.sx.shape[0]
@@ -166,7 +169,7 @@ def incline_from_stats(s: LayerStats, *, bias: bool = False) -> tuple[np.ndarray
         mx, my, cxx, cxy = np.zeros(d), np.zeros(d), s.xx, s.xy
     evals, V = np.linalg.eigh((cxx + cxx.T) / 2)
     top = float(evals.max()) if evals.size else 0.0
-    cut = (np.finfo(np.float64).eps * max(s.n, d)) ** 2 * top
+    cut = 100 * np.finfo(np.float64).eps * max(s.n, d) * top
     keep = evals > max(cut, 0.0)
     inv = np.zeros_like(evals)
     inv[keep] = 1.0 / evals[keep]
