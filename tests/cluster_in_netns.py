@@ -86,6 +86,18 @@ def main() -> int:
         refused = str(e)
     report["refused"] = refused
     ok &= "another model" in refused
+    # the command line: fit --ray (the Ray started above) writes the same file as the one-process shards
+    from lingalign.cli import main as cli
+
+    (work / "src.txt").write_text("\n".join(src) + "\n", encoding="utf-8")
+    (work / "tgt.txt").write_text("\n".join(tgt) + "\n", encoding="utf-8")
+    base = ["fit", "--model", model, "--src", str(work / "src.txt"), "--tgt", str(work / "tgt.txt"), "--method",
+            "ridge", "--lambda", "0.1", "--layers", "1,3", "--threads", "1", "--shard-size", "5"]
+    rc_ray = cli(base + ["--ray", "--workers", "2", "--out", str(work / "ray.gguf")])
+    rc_one = cli(base + ["--resume", str(work / "cli-resume"), "--out", str(work / "one.gguf")])
+    same_file = (work / "ray.gguf").read_bytes() == (work / "one.gguf").read_bytes()
+    report["cli"] = {"rc": [rc_ray, rc_one], "same_file": same_file}
+    ok &= rc_ray == 0 and rc_one == 0 and same_file
     report["listening_end"] = listening()
     bad = [a for a in report["listening"] + report["listening_end"] if not loopback(a)]
     report["non_loopback"] = bad

@@ -111,3 +111,36 @@ def test_ray_in_loopback_namespace(tmp_path):
     report = json.loads(lines[-1][len("RESULT "):])
     assert report["ok"], report
     assert not report["non_loopback"] and report["listening"]
+
+
+def _texts(tmp_path: Path) -> tuple[str, str]:
+    src, tgt = tmp_path / "src.txt", tmp_path / "tgt.txt"
+    src.write_text("\n".join(SRC[:9]) + "\n", encoding="utf-8")
+    tgt.write_text("\n".join(TGT[:9]) + "\n", encoding="utf-8")
+    return str(src), str(tgt)
+
+
+def test_cli_fit_resume_writes_the_same_file_twice(tiny_model, tmp_path, capsys):
+    from lingalign.cli import main
+    from lingalign.transform import Transform
+
+    src, tgt = _texts(tmp_path)
+    base = ["fit", "--model", str(tiny_model), "--src", src, "--tgt", tgt, "--method", "meanshift", "--layers", "1,3",
+            "--threads", "1", "--shard-size", "4", "--resume", str(tmp_path / "r")]
+    assert main(base + ["--out", str(tmp_path / "a.gguf")]) == 0
+    assert main(base + ["--out", str(tmp_path / "b.gguf")]) == 0
+    err = capsys.readouterr().err
+    assert "9 pairs, 3 shards (3 resumed)" in err
+    a, b = Transform.load(tmp_path / "a.gguf"), Transform.load(tmp_path / "b.gguf")
+    assert a == b and a.fit_info["sharded"] == {"shards": 3, "shard_size": 4}
+
+
+def test_cli_ray_without_ray_says_how_to_install(tiny_model, tmp_path, capsys, monkeypatch):
+    from lingalign.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    src, tgt = _texts(tmp_path)
+    rc = main(["fit", "--model", str(tiny_model), "--src", src, "--tgt", tgt, "--method", "meanshift", "--layers", "1",
+               "--ray", "--out", str(tmp_path / "a.gguf")])
+    assert rc != 0
+    assert 'pip install "lingalign[ray]"' in capsys.readouterr().err

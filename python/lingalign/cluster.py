@@ -167,7 +167,7 @@ def run_shards(
     shard_size: int,
     ray_address: str | None = None,
     use_ray: bool = False,
-    workers: int = 2,
+    workers: int | None = None,
     n_threads: int | None = 1,
     n_gpu_layers: int = 0,
     resume_dir: str | os.PathLike[str] | None = None,
@@ -177,9 +177,10 @@ def run_shards(
 ) -> ShardRun:
     """Capture the pairs shard by shard and reduce in shard order.
 
-    use_ray=False runs one ShardWorker here; use_ray=True starts `workers` Ray actors (on the
-    Ray at `ray_address`: None starts a local one, "auto" joins a running cluster; an already
-    initialized Ray is used as it is). `on_started` receives the workers' process ids (tests)."""
+    use_ray=False runs one ShardWorker here; use_ray=True starts `workers` Ray actors (default:
+    the cluster's CPUs / n_threads) on the Ray at `ray_address` (None starts a local one, "auto"
+    joins a running cluster; an already initialized Ray is used as it is). `on_started` receives
+    the workers' process ids (tests)."""
     from .model import fingerprint
 
     if kind not in ("stats", "sums", "captures"):
@@ -224,7 +225,9 @@ def run_shards(
             if ray_address:
                 ray.init(address=ray_address)
             else:
-                ray.init(num_cpus=workers * (n_threads or 1), include_dashboard=False)
+                ray.init(num_cpus=None if workers is None else workers * (n_threads or 1), include_dashboard=False)
+        if workers is None:
+            workers = int(ray.cluster_resources().get("CPU", 1)) // (n_threads or 1)
         n_workers = max(1, min(workers, len(pending)))
         Actor = ray.remote(num_cpus=n_threads or 1, max_restarts=MAX_RESTARTS,
                            max_task_retries=MAX_TASK_RETRIES)(ShardWorker)
