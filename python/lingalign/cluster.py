@@ -205,12 +205,27 @@ def run_shards(
     reused = len(results)
     pending = [s for s in shards if s.index not in results]
     _progress(len(results), len(shards), start, progress)
+    # statistics are folded in as soon as the shards before them are in (in shard order), so
+    # the driver holds only the running sum and the shards that finished early
+    total: list[Stats] = []
+    folded = [0]
+    done = [len(results)]
+
+    def fold() -> None:
+        while kind != "captures" and folded[0] < len(shards) and folded[0] in results:
+            part = stats_from_arrays(results.pop(folded[0]), layers)
+            total[:] = [merge([total[0], part]) if total else part]
+            folded[0] += 1
 
     def finished(s: Shard, arrays: dict[str, np.ndarray]) -> None:
         results[s.index] = arrays
         if resume is not None:
             resume.save(s, arrays)
-        _progress(len(results), len(shards), start, progress)
+        done[0] += 1
+        fold()
+        _progress(done[0], len(shards), start, progress)
+
+    fold()
 
     n_workers = 1
     if pending and not use_ray:
@@ -247,12 +262,13 @@ def run_shards(
     elif progress:
         print("every shard was already done", file=sys.stderr)
     out = ShardRun(kind=kind, layers=layers)
-    ordered = [results[s.index] for s in shards]  # the reduction is in shard order, always
-    if kind == "captures":
+    if kind == "captures":  # the reduction is in shard order, always
+        ordered = [results[s.index] for s in shards]
         out.X = np.concatenate([r["X"] for r in ordered])
         out.Y = np.concatenate([r["Y"] for r in ordered])
     else:
-        out.stats = merge(stats_from_arrays(r, layers) for r in ordered)
+        assert folded[0] == len(shards) and total
+        out.stats = total[0]
     out.summary = {"pairs": len(src), "shards": len(shards), "shards_resumed": reused,
                    "workers": n_workers if pending else 0, "seconds": round(time.time() - start, 2)}
     return out
