@@ -96,8 +96,15 @@ def main() -> int:
     rc_ray = cli(base + ["--ray", "--workers", "2", "--out", str(work / "ray.gguf")])
     rc_one = cli(base + ["--resume", str(work / "cli-resume"), "--out", str(work / "one.gguf")])
     same_file = (work / "ray.gguf").read_bytes() == (work / "one.gguf").read_bytes()
-    report["cli"] = {"rc": [rc_ray, rc_one], "same_file": same_file}
-    ok &= rc_ray == 0 and rc_one == 0 and same_file
+    cap = ["capture", "--model", model, "--text", str(work / "src.txt"), "--layers", "0,2", "--threads", "1",
+           "--shard-size", "5"]
+    rc_cap_ray = cli(cap + ["--ray", "--workers", "2", "--out", str(work / "ray.npz")])
+    rc_cap_one = cli(cap + ["--resume", str(work / "cap-resume"), "--out", str(work / "one.npz")])
+    with np.load(work / "ray.npz") as a, np.load(work / "one.npz") as b:
+        same_capture = all(np.array_equal(a[k], b[k]) for k in a.files) and sorted(a.files) == sorted(b.files)
+    report["cli"] = {"rc": [rc_ray, rc_one, rc_cap_ray, rc_cap_one], "same_file": same_file,
+                     "same_capture": same_capture}
+    ok &= rc_ray == 0 and rc_one == 0 and same_file and rc_cap_ray == 0 and rc_cap_one == 0 and same_capture
     report["listening_end"] = listening()
     bad = [a for a in report["listening"] + report["listening_end"] if not loopback(a)]
     report["non_loopback"] = bad

@@ -144,3 +144,20 @@ def test_cli_ray_without_ray_says_how_to_install(tiny_model, tmp_path, capsys, m
                "--ray", "--out", str(tmp_path / "a.gguf")])
     assert rc != 0
     assert 'pip install "lingalign[ray]"' in capsys.readouterr().err
+
+
+def test_cli_capture_in_shards_equals_capturing_the_same_shards(tiny_model, tmp_path, capsys):
+    from lingalign import Captures
+    from lingalign.capturing import capture
+    from lingalign.cli import main
+    from lingalign.hook import open_model
+
+    src, _ = _texts(tmp_path)
+    out = tmp_path / "acts.npz"
+    assert main(["capture", "--model", str(tiny_model), "--text", src, "--layers", "0,2", "--pool", "last",
+                 "--threads", "1", "--shard-size", "4", "--resume", str(tmp_path / "r"), "--out", str(out)]) == 0
+    got = Captures.load(out)
+    llm = open_model(str(tiny_model), n_ctx=1024, n_threads=1, n_threads_batch=1)
+    parts = [capture(llm, SRC[i : min(i + 4, 9)], layers=[0, 2], pool="last", progress=False) for i in range(0, 9, 4)]
+    assert got.pool == "last" and got.layers == (0, 2)
+    assert np.array_equal(got.activations, np.concatenate([p.activations for p in parts]))

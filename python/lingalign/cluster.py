@@ -44,23 +44,25 @@ MAX_TASK_RETRIES = 3  # and the shard it was doing is retried
 class Shard:
     index: int
     src: list[str]
-    tgt: list[str]
+    tgt: list[str] | None  # None: one text captured (lingalign capture), not pairs
 
     @property
     def sha256(self) -> str:
         h = hashlib.sha256()
-        for s, t in zip(self.src, self.tgt):
+        for k, s in enumerate(self.src):
+            t = "" if self.tgt is None else self.tgt[k]
             h.update(s.encode("utf-8") + b"\0" + t.encode("utf-8") + b"\n")
         return h.hexdigest()
 
 
-def make_shards(src: Sequence[str], tgt: Sequence[str], shard_size: int) -> list[Shard]:
-    """Consecutive shards of `shard_size` pairs (the last may be shorter), in order."""
-    if len(src) != len(tgt):
+def make_shards(src: Sequence[str], tgt: Sequence[str] | None, shard_size: int) -> list[Shard]:
+    """Consecutive shards of `shard_size` pairs (the last may be shorter), in order; tgt None
+    for one text."""
+    if tgt is not None and len(src) != len(tgt):
         raise LingalignError(f"{len(src)} source but {len(tgt)} target sentences: they must be paired")
     if shard_size < 1:
         raise LingalignError(f"--shard-size must be at least 1, not {shard_size}")
-    return [Shard(k, list(src[i : i + shard_size]), list(tgt[i : i + shard_size]))
+    return [Shard(k, list(src[i : i + shard_size]), None if tgt is None else list(tgt[i : i + shard_size]))
             for k, i in enumerate(range(0, len(src), shard_size))]
 
 
@@ -87,11 +89,13 @@ class ShardWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, src: list[str], tgt: list[str], kind: str) -> dict[str, np.ndarray]:
+    def run(self, src: list[str], tgt: list[str] | None, kind: str, pool: str = "mean") -> dict[str, np.ndarray]:
         from .capturing import capture
 
-        X = capture(self.llm, src, layers=self.layers, progress=False).activations
-        Y = capture(self.llm, tgt, layers=self.layers, progress=False).activations
+        X = capture(self.llm, src, layers=self.layers, pool=pool, progress=False).activations
+        if tgt is None:
+            return {"X": X}
+        Y = capture(self.llm, tgt, layers=self.layers, pool=pool, progress=False).activations
         if self.delay_s:
             time.sleep(self.delay_s)
         if kind == "captures":
@@ -160,10 +164,11 @@ def _progress(done: int, total: int, start: float, enabled: bool) -> None:
 def run_shards(
     model_path: str,
     src: Sequence[str],
-    tgt: Sequence[str],
+    tgt: Sequence[str] | None,
     *,
     layers: Sequence[int],
     kind: str,
+    pool: str = "mean",
     shard_size: int,
     ray_address: str | None = None,
     use_ray: bool = False,
@@ -185,6 +190,8 @@ def run_shards(
 
     if kind not in ("stats", "sums", "captures"):
         raise LingalignError(f"unknown shard result {kind!r}")
+    if tgt is None and kind != "captures":
+        raise LingalignError("statistics need sentence pairs")
     layers = sorted({int(il) for il in layers})
     shards = make_shards(src, tgt, shard_size)
     if not shards:
@@ -193,7 +200,8 @@ def run_shards(
     resume = None
     if resume_dir is not None:
         model = fingerprint(model_path).to_dict()
-        manifest = {"model": model, "layers": layers, "kind": kind, "shard_size": shard_size,
+        manifest = {"model": model, "layers": layers, "kind": kind if pool == "mean" else f"{kind}, pool {pool}",
+                    "shard_size": shard_size,
                     "shards": [s.sha256 for s in shards]}
         resume = _Resume(resume_dir, manifest)
     results: dict[int, dict[str, np.ndarray]] = {}
@@ -233,7 +241,7 @@ def run_shards(
         if on_started is not None:
             on_started([worker.pid()])
         for s in pending:
-            finished(s, worker.run(s.src, s.tgt, kind))
+            finished(s, worker.run(s.src, s.tgt, kind, pool))
     elif pending:
         ray = import_ray()
         if not ray.is_initialized():
@@ -251,7 +259,7 @@ def run_shards(
         if on_started is not None:
             on_started(ray.get([a.pid.remote() for a in actors]))
         # round robin: every actor gets its share up front; a restarted actor retries its own
-        refs = {actors[k % n_workers].run.remote(s.src, s.tgt, kind): s for k, s in enumerate(pending)}
+        refs = {actors[k % n_workers].run.remote(s.src, s.tgt, kind, pool): s for k, s in enumerate(pending)}
         waiting = list(refs)
         while waiting:
             ready, waiting = ray.wait(waiting, num_returns=1)
@@ -265,7 +273,7 @@ def run_shards(
     if kind == "captures":  # the reduction is in shard order, always
         ordered = [results[s.index] for s in shards]
         out.X = np.concatenate([r["X"] for r in ordered])
-        out.Y = np.concatenate([r["Y"] for r in ordered])
+        out.Y = None if tgt is None else np.concatenate([r["Y"] for r in ordered])
     else:
         assert folded[0] == len(shards) and total
         out.stats = total[0]
