@@ -1,4 +1,4 @@
-"""Ray checks run by tests/test_cluster.py inside a network namespace with only loopback up
+"""Ray checks run by tests/test_cluster.py (a local 2-CPU Ray, then two simulated nodes) inside a network namespace with only loopback up
 (`unshare -n`, `ip link set lo up`): Ray never sees another interface. Prints one JSON line of
 results; exits non-zero on failure. Usage: python cluster_in_netns.py WORKDIR"""
 
@@ -110,6 +110,24 @@ def main() -> int:
     report["non_loopback"] = bad
     ok &= not bad and bool(report["listening"])
     ray.shutdown()
+    # two simulated nodes of one CPU each (ray.cluster_utils.Cluster): the two 1-CPU actors must
+    # land on different nodes, and the transform is the same
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                             "node_ip_address": "127.0.0.1"})
+    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    ray.init(address=cluster.address)
+    report["listening_two_nodes"] = listening()
+    nodes = len([n for n in ray.nodes() if n["Alive"]])
+    two, summary = fit_sharded(model, src, tgt, method="ridge", lam=0.1, use_ray=True, workers=2, **common)
+    report["two_nodes"] = {"nodes": nodes, "equal": two == ref, "summary": summary}
+    ok &= nodes == 2 and two == ref and summary["workers"] == 2
+    bad2 = [a for a in report["listening_two_nodes"] if not loopback(a)]
+    report["non_loopback"] += bad2
+    ok &= not bad2
+    ray.shutdown()
+    cluster.shutdown()
     report["ok"] = bool(ok)
     print("RESULT " + json.dumps(report, default=str))
     return 0 if ok else 1
