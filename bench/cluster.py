@@ -48,6 +48,7 @@ def main() -> int:
 
     import ray
 
+    from lingalign import _llama
     from lingalign.capturing import parse_layer_spec, tokenize_sentences
     from lingalign.cluster import run_shards
     from lingalign.data import embedded_path, read_lines
@@ -58,8 +59,6 @@ def main() -> int:
     src = read_lines(embedded_path("swh"), limit=args.pairs)
     tgt = read_lines(embedded_path("eng"), limit=args.pairs)
     llm = open_model(model, n_ctx=1024, n_threads=2, n_threads_batch=2)
-    from lingalign import _llama
-
     layers = parse_layer_spec(args.layers, _llama.n_layer(llm))
     tokens = sum(len(t) for t in tokenize_sentences(llm, src + tgt))
     del llm
