@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from .common import load_llm
-from .options import Parents
+from .options import Parents, sharded
 
 
 def register(subparsers: Any, parents: Parents) -> None:
@@ -19,7 +19,7 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--layers", default="all", help="all | 5 | 0,4,8 | 2-6 | -1 (default: all)")
     own.add_argument("--skip", type=int, default=0)
     own.add_argument("--limit", type=int, default=None)
-    sp = subparsers.add_parser("capture", parents=[own, parents.model],
+    sp = subparsers.add_parser("capture", parents=[own, parents.model, parents.cluster],
                                help="pooled residual stream of every layer for a text file -> .npz")
     sp.set_defaults(func=cmd_capture)
 
@@ -30,11 +30,44 @@ def cmd_capture(args: argparse.Namespace) -> int:
     from ..data import read_lines
 
     lines = read_lines(args.text, skip=args.skip, limit=args.limit)
+    if sharded(args):
+        return _capture_sharded(args, lines)
     llm = load_llm(args)
     n_layer = _llama.n_layer(llm)
     layers = parse_layer_spec(args.layers, n_layer) or list(range(n_layer))
     captures = capture(llm, lines, layers=layers, pool=args.pool, progress=None)
     captures.save(args.out)
+    n, n_layers, width = captures.activations.shape
+    print(f"captured {n} sentences x {n_layers} layers x {width} -> {args.out}")
+    return 0
+
+
+def _capture_sharded(args: argparse.Namespace, lines: list[str]) -> int:
+    """capture --ray / --resume: the sentences in shards (on Ray actors with --ray), concatenated
+    in shard order (lingalign.cluster)."""
+    import sys
+
+    from ..captures import Captures
+    from ..capturing import parse_layer_spec
+    from ..cluster import import_ray, run_shards
+    from ..models import resolve_model
+    from ..model import fingerprint
+
+    if args.ray is not None:
+        import_ray()  # says how to install it, before anything slow
+    model_path = str(resolve_model(args.model))
+    model = fingerprint(model_path)
+    layers = parse_layer_spec(args.layers, model.n_layer) or list(range(model.n_layer))
+    run = run_shards(model_path, lines, None, layers=layers, kind="captures", pool=args.pool,
+                     shard_size=args.shard_size, use_ray=args.ray is not None,
+                     ray_address=None if args.ray in (None, "local") else args.ray, workers=args.workers,
+                     n_threads=args.threads or 1, n_gpu_layers=args.n_gpu_layers, resume_dir=args.resume)
+    assert run.X is not None
+    captures = Captures(run.X, layers, model, pool=args.pool)
+    captures.save(args.out)
+    s = run.summary
+    print(f"{s['pairs']} sentences, {s['shards']} shards ({s['shards_resumed']} resumed), {s['workers']} workers, "
+          f"{s['seconds']:.1f} s", file=sys.stderr)
     n, n_layers, width = captures.activations.shape
     print(f"captured {n} sentences x {n_layers} layers x {width} -> {args.out}")
     return 0

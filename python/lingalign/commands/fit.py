@@ -14,7 +14,7 @@ from ..experts import DEFAULT_K
 from ..fit import DEFAULT_METHOD, METHODS
 from ..transform import POSITIONS, PRECISIONS
 from .common import load_llm, span
-from .options import Parents
+from .options import Parents, sharded
 
 NEURON_METHODS = ("experts", "random-neurons")
 # Measured by bench/quality.py: one ridge map at the layer chosen on held-out pairs beats one at
@@ -55,7 +55,7 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--positions", choices=POSITIONS, default="all", help="default position policy stored in the file")
     own.add_argument("--skip", type=int, default=0, help="skip the first N line pairs")
     own.add_argument("--limit", type=int, default=None, help="use at most N line pairs")
-    sp = subparsers.add_parser("fit", parents=[own, parents.model],
+    sp = subparsers.add_parser("fit", parents=[own, parents.model, parents.cluster],
                                help="fit a transform from line-aligned source/English text")
     sp.set_defaults(func=cmd_fit)
 
@@ -80,6 +80,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     src_file, tgt_file = _resolve_fit_files(args)
     src, tgt = read_pairs(src_file, tgt_file, skip=args.skip, limit=args.limit)
+    if sharded(args):
+        return _fit_sharded(args, src, tgt, src_file, tgt_file)
     llm = load_llm(args)
     n_layer = _llama.n_layer(llm)
     neurons = args.method in NEURON_METHODS
@@ -182,6 +184,52 @@ def _fit_neurons(
         positions=args.positions,
         fit_info=info,
     )
+
+
+def _fit_sharded(args: argparse.Namespace, src: list[str], tgt: list[str], src_file: str, tgt_file: str) -> int:
+    """fit --ray / --shard-size / --resume: capture in shards (on Ray actors with --ray) and fit
+    from the shard-order reduction (lingalign.cluster)."""
+    from ..cluster import fit_sharded, import_ray
+    from ..data import lines_sha256
+    from ..models import resolve_model
+    from ..model import fingerprint
+
+    if args.ray is not None:
+        import_ray()  # says how to install it, before anything slow
+    if args.method in NEURON_METHODS:
+        raise LingalignError(f"{args.method} is not fitted in shards yet; run it without --ray/--shard-size/--resume")
+    if args.layers in (None, "auto"):
+        raise LingalignError("sharded fitting needs --layers (auto chooses on held-out rows, which shards do not keep)")
+    if args.method == "ridge" and args.lam is None:
+        raise LingalignError("ridge fitted from shard statistics needs --lambda (no held-out rows are kept to choose it)")
+    from ..capturing import parse_layer_spec
+
+    model_path = str(resolve_model(args.model))
+    n_layer = fingerprint(model_path).n_layer
+    layers = parse_layer_spec(args.layers, n_layer) or list(range(n_layer))
+    rank = _parse_rank(args.rank)
+    if rank == "auto":
+        rank = None
+        print("--rank auto needs held-out rows: storing full maps (give --rank N for low rank)", file=sys.stderr)
+    info = {"pairs": len(src), "skip": args.skip, "limit": args.limit, "src_file": os.path.basename(src_file),
+            "tgt_file": os.path.basename(tgt_file), "src_sha256": lines_sha256(src), "tgt_sha256": lines_sha256(tgt),
+            "pool": "mean"}
+    use_ray = args.ray is not None
+    print(f"capturing {len(src)} sentence pairs at layers {span(layers)} in shards of {args.shard_size}"
+          f"{' on Ray' if use_ray else ''} ...", file=sys.stderr)
+    transform, summary = fit_sharded(
+        model_path, src, tgt, method=args.method, layers=layers, lam=args.lam, bias=args.bias, rank=rank,
+        source_lang=args.src_lang or "", target_lang=args.tgt_lang, alpha=1.0 if args.alpha is None else args.alpha,
+        positions=args.positions, fit_info=info, shard_size=args.shard_size, use_ray=use_ray,
+        ray_address=None if args.ray in (None, "local") else args.ray, workers=args.workers,
+        n_threads=args.threads or 1, n_gpu_layers=args.n_gpu_layers, resume_dir=args.resume,
+    )
+    transform = transform.to_precision(args.precision)
+    transform.save(args.out)
+    print(f"{summary['pairs']} pairs, {summary['shards']} shards ({summary['shards_resumed']} resumed), "
+          f"{summary['workers']} workers, {summary['seconds']:.1f} s", file=sys.stderr)
+    print(f"wrote {args.out}: {args.method} at layers {span(sorted(transform.layers))}, {len(src)} pairs")
+    return 0
 
 
 def _parse_rank(spec: str) -> int | str | None:

@@ -37,9 +37,33 @@ def transform_options(transform_help: str = TRANSFORM_HELP) -> argparse.Argument
     return p
 
 
+DEFAULT_SHARD_SIZE = 1000
+
+
+def cluster_options() -> argparse.ArgumentParser:
+    """Capture in shards, on Ray actors with --ray (lingalign.cluster; Ray is the [ray] extra)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="capture on Ray actors: no ADDRESS starts a local Ray, auto joins a running cluster "
+                        '(pip install "lingalign[ray]")')
+    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE,
+                   help=f"sentence pairs per shard with --ray or --resume (default {DEFAULT_SHARD_SIZE})")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Ray actors (default: the cluster's CPUs / --threads); each opens the model once")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="keep each finished shard's result in DIR and skip the shards already there")
+    return p
+
+
+def sharded(args: argparse.Namespace) -> bool:
+    """Whether the command runs in shards: --ray or --resume."""
+    return args.ray is not None or args.resume is not None
+
+
 @dataclass(frozen=True)
 class Parents:
     """One parser of each shared option group, for the subparsers of one top-level parser."""
 
     model: argparse.ArgumentParser = field(default_factory=model_options)
     transform: argparse.ArgumentParser = field(default_factory=transform_options)
+    cluster: argparse.ArgumentParser = field(default_factory=cluster_options)
