@@ -227,7 +227,12 @@ def report() -> None:
             if rows:
                 lines += [f"### {task}", "", "| language | protocol | n | no transform | English | default | gap closed |",
                           "|---|---|---|---|---|---|---|", *rows, ""]
-        fid = [(k, v) for k, v in recs.items() if "-fidelity-" in k]
+        # one row per task and language: the record with the transform also holds the one without
+        fid_by: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        for k, v in sorted(recs.items()):
+            if "-fidelity-" in k and ((v["task"], v["lang"]) not in fid_by or v["condition"] == "default"):
+                fid_by[(v["task"], v["lang"])] = (k, v)
+        fid = list(fid_by.values())
         if fid:
             lines += ["### Answer-language fidelity", "",
                       "Greedy continuations (48 tokens) of the test stories (XStoryCloze: the first four sentences) "
