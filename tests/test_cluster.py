@@ -103,8 +103,8 @@ def test_ray_in_loopback_namespace(tmp_path):
         pytest.skip('needs Ray: pip install "lingalign[ray]"')
     if not _netns_ok():
         pytest.skip("needs `unshare -n` (root) to run Ray in a loopback-only network namespace")
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0",
-               PYTHONPATH=os.pathsep.join([str(HERE.parent / "python"), os.environ.get("PYTHONPATH", "")]))
+    # the same lingalign as this test: the interpreter's (installed, as in CI) or PYTHONPATH's
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     cmd = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$1" "$2"',
            sys.executable, str(HERE / "cluster_in_netns.py"), str(tmp_path)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
