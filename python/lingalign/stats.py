@@ -133,15 +133,20 @@ def _centred(s: LayerStats) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     return mx, my, cxx, cxy
 
 
+def _moments(s: LayerStats, bias: bool, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mean X, mean Y, X^T X, X^T Y), centred when the fit has a bias (zero means otherwise)."""
+    if s.xx is None or s.xy is None:
+        raise LingalignError(f"{method} needs second moments (X^T X, X^T Y)")
+    if bias:
+        return _centred(s)
+    d = s.sx.shape[0]
+    return np.zeros(d), np.zeros(d), s.xx, s.xy
+
+
 def ridge_from_stats(s: LayerStats, lam: float, *, bias: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """`fit.fit_ridge` with a given lam, from statistics: (W [d, d], b or None)."""
-    if s.xx is None or s.xy is None:
-        raise LingalignError("ridge needs second moments (X^T X, X^T Y)")
     d = s.sx.shape[0]
-    if bias:
-        mx, my, cxx, cxy = _centred(s)
-    else:
-        mx, my, cxx, cxy = np.zeros(d), np.zeros(d), s.xx, s.xy
+    mx, my, cxx, cxy = _moments(s, bias, "ridge")
     cxx = (cxx + cxx.T) / 2  # exactly symmetric
     scale = float(np.trace(cxx) / d) or 1.0
     # (Xc^T Xc + lam s I)^-1 Xc^T (Yc - Xc): eigh, so that a singular Cxx (N < d) is still solved
@@ -160,13 +165,8 @@ def incline_from_stats(s: LayerStats, *, bias: bool = False) -> tuple[np.ndarray
     treated as zero: directions whose singular value is under ~1e-6 of the largest are dropped,
     where lstsq would keep those above ~1e-13. Equal to lstsq for well-conditioned X and for
     N < d with X of full row rank (the null space is cut either way)."""
-    if s.xx is None or s.xy is None:
-        raise LingalignError("incline needs second moments (X^T X, X^T Y)")
     d = s.sx.shape[0]
-    if bias:
-        mx, my, cxx, cxy = _centred(s)
-    else:
-        mx, my, cxx, cxy = np.zeros(d), np.zeros(d), s.xx, s.xy
+    mx, my, cxx, cxy = _moments(s, bias, "incline")
     evals, V = np.linalg.eigh((cxx + cxx.T) / 2)
     top = float(evals.max()) if evals.size else 0.0
     cut = 100 * np.finfo(np.float64).eps * max(s.n, d) * top
