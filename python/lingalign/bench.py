@@ -101,12 +101,12 @@ def _capture_throughput(llm: Any, sentences: list[str], hooked: bool) -> float:
 
 
 def _plain_batched_eval(llm: Any, tokens: list[list[int]], n_batch: int = 512, n_seq: int = 32) -> None:
-    """The batches capture decodes, in the same kind of context (a BatchRunner: embeddings,
-    n_ubatch, sequences), with no hook: plain llama.cpp reading the same sentences. Outputs for
-    each sentence's last token only, so the output head runs for one row a sentence (capture
-    marks every row of the last layer and skips the head once it has read that layer)."""
+    """Plain llama.cpp reading the sentences capture reads, in the same batches (a BatchRunner
+    with no hook: same n_batch, n_ubatch, sequences), doing no more than capture must: every
+    layer, and the output head only for each sentence's last token (a logits context; an
+    embeddings context would make every token an output and run the 262k-wide head for all)."""
     n_seq = max(1, min(n_seq, _llama.max_parallel_sequences()))
-    with BatchRunner(llm, None, n_batch=n_batch, n_seq=n_seq, embeddings=True) as runner:
+    with BatchRunner(llm, None, n_batch=n_batch, n_seq=n_seq, embeddings=False) as runner:
         for group in pack_sentences(tokens, n_batch, n_seq):
             fill_batch(runner.batch, tokens, group, all_outputs=False)
             runner.decode(doing="running the plain capture baseline")
