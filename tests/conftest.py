@@ -52,17 +52,18 @@ def tiny_llm(path: Path, **kwargs):
 def configure_new_hooks(monkeypatch: pytest.MonkeyPatch, configure: Callable[[Any], None]) -> list:
     """Every hook that capture and choice scoring make from now on (their own contexts' hooks,
     not a Steering's) is passed to `configure` first; returns the list they are added to."""
-    from lingalign.hook import new_hook as original
+    from lingalign.hook import hook_with as original
 
     hooks: list = []
 
-    def configured_hook(llm: Any) -> Any:
-        hooks.append(original(llm))
-        configure(hooks[-1])
-        return hooks[-1]
+    def configured_hook_with(llm: Any, *args: Any, **kwargs: Any) -> Any:
+        hook, prepared = original(llm, *args, **kwargs)
+        hooks.append(hook)
+        configure(hook)
+        return hook, prepared
 
     for module in ("lingalign.capturing", "lingalign.evaluate"):  # each imported the name itself
-        monkeypatch.setattr(importlib.import_module(module), "new_hook", configured_hook)
+        monkeypatch.setattr(importlib.import_module(module), "hook_with", configured_hook_with)
     return hooks
 
 

@@ -73,6 +73,17 @@ def hook_stats(steering, layer: int = 0) -> dict[str, int]:
     return {"threads": stats["kernel_threads"], "map_bytes": stats["map_bytes"].get(layer, 0)}
 
 
+def _assert_same_tensors(t: Transform, back: Transform, parts: tuple[str, ...]) -> None:
+    """Every listed tensor of every layer is in both or neither, with the same dtype, shape and bytes."""
+    for il, lm in t.layers.items():
+        for part in parts:
+            a, b = getattr(lm, part), getattr(back.layers[il], part)
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert a.dtype == b.dtype and a.shape == b.shape
+                assert a.tobytes() == b.tobytes()
+
+
 def _maps(model_path, layers, *, kind="affine", seed=0, scale=0.3, rank=RANK) -> Transform:
     """float32 maps whose values are exactly representable in float16."""
     fp = lingalign.model.fingerprint(model_path)
@@ -328,13 +339,8 @@ def test_file_round_trip_and_conversions(tiny_model, tmp_path, precision):
         assert types["blk.0.map"] == half and "blk.0.delta_scale" not in types
     back = Transform.load(path)
     assert back.precision == precision and back.summary() == tp.summary()
-    for il, lm in tp.layers.items():
-        for part in ("matrix", "bias", "vector", "lowrank_u", "lowrank_vt", "delta_q8", "delta_q4", "delta_scale"):
-            a, b = getattr(lm, part), getattr(back.layers[il], part)
-            assert (a is None) == (b is None)
-            if a is not None:
-                assert a.dtype == b.dtype and a.shape == b.shape
-                assert a.tobytes() == b.tobytes()
+    _assert_same_tensors(tp, back, ("matrix", "bias", "vector", "lowrank_u", "lowrank_vt", "delta_q8", "delta_q4",
+                                     "delta_scale"))
     # back to float: the dense map, exactly
     f = back.to_precision("f32")
     assert f.precision == "f32" and f.layers[0].delta_q8 is None and f.layers[0].delta_q4 is None
@@ -562,13 +568,7 @@ def test_f16_and_f32_maps_mix_in_a_file_that_round_trips_exactly(tiny_model, tmp
     }
     back = Transform.load(path)
     assert back.summary() == t.summary()
-    for il, lm in t.layers.items():
-        for part in ("matrix", "bias", "vector", "lowrank_u", "lowrank_vt"):
-            a, b = getattr(lm, part), getattr(back.layers[il], part)
-            assert (a is None) == (b is None)
-            if a is not None:
-                assert a.dtype == b.dtype and a.shape == b.shape
-                assert a.tobytes() == b.tobytes()
+    _assert_same_tensors(t, back, ("matrix", "bias", "vector", "lowrank_u", "lowrank_vt"))
     # f16 -> f32 is exact, and back
     t32 = back.to_precision("f32")
     assert t32.layers[0].matrix.dtype == np.float32

@@ -19,9 +19,8 @@ from ._abi import _core
 from .captures import POOLS, SITES, Captures
 from .data import lines_sha256
 from .errors import LingalignError
-from .hook import new_hook
+from .hook import hook_with
 from .model import fingerprint
-from .prepared import prepare
 from .runner import BatchRunner
 from .transform import Transform
 
@@ -170,15 +169,13 @@ def capture(
     if n == 0:
         return Captures(result, tuple(cap_layers), model, site, pool, info)
 
-    hook = new_hook(llm)
+    hook, prepared = hook_with(llm, transform, model=model, alpha=alpha, positions=positions, force=force)
     site_id = _core.SITE_FFN if site == sites.FFN else _core.SITE_RESIDUAL
     policy = "all"
-    if transform is not None:
-        prepared = prepare(hook, transform, model, alpha=alpha, positions=positions, force=force)
-        hook.select(prepared.core, prepared.alpha)
+    if prepared is not None:
         policy = prepared.positions
-        info["transform"] = {"method": transform.method, "source_lang": transform.source_lang,
-                             "alpha": hook.alpha, "positions": policy}
+        info["transform"] = {"method": prepared.transform.method, "source_lang": prepared.transform.source_lang,
+                             "alpha": prepared.alpha, "positions": policy}
 
     n_batch = max(min(batch_tokens, _llama.n_ctx_train(llm) or batch_tokens), max(len(t) for t in tokens))
     n_seq = max(1, min(max_sequences, _llama.max_parallel_sequences()))

@@ -11,10 +11,8 @@ as when generating.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,15 +21,11 @@ from . import _llama
 from ._abi import _core
 from .capturing import _Progress, capture
 from .errors import LingalignError
-from .hook import new_hook
+from .hook import hook_with
 from .metrics import pair_cosine_distance, retrieval_top1
-from .model import fingerprint
-from .prepared import prepare
 from .runner import BatchRunner
 from .tasks import (
-    LETTERS,
     PROTOCOLS,
-    XCOPA_CONNECTORS,
     ChoiceItem,
     Prompt,
     Task,
@@ -39,6 +33,7 @@ from .tasks import (
     letter_prompt,
     likelihood_prompt,
     load_task,
+    xcopa_item,
 )
 
 
@@ -86,18 +81,10 @@ def eval_retrieval(
 
 
 
-CHOICE_CONNECTORS = XCOPA_CONNECTORS  # 0.1's name
-
 
 def load_choice_items(path: str | os.PathLike[str]) -> list[ChoiceItem]:
     """The items of a task file (XCOPA jsonl, XStoryCloze tsv or SIB-200 tsv); see tasks.load_task."""
     return list(load_task(path).items)
-
-
-def choice_language(path: str | os.PathLike[str]) -> str:
-    """Language code from an XCOPA file name (val.sw.jsonl -> sw); 'en' if none matches."""
-    parts = Path(path).name.split(".")
-    return parts[-2] if len(parts) >= 3 and parts[-2] in XCOPA_CONNECTORS else "en"
 
 
 def _log_softmax_rows(logits: np.ndarray) -> np.ndarray:
@@ -107,15 +94,7 @@ def _log_softmax_rows(logits: np.ndarray) -> np.ndarray:
 
 def _as_items(items: Sequence[ChoiceItem | dict[str, Any]]) -> list[ChoiceItem]:
     """ChoiceItems, from XCOPA-format dicts where needed."""
-    out = []
-    for k, it in enumerate(items):
-        if isinstance(it, ChoiceItem):
-            out.append(it)
-            continue
-        out.append(ChoiceItem("xcopa", str(it.get("idx", k)),
-                              (("premise", str(it["premise"]).strip()), ("question", str(it["question"]))),
-                              (str(it["choice1"]).strip(), str(it["choice2"]).strip()), int(it["label"])))
-    return out
+    return [it if isinstance(it, ChoiceItem) else xcopa_item(it, str(it.get("idx", k))) for k, it in enumerate(items)]
 
 
 def _encode(llm: Any, prompt: Prompt) -> tuple[list[int], list[list[int]]]:
@@ -179,12 +158,9 @@ def score_prompts(
     if max_options > max_seqs:
         raise LingalignError(f"an item has {max_options} options; llama.cpp runs at most {max_seqs} sequences")
 
-    hook = new_hook(llm)
+    hook, prepared = hook_with(llm, transform, alpha=alpha, positions=positions, force=force)
     policy = "all"
-    if transform is not None:
-        prepared = prepare(hook, transform, fingerprint(llm.model_path), alpha=alpha, positions=positions,
-                           force=force)
-        hook.select(prepared.core, prepared.alpha)
+    if prepared is not None:
         info["warnings"], policy = list(prepared.warnings), prepared.positions
     apply_ctx = policy in ("all", "prompt")
     apply_cont = policy in ("all", "generated")

@@ -41,6 +41,20 @@ def new_hook(llm: Any) -> Any:
     return hook
 
 
+def hook_with(llm: Any, transform: Transform | None, *, model: ModelFingerprint | None = None,
+              alpha: float | None = None, positions: str | None = None, force: bool = False) -> tuple[Any, Prepared | None]:
+    """A new hook for `llm` (see new_hook) with `transform` prepared and selected, for the batch
+    work that runs in contexts of its own (capture, choice scoring): (hook, Prepared or None).
+    `model` is llm's fingerprint, read from its file when not given."""
+    hook = new_hook(llm)
+    if transform is None:
+        return hook, None
+    model = fingerprint(llm.model_path) if model is None else model
+    prepared = prepare(hook, transform, model, alpha=alpha, positions=positions, force=force)
+    hook.select(prepared.core, prepared.alpha)
+    return hook, prepared
+
+
 class _PositionState:
     """Which tokens the policy selects, from what Llama.eval/generate are doing."""
 

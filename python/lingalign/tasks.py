@@ -25,6 +25,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import LingalignError
 
@@ -170,10 +171,14 @@ def _read_xcopa(p: Path) -> list[ChoiceItem]:
         texts = [item[k] for k in ("premise", "choice1", "choice2")]
         if not all(isinstance(t, str) and t.strip() for t in texts):
             raise LingalignError(f"{p}:{n}: premise and choices must be non-empty text")
-        items.append(ChoiceItem("xcopa", str(item.get("idx", n)),
-                                (("premise", item["premise"].strip()), ("question", item["question"])),
-                                (item["choice1"].strip(), item["choice2"].strip()), int(item["label"])))
+        items.append(xcopa_item(item, str(item.get("idx", n))))
     return items
+
+
+def xcopa_item(item: dict[str, Any], uid: str) -> ChoiceItem:
+    """A ChoiceItem from an XCOPA record (premise, choice1, choice2, question, label)."""
+    return ChoiceItem("xcopa", uid, (("premise", str(item["premise"]).strip()), ("question", str(item["question"]))),
+                      (str(item["choice1"]).strip(), str(item["choice2"]).strip()), int(item["label"]))
 
 
 def _tsv_rows(p: Path, columns: tuple[str, ...]) -> list[tuple[int, list[str]]]:

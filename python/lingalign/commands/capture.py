@@ -4,7 +4,6 @@ text file, one sentence per line, saved as an .npz with the layers, the pooling 
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from .common import load_llm

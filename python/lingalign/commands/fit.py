@@ -11,12 +11,11 @@ from typing import Any
 
 from ..errors import LingalignError
 from ..experts import DEFAULT_K
-from ..fit import DEFAULT_METHOD, METHODS
+from ..fit import DEFAULT_METHOD, EXPERT_METHODS, METHODS
 from ..transform import POSITIONS, PRECISIONS
 from .common import load_llm, span
 from .options import Parents, sharded
 
-NEURON_METHODS = ("experts", "random-neurons")
 # Measured by bench/quality.py: one ridge map at the layer chosen on held-out pairs beats one at
 # the last layer at the best and at the last layer alike (docs/results.md).
 DEFAULT_MAP_LAYERS = "auto"
@@ -29,7 +28,7 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--src", help="source-language sentences, one per line")
     own.add_argument("--tgt", help="their English translations, line-aligned")
     own.add_argument("--out", required=True, help="output transform .gguf")
-    own.add_argument("--method", choices=METHODS + NEURON_METHODS, default=DEFAULT_METHOD,
+    own.add_argument("--method", choices=METHODS + EXPERT_METHODS, default=DEFAULT_METHOD,
                      help="how to fit (experts: clamp the target language's expert neurons; random-neurons: its control)")
     own.add_argument("--src-lang", default="", help="source language code (with no --src: the embedded corpus)")
     own.add_argument("--tgt-lang", default="eng")
@@ -84,7 +83,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         return _fit_sharded(args, src, tgt, src_file, tgt_file)
     llm = load_llm(args)
     n_layer = _llama.n_layer(llm)
-    neurons = args.method in NEURON_METHODS
+    neurons = args.method in EXPERT_METHODS
     layer_spec = args.layers if args.layers is not None else ("all" if neurons else DEFAULT_MAP_LAYERS)
     auto = layer_spec == "auto"
     if auto and not neurons and args.layers is None and len(src) < MIN_PAIRS_AUTO:
@@ -196,7 +195,7 @@ def _fit_sharded(args: argparse.Namespace, src: list[str], tgt: list[str], src_f
 
     if args.ray is not None:
         import_ray()  # says how to install it, before anything slow
-    if args.method in NEURON_METHODS:
+    if args.method in EXPERT_METHODS:
         raise LingalignError(f"{args.method} is not fitted in shards yet; run it without --ray/--shard-size/--resume")
     if args.layers in (None, "auto"):
         raise LingalignError("sharded fitting needs --layers (auto chooses on held-out rows, which shards do not keep)")
