@@ -166,7 +166,7 @@ class LayerMap:
     def _set(self, tensors: dict[str, Any]) -> None:
         arrays: dict[str, np.ndarray] = {}
         for name, value in tensors.items():
-            array = np.array(value, copy=True) if not isinstance(value, np.ndarray) else value.copy()
+            array = np.array(value, copy=True)  # its own memory (a plain ndarray, also from a memmap)
             array.setflags(write=False)
             arrays[name] = array
         kind = _kind_of(set(arrays))

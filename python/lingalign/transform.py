@@ -346,7 +346,8 @@ def _read(path: Path) -> Transform:
         expected_bytes = int(np.prod([int(n) for n in t.shape])) * _TYPE_SIZES[ttype]
         if t.n_bytes != expected_bytes or t.data.nbytes != expected_bytes:
             raise TransformFileError(f"{path}: tensor {t.name} is truncated")
-        per_layer.setdefault(int(parts[1]), {})[parts[2]] = np.array(t.data, dtype=_DTYPES[ttype], copy=True)
+        # a view of the file's bytes: LayerMap copies what it keeps
+        per_layer.setdefault(int(parts[1]), {})[parts[2]] = np.asarray(t.data, dtype=_DTYPES[ttype])
     if sorted(per_layer) != sorted(declared):
         raise TransformFileError(
             f"{path}: tensors cover layers {sorted(per_layer)} but the metadata declares {sorted(declared)}"
