@@ -32,7 +32,7 @@ def test_capture_writes_activations(tiny_model, texts, tmp_path, capsys):
     assert captures.info["sentences"] == 4 and len(captures.info["sha256"]) == 64
 
 
-@pytest.mark.parametrize("method", ["ridge", "incline", "meanshift", "contrastive"])
+@pytest.mark.parametrize("method", ["ridge", "incline", "meanshift", "contrastive", "langvec", "lda"])
 def test_fit_info_run(tiny_model, texts, tmp_path, capsys, method):
     out = tmp_path / f"{method}.gguf"
     args = ["fit", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(texts[1]), "--out", str(out)]
@@ -50,6 +50,27 @@ def test_fit_info_run(tiny_model, texts, tmp_path, capsys, method):
     assert json.loads(capsys.readouterr().out)["source_lang"] == "spa"
     assert main(["run", "--model", str(tiny_model), "-p", "hola", "-n", "4", "--transform", str(out), "--alpha", "0.5"]) == 0
     assert capsys.readouterr().out.strip() != ""
+
+
+def test_fit_staged_puts_its_two_stages_on_the_default_layers_and_control_shuffles(tiny_model, texts, tmp_path, capsys):
+    out = tmp_path / "staged.gguf"
+    base = ["fit", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(texts[1])]
+    assert main([*base, "--out", str(out), "--method", "staged"]) == 0
+    t = Transform.load(out)
+    assert t.fit_info["stages"] == {"align": [1], "anchor": [3]}  # a quarter to two thirds; the last sixth of 4
+    assert [t.layers[il].kind for il in (1, 3)] == ["shift", "shift"]
+    assert main([*base, "--out", str(out), "--method", "staged", "--layers", "0-1", "--anchor-layers", "2-3"]) == 0
+    assert Transform.load(out).fit_info["stages"] == {"align": [0, 1], "anchor": [2, 3]}
+    shuffled = tmp_path / "shuffled.gguf"
+    assert main([*base, "--out", str(shuffled), "--method", "ridge", "--lambda", "1", "--layers", "2",
+                 "--control", "shuffled"]) == 0
+    honest = tmp_path / "honest.gguf"
+    assert main([*base, "--out", str(honest), "--method", "ridge", "--lambda", "1", "--layers", "2"]) == 0
+    assert Transform.load(shuffled).fit_info["control"] == "shuffled pairs (seed 0)"
+    assert not np.allclose(Transform.load(shuffled).layers[2].dense(), Transform.load(honest).layers[2].dense())
+    capsys.readouterr()
+    assert main([*base, "--out", str(out), "--method", "ridge", "--anchor-layers", "3"]) == 1
+    assert "--anchor-layers is for --method staged" in capsys.readouterr().err
 
 
 def test_fit_with_too_few_pairs_to_choose_a_layer_uses_the_last(tiny_model, texts, tmp_path, capsys):

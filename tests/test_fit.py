@@ -194,3 +194,87 @@ def test_langvec_is_the_mean_difference_applied_with_norms_kept():
 
     moved = apply_map(X, lm)
     np.testing.assert_allclose(np.linalg.norm(moved, axis=1), np.linalg.norm(X.astype(np.float64), axis=1), rtol=1e-12)
+
+
+def _two_languages(n, seed=0):
+    """Pooled states of two 'languages': shared content plus a language offset along a direction
+    the content also varies along (so the mean difference and the discriminant differ)."""
+    rng = np.random.default_rng(seed)
+    content = rng.standard_normal((n, D)) * np.linspace(3.0, 0.2, D)  # anisotropic content
+    lang = np.zeros(D)
+    lang[0], lang[-1] = 1.0, 1.0  # the offset: along a high- and a low-variance axis
+    return (content + rng.standard_normal((n, D)) * 0.05).astype(np.float32), (content + lang).astype(np.float32)
+
+
+def test_lda_vector_separates_better_than_the_mean_difference_and_lands_on_the_english_projection():
+    from lingalign.fit import _fisher_ratio, fit_lda
+
+    X, Y = _two_languages(400)
+    v, shrinkage = fit_lda(X, Y)
+    assert 0.0 <= shrinkage <= 1.0
+    w = v / np.linalg.norm(v)
+    md = fit_meanshift(X, Y)
+    Xt, Yt = _two_languages(400, seed=1)  # held-out sentences
+    # the discriminant leans on the low-variance axis, where the languages separate cleanly
+    assert _fisher_ratio(Xt.astype(np.float64), Yt.astype(np.float64), w) > 3 * _fisher_ratio(
+        Xt.astype(np.float64), Yt.astype(np.float64), md / np.linalg.norm(md))
+    # moving the source by v puts its mean projection on English's, and leaves the rest alone
+    np.testing.assert_allclose(((X + v) @ w).mean(), (Y @ w).mean(), rtol=1e-4)
+    t = Transform.fit(_caps(np.stack([X] * 3, axis=1)), _caps(np.stack([Y] * 3, axis=1)), method="lda", layers=[2])
+    assert t.layers[2].kind == "additive" and "2" in t.fit_info["lda_shrinkage"]
+    with pytest.raises(LingalignError, match="shrinkage"):
+        fit_lda(X, Y, shrinkage=1.5)
+
+
+def test_staged_moves_toward_english_in_the_middle_and_back_toward_the_source_late():
+    from lingalign.fit import default_stages
+
+    X, Y = _pairs(60)
+    src, tgt = _caps(np.stack([X, X, X], axis=1)), _caps(np.stack([Y, Y, Y], axis=1))
+    t = Transform.fit(src, tgt, method="staged", layers=[0, 1], anchor_layers=[2])
+    md = Y.mean(axis=0) - X.mean(axis=0)
+    assert [t.layers[il].kind for il in (0, 1, 2)] == ["shift"] * 3
+    np.testing.assert_allclose(t.layers[1].shift, md, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(t.layers[2].shift, -md, rtol=1e-5, atol=1e-6)
+    assert t.fit_info["stages"] == {"align": [0, 1], "anchor": [2]}
+    with pytest.raises(LingalignError, match="both alignment and anchor"):
+        Transform.fit(src, tgt, method="staged", layers=[1, 2], anchor_layers=[2])
+    with pytest.raises(LingalignError, match="needs anchor layers"):
+        Transform.fit(src, tgt, method="staged", layers=[1])
+    with pytest.raises(LingalignError, match="staged's"):
+        Transform.fit(src, tgt, method="langvec", layers=[1], anchor_layers=[2])
+    assert default_stages(range(28), 28) == (list(range(7, 18)), list(range(24, 28)))
+    assert default_stages(range(18), 18) == (list(range(4, 12)), list(range(15, 18)))
+
+
+def test_shuffled_pairs_moves_every_sentence_and_undoes_a_map():
+    from lingalign.fit import shuffled_pairs
+
+    for n in (2, 3, 10, 501):
+        perm = shuffled_pairs(n, seed=n)
+        assert sorted(perm) == list(range(n)) and not np.any(perm == np.arange(n))
+    X, Y, Xt, Yt = _split()
+    honest = Transform.fit(_caps(X[:, None, :], (0,)), _caps(Y[:, None, :], (0,)), method="ridge", layers=[0])
+    perm = shuffled_pairs(len(Y))
+    control = Transform.fit(_caps(X[:, None, :], (0,)), _caps(Y[perm][:, None, :], (0,)), method="ridge", layers=[0])
+    # the control fits the language's mean, not the pairs: its held-out error stays near no map's
+    none = float(((Xt.astype(np.float64) - Yt) ** 2).sum(axis=1).mean())
+    assert squared_error(Xt, Yt, honest.layers[0]) < 0.2 * squared_error(Xt, Yt, control.layers[0])
+    assert squared_error(Xt, Yt, control.layers[0]) < none
+    with pytest.raises(LingalignError, match="at least 2"):
+        shuffled_pairs(1)
+
+
+def test_blas_threads_limits_numpy_inside_the_block_only():
+    from threadpoolctl import threadpool_info
+
+    from lingalign.blas import blas_threads, default_fit_threads
+
+    def blas_counts():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_counts()
+    assert default_fit_threads() >= 1
+    with blas_threads(1) as n:
+        assert n == 1 and all(c == 1 for c in blas_counts())
+    assert blas_counts() == before

@@ -8,7 +8,6 @@ how it moves the states. The result is a Captures object, which carries what fit
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ from .data import lines_sha256
 from .errors import LingalignError
 from .hook import hook_with
 from .model import fingerprint
+from .progress import Progress
 from .runner import BatchRunner
 from .transform import Transform
 
@@ -57,25 +57,6 @@ def parse_layer_spec(spec: str | None, n_layer: int) -> list[int] | None:
         except ValueError:
             raise LingalignError(f"bad layer spec {spec!r} (use e.g. all, 5, 0,4,8, 2-6, -1)") from None
     return _parse_layers(sorted(layers), n_layer)
-
-
-class _Progress:
-    def __init__(self, total: int, enabled: bool | None, desc: str) -> None:
-        if enabled is None:
-            enabled = total >= 200 and sys.stderr.isatty()
-        self.bar: Any = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit="sent", leave=False)
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def pack_sentences(tokens: Sequence[Sequence[int]], n_batch: int, n_seq: int) -> Iterator[list[int]]:
@@ -181,7 +162,7 @@ def capture(
     n_seq = max(1, min(max_sequences, _llama.max_parallel_sequences()))
     need_all_outputs = cap_layers[-1] == n_layer - 1
     bos = llm.token_bos()
-    bar = _Progress(n, progress, "capture")
+    bar = Progress(n, progress, "capture")
     # embeddings=True: outputs are n_embd wide, no n_vocab-wide logits buffer per token
     runner = BatchRunner(llm, hook, n_batch=n_batch, n_seq=n_seq, embeddings=True)
     try:

@@ -19,10 +19,11 @@ import numpy as np
 
 from . import _llama
 from ._abi import _core
-from .capturing import _Progress, capture
+from .capturing import capture
 from .errors import LingalignError
 from .hook import hook_with
 from .metrics import pair_cosine_distance, retrieval_top1
+from .progress import Progress
 from .runner import BatchRunner
 from .tasks import (
     PROTOCOLS,
@@ -166,7 +167,7 @@ def score_prompts(
     apply_cont = policy in ("all", "generated")
     n_seq = min(max_seqs, max(max_options, 64))
     runner = BatchRunner(llm, hook, n_batch=batch_tokens, n_seq=n_seq, embeddings=False, seqs_per_token=max_options)
-    bar = _Progress(n, progress, "choice")
+    bar = Progress(n, progress, "choice", unit="item")
     try:
         for group in _pack_items(sizes, batch_tokens, max_outputs, n_seq):
             b = runner.batch.batch

@@ -12,8 +12,15 @@ Inputs are paired arrays [N, n_layers, d] (source sentences, their English trans
 - meanshift: additive vector v = mean(Y) - mean(X) (difference of means).
 - langvec: the same vector as a language shift, applied with each hidden state's norm kept,
   h' = (h + v) |h| / |h + v| (after ReCoVeR: subtract the source language's mean, add English's).
+- lda: one vector along the direction that best tells the two languages apart (Fisher's linear
+  discriminant on the pooled states, within-language covariance shrunk toward its mean
+  variance), sized so that the source mean's projection on it lands on English's (after ITLC).
 - contrastive: an affine map fitted by in-batch InfoNCE over cosine similarities (AFP's
   objective), started at and decayed toward the identity; see `contrastive`.
+- staged (after MRRE): langvec toward English at the alignment layers, and at the later
+  `anchor_layers` the language vector the other way, toward the source language, so that the
+  model reads the prompt as it reads English but answers in the prompt's language. Both stages
+  act on every position (a transform has one position policy).
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ from .errors import LingalignError
 from .experts import DEFAULT_K, expert_layers
 from .layer import LayerMap
 from .metrics import check_pair, heldout_split, retrieval_top1
+from .progress import Progress
 
-METHODS = ("ridge", "incline", "meanshift", "contrastive", "langvec")
+METHODS = ("ridge", "incline", "meanshift", "contrastive", "langvec", "lda", "staged")
+VECTOR_METHODS = ("meanshift", "langvec", "lda", "staged")  # fitted from means (and covariances) only
 EXPERT_METHODS = ("experts", "random-neurons")  # clamps fitted on FFN captures of one language against others
 DEFAULT_METHOD = "contrastive"  # the best mean held-out retrieval at both metrics in docs/results.md
 RIDGE_LAMBDAS = (1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
@@ -151,6 +160,67 @@ def fit_meanshift(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     return Y.astype(np.float64).mean(axis=0) - X.astype(np.float64).mean(axis=0)
 
 
+LDA_SHRINKAGES = (0.01, 0.1, 0.3, 0.6, 0.9)
+
+
+def _fisher_direction(X: np.ndarray, Y: np.ndarray, shrinkage: float) -> np.ndarray:
+    """Unit w maximising between- over within-language variance, Sw shrunk toward tr(Sw)/d * I."""
+    mx, my = X.mean(axis=0), Y.mean(axis=0)
+    Xc, Yc = X - mx, Y - my
+    d = X.shape[1]
+    Sw = (Xc.T @ Xc + Yc.T @ Yc) / max(X.shape[0] + Y.shape[0] - 2, 1)
+    Sw = (1.0 - shrinkage) * Sw + shrinkage * (np.trace(Sw) / d) * np.eye(d)
+    w = np.linalg.solve(Sw, my - mx)
+    return w / (np.linalg.norm(w) or 1.0)
+
+
+def _fisher_ratio(X: np.ndarray, Y: np.ndarray, w: np.ndarray) -> float:
+    px, py = X @ w, Y @ w
+    within = px.var() + py.var()
+    return float((py.mean() - px.mean()) ** 2 / within) if within > 0 else 0.0
+
+
+def fit_lda(X: np.ndarray, Y: np.ndarray, *, shrinkage: float | None = None, seed: int = 0) -> tuple[np.ndarray, float]:
+    """The LDA language vector: (v [d], shrinkage). v lies along Fisher's discriminant w of the
+    source (X) and English (Y) states and moves the source mean's projection on w onto English's,
+    v = w (w . (mean(Y) - mean(X))). With fewer sentences than dimensions the within-language
+    covariance is singular; its shrinkage is the one whose direction separates a held-out fifth
+    best (Fisher ratio) unless given (with under 10 pairs, the middle candidate)."""
+    check_pair(X, Y)
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    if shrinkage is None:
+        tr, va = heldout_split(X64.shape[0], seed=seed)
+        if len(tr) < 2 or len(va) < 2:  # too few pairs to choose: the middle candidate
+            shrinkage = LDA_SHRINKAGES[len(LDA_SHRINKAGES) // 2]
+        else:
+            scores = [(_fisher_ratio(X64[va], Y64[va], _fisher_direction(X64[tr], Y64[tr], g)), -g)
+                      for g in LDA_SHRINKAGES]
+            shrinkage = -max(scores)[1]
+    if not 0.0 <= shrinkage <= 1.0:
+        raise LingalignError(f"shrinkage must be in [0, 1], not {shrinkage!r}")
+    w = _fisher_direction(X64, Y64, float(shrinkage))
+    return w * float(w @ (Y64.mean(axis=0) - X64.mean(axis=0))), float(shrinkage)
+
+
+def shuffled_pairs(n: int, seed: int = 0) -> np.ndarray:
+    """A permutation of range(n) that moves every index (n >= 2): each source sentence gets
+    another sentence's translation, the control that shows what pairing contributes."""
+    if n < 2:
+        raise LingalignError("shuffling pairs needs at least 2 pairs")
+    order = np.random.default_rng(seed).permutation(n)
+    perm = np.empty(n, dtype=np.int64)
+    perm[order] = np.roll(order, -1)  # one cycle through a random order: nobody keeps its own
+    return perm
+
+
+def default_stages(layers: Sequence[int], n_layer: int) -> tuple[list[int], list[int]]:
+    """staged's default (alignment layers, anchor layers) among `layers` of an n_layer model: the
+    middle layers from a quarter to two thirds of the depth, and the last sixth."""
+    align = [il for il in layers if n_layer // 4 <= il < (2 * n_layer) // 3]
+    anchor = [il for il in layers if il >= n_layer - max(1, n_layer // 6)]
+    return align, anchor
+
+
 def apply_map(X: np.ndarray, layer_map: LayerMap, alpha: float = 1.0) -> np.ndarray:
     """What the hook does to residual-stream rows X [N, d] (float64 here): maps and vectors only."""
     X64 = X.astype(np.float64)
@@ -187,6 +257,9 @@ def fit_layers(
     rank: int | str | None = None,
     k: int = DEFAULT_K,
     seed: int = 0,
+    weight_decay: float | None = None,
+    anchor_layers: Sequence[int] = (),
+    progress: bool | None = None,
 ) -> tuple[dict[int, LayerMap], dict[str, Any]]:
     """Fit one LayerMap per layer from paired captures: (layer maps, fit record).
 
@@ -195,6 +268,10 @@ def fit_layers(
     a transform. `bias` defaults to False for incline (the reference) and True for ridge and
     contrastive. `rank` stores maps as I + U @ Vt: an int, "auto" (the smallest rank no worse on
     held-out pairs, see choose_rank), or None for full matrices.
+
+    `weight_decay` is contrastive's (None: chosen on a held-out fifth of the pairs, per layer).
+    staged puts langvec at `layers` and its reverse, toward the source language, at
+    `anchor_layers` (which must not overlap them). `progress` shows a bar over the layers.
 
     For "experts" (and its control "random-neurons"), src are FFN captures of the language and
     tgt of other languages; the k neurons that tell them apart best are clamped to their mean on
@@ -217,6 +294,18 @@ def fit_layers(
         raise LingalignError(f"unknown method {method!r} (one of {', '.join(METHODS + EXPERT_METHODS)})")
     if src.site != "residual":
         raise LingalignError(f"{method} fits the residual stream; these captures are of the {src.site}")
+    anchors = sorted({int(il) for il in anchor_layers})
+    if anchors and method != "staged":
+        raise LingalignError(f"anchor layers are staged's; {method} fits one stage")
+    if method == "staged":
+        if not anchors:
+            raise LingalignError("staged needs anchor layers (the late layers that keep the answer's language)")
+        both = sorted(set(anchors) & set(chosen))
+        if both:
+            raise LingalignError(f"layer(s) {both} are both alignment and anchor layers")
+        missing = [il for il in anchors if il not in src.layers]
+        if missing:
+            raise LingalignError(f"anchor layer(s) {missing} were not captured (captured: {list(src.layers)})")
     if len(src) != len(tgt):
         raise LingalignError(f"{len(src)} source but {len(tgt)} target sentences: captures must be paired")
     d = src.width
@@ -224,26 +313,38 @@ def fit_layers(
         raise LingalignError(f"rank must be 'auto' or 1..{d}, not {rank!r}")
     info: dict[str, Any] = {"pairs": len(src)}
     use_bias = (method in ("ridge", "contrastive")) if bias is None else bool(bias)
-    if method not in ("meanshift", "langvec"):
+    if method not in VECTOR_METHODS:
         info["bias"] = use_bias
+    if method == "staged":
+        info["stages"] = {"align": chosen, "anchor": anchors}
     out: dict[int, LayerMap] = {}
     lambdas: dict[str, float] = {}
     ranks: dict[str, int | str] = {}
     measured: dict[str, str] = {}
-    for il in chosen:
+    shrinkages: dict[str, float] = {}
+    bar = Progress(len(chosen) + len(anchors), progress, f"fitting {method}", unit="layer", min_total=4)
+    for il in chosen + anchors:
+        bar.update()
         X, Y = src.layer(il), tgt.layer(il)
         if method == "meanshift":
             out[il] = LayerMap(vector=fit_meanshift(X, Y).astype(np.float32))
             continue
-        if method == "langvec":  # ReCoVeR: English minus source-language mean, each state's norm kept
-            out[il] = LayerMap(shift=fit_meanshift(X, Y).astype(np.float32))
+        if method in ("langvec", "staged"):  # ReCoVeR: English minus source-language mean, norms kept
+            toward_source = il in anchors  # staged's second stage: back toward the prompt's language
+            out[il] = LayerMap(shift=(fit_meanshift(Y, X) if toward_source else fit_meanshift(X, Y)).astype(np.float32))
+            continue
+        if method == "lda":
+            v, shrinkages[str(il)] = fit_lda(X, Y, seed=seed)
+            out[il] = LayerMap(vector=v.astype(np.float32))
             continue
         if method == "incline":
             W, b = fit_incline(X, Y, bias=use_bias)
         elif method == "contrastive":
             creport: dict[str, float] = {}
             # the weight decay is chosen on a held-out fifth; with very few pairs, the middle one
-            wd = None if X.shape[0] >= 10 else WEIGHT_DECAYS[len(WEIGHT_DECAYS) // 2]
+            wd = weight_decay
+            if wd is None and X.shape[0] < 10:
+                wd = WEIGHT_DECAYS[len(WEIGHT_DECAYS) // 2]
             W, b = fit_contrastive(X, Y, weight_decay=wd, report=creport)
             if not use_bias:
                 b = None
@@ -279,9 +380,12 @@ def fit_layers(
             Wr = np.eye(W.shape[0]) + U @ Vt
             b32 = (Y.astype(np.float64).mean(axis=0) - X.astype(np.float64).mean(axis=0) @ Wr).astype(np.float32)
         out[il] = LayerMap(lowrank_u=U.astype(np.float32), lowrank_vt=Vt.astype(np.float32), bias=b32)
+    bar.close()
     if lambdas:
         info["ridge_lambda"] = lambdas
-    if method not in ("meanshift", "langvec"):
+    if shrinkages:
+        info["lda_shrinkage"] = shrinkages
+    if method not in VECTOR_METHODS:
         info["rank"] = ranks
     if measured:
         info["measured"] = measured
@@ -300,6 +404,7 @@ def choose_layer(
     lam: float | None = None,
     bias: bool | None = None,
     alphas: Sequence[float] = LAYER_ALPHAS,
+    progress: bool | None = None,
 ) -> tuple[int, float, dict[str, Any]]:
     """The layer (and strength) where one map helps retrieval most: (layer, alpha, record).
 
@@ -307,12 +412,20 @@ def choose_layer(
     on that fifth, the top-1 retrieval (cosine, source -> target) of the moved source states at
     that layer. That is what the model's own l_out at that layer would give with the map live,
     so no model run is needed. Ties go to the gentler strength, then the later layer.
+
+    contrastive's candidates are fitted with one weight decay (the middle of WEIGHT_DECAYS):
+    choosing it per candidate layer tripled the time (bench/fit_speed.py); the fit at the chosen
+    layer chooses it as usual. staged is one-stage langvec here (its stages are layer ranges).
     """
     if len(src) < 10:
         raise LingalignError(f"choosing a layer needs at least 10 sentence pairs, got {len(src)}")
     train, held = heldout_split(len(src))
     cands = list(src.layers) if candidates is None else sorted(set(candidates))
-    fitted, _ = fit_layers(src.rows(train), tgt.rows(train), method=method, layers=cands, lam=lam, bias=bias)
+    if method == "staged":
+        method = "langvec"
+    wd = WEIGHT_DECAYS[len(WEIGHT_DECAYS) // 2] if method == "contrastive" else None
+    fitted, _ = fit_layers(src.rows(train), tgt.rows(train), method=method, layers=cands, lam=lam, bias=bias,
+                           weight_decay=wd, progress=progress)
     scores: list[tuple[float, float, int]] = []
     per_layer: dict[str, float] = {}
     for il in cands:

@@ -115,11 +115,11 @@ class Transform:
     ) -> Transform:
         """Fit a transform from two Captures of the same model (numpy only; see `fit.fit_layers`).
 
-        Map and vector methods (ridge, incline, meanshift, contrastive) take paired residual
+        Map and vector methods (ridge, incline, meanshift, contrastive, langvec, lda, staged) take paired residual
         captures: src of the source sentences, tgt of their English translations. "experts"
         (and its control "random-neurons") takes FFN captures of the language (src) and of
         others (tgt). `layers` chooses which captured layers get a transform (default: all);
-        `options` go to the method (lam, bias, rank, k, seed).
+        `options` go to the method (lam, bias, rank, k, seed, weight_decay, anchor_layers, progress).
         """
         fitted, info = fit_layers(src, tgt, method=method, layers=layers, **options)
         record = dict(fit_info or {})

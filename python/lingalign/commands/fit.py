@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from typing import Any
 
+from ..blas import blas_threads
 from ..errors import LingalignError
 from ..experts import DEFAULT_K
 from ..fit import DEFAULT_METHOD, EXPERT_METHODS, METHODS
@@ -35,6 +37,14 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--layers", default=None,
                      help=f"layers to fit: auto (the one layer where a map helps held-out retrieval most) | -1 | all | "
                           f"0,4,8 | 2-6 (default: {DEFAULT_MAP_LAYERS} for maps and vectors, all for neuron methods)")
+    own.add_argument("--anchor-layers", default=None,
+                     help="staged: the late layers that move back toward the source language "
+                          "(default: the last sixth; --layers default: a quarter to two thirds of the depth)")
+    own.add_argument("--control", choices=("shuffled",), default=None,
+                     help="shuffled: fit on shuffled pairs (each sentence with another one's translation), "
+                          "the control that shows what pairing contributes")
+    own.add_argument("--fit-threads", type=int, default=None,
+                     help="BLAS threads while fitting (default: half the CPUs; see docs/speed.md)")
     own.add_argument("--k", type=int, default=DEFAULT_K,
                      help=f"experts / random-neurons: neurons to clamp (default {DEFAULT_K})")
     own.add_argument("--seed", type=int, default=0, help="random-neurons: seed of the draw")
@@ -85,6 +95,21 @@ def cmd_fit(args: argparse.Namespace) -> int:
     n_layer = _llama.n_layer(llm)
     neurons = args.method in EXPERT_METHODS
     layer_spec = args.layers if args.layers is not None else ("all" if neurons else DEFAULT_MAP_LAYERS)
+    staged = args.method == "staged"
+    if args.anchor_layers is not None and not staged:
+        raise LingalignError("--anchor-layers is for --method staged")
+    if args.control and neurons:
+        raise LingalignError(f"--control shuffled needs paired sentences; {args.method} has its own control (random-neurons)")
+    anchor_layers: list[int] = []
+    if staged:
+        from ..fit import default_stages
+
+        align, anchor = default_stages(range(n_layer), n_layer)
+        if args.layers not in (None, "auto"):
+            align = parse_layer_spec(args.layers, n_layer) or list(range(n_layer))
+        anchor_layers = (parse_layer_spec(args.anchor_layers, n_layer) or list(range(n_layer))) \
+            if args.anchor_layers is not None else [il for il in anchor if il not in align]
+        layer_spec = ",".join(str(il) for il in align)
     auto = layer_spec == "auto"
     if auto and not neurons and args.layers is None and len(src) < MIN_PAIRS_AUTO:
         print(f"only {len(src)} pairs: too few to choose a layer, fitting the last one", file=sys.stderr)
@@ -108,32 +133,42 @@ def cmd_fit(args: argparse.Namespace) -> int:
         n_neurons = sum(lm.clamp_index.size for lm in transform.layers.values())
         print(f"wrote {args.out}: {args.method}, {n_neurons} neurons clamped over {len(transform.layers)} layers")
         return 0
-    print(f"capturing {len(src)} sentence pairs at layers {span(fit_layers)} ...", file=sys.stderr)
-    X = capture(llm, src, layers=fit_layers)
-    Y = capture(llm, tgt, layers=fit_layers)
-    alpha = args.alpha
-    if auto:
-        from ..fit import choose_layer
+    captured = sorted(set(fit_layers) | set(anchor_layers))
+    print(f"capturing {len(src)} sentence pairs at layers {span(captured)} ...", file=sys.stderr)
+    X = capture(llm, src, layers=captured)
+    Y = capture(llm, tgt, layers=captured)
+    if args.control == "shuffled":
+        from ..fit import shuffled_pairs
 
-        layer, chosen_alpha, record = choose_layer(X, Y, method=args.method, lam=args.lam, bias=args.bias)
-        alpha = chosen_alpha if args.alpha is None else args.alpha
-        info["layer_choice"] = record
-        fit_layers = [layer]
-        print(f"layer {layer} (alpha {chosen_alpha:g}) helps held-out retrieval most", file=sys.stderr)
-    transform = Transform.fit(
-        X,
-        Y,
-        layers=fit_layers,
-        method=args.method,
-        lam=args.lam,
-        bias=args.bias,
-        rank=_parse_rank(args.rank),
-        source_lang=args.src_lang or "",
-        target_lang=args.tgt_lang,
-        alpha=1.0 if alpha is None else alpha,
-        positions=args.positions,
-        fit_info=info,
-    )
+        Y = Y.rows(shuffled_pairs(len(Y), seed=args.seed))
+        info["control"] = f"shuffled pairs (seed {args.seed})"
+    alpha = args.alpha
+    with blas_threads(args.fit_threads) as threads:
+        t0 = time.perf_counter()
+        if auto:
+            from ..fit import choose_layer
+
+            layer, chosen_alpha, record = choose_layer(X, Y, method=args.method, lam=args.lam, bias=args.bias)
+            alpha = chosen_alpha if args.alpha is None else args.alpha
+            info["layer_choice"] = record
+            fit_layers = [layer]
+            print(f"layer {layer} (alpha {chosen_alpha:g}) helps held-out retrieval most", file=sys.stderr)
+        transform = Transform.fit(
+            X,
+            Y,
+            layers=fit_layers,
+            method=args.method,
+            lam=args.lam,
+            bias=args.bias,
+            rank=_parse_rank(args.rank),
+            source_lang=args.src_lang or "",
+            target_lang=args.tgt_lang,
+            alpha=1.0 if alpha is None else alpha,
+            positions=args.positions,
+            fit_info=info,
+            **({"anchor_layers": anchor_layers} if staged else {}),
+        )
+        print(f"fitted in {time.perf_counter() - t0:.1f} s ({threads} BLAS thread{'s' * (threads > 1)})", file=sys.stderr)
     transform = transform.to_precision(args.precision)
     transform.save(args.out)
     print(f"wrote {args.out}: {args.method} at layers {span(sorted(transform.layers))}, {len(src)} pairs")
