@@ -81,3 +81,52 @@ def test_tune_takes_storycloze_and_sib_dev_files(tiny_model, tmp_path, capsys):
                      "--out", str(out)]) == 0
         record = Transform.load(out).fit_info["tuned"]
         assert record["metric"] == "choice" and record["n_dev"] == 4
+
+
+def test_tune_with_fidelity_rejects_settings_that_change_the_answer_language(tiny_model, tmp_path, capsys, monkeypatch):
+    """--fidelity: the best-scoring setting is kept only if the share of answers in the prompts'
+    language stays within --max-fidelity-drop of no transform's. The tiny model neither answers
+    a task nor speaks a language, so the dev score and the language check are replaced: positive
+    strengths score higher and turn the answers English (what the default transform did to
+    Swahili on Gemma), negative ones score a little higher and keep the language."""
+    import lingalign.tune as tune_module
+
+    def fake_choice(llm, items, lang="en", transform=None, progress=None):
+        a = 0.0 if transform is None else transform.alpha
+        return {"accuracy": 0.5 + (0.1 * a if a > 0 else 0.05 * abs(a))}
+
+    calls = []
+
+    def fake_fidelity(llm, t, prompts, lang, max_tokens):
+        calls.append(t)
+        return {"fidelity": 0.0 if t is not None and t.alpha > 0 else 1.0, "looping": 0.0}
+
+    monkeypatch.setattr(tune_module, "eval_choice", fake_choice)
+    monkeypatch.setattr(tune_module, "_fidelity", fake_fidelity)
+    path = tmp_path / "t.gguf"
+    _transform(tiny_model, [1, 2], alpha=1.0).save(path)
+    val = tmp_path / "val.es.jsonl"
+    val.write_text("\n".join(json.dumps(i) for i in ITEMS) + "\n", encoding="utf-8")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hola, ¿cómo estás?\n¿dónde está la estación?\n", encoding="utf-8")
+    base = ["tune", "--model", str(tiny_model), "--transform", str(path), "--dev", str(val), "--metric", "choice"]
+    assert main([*base, "--out", str(tmp_path / "plain.gguf")]) == 0
+    plain = Transform.load(tmp_path / "plain.gguf").fit_info["tuned"]
+    assert plain["best"]["alpha"] == 1.0 and "fidelity" not in plain  # the unconstrained winner switches language
+    assert main([*base, "--out", str(tmp_path / "kept.gguf"), "--fidelity", str(prompts), "--lang", "spa"]) == 0
+    record = Transform.load(tmp_path / "kept.gguf").fit_info["tuned"]
+    assert record["fidelity"]["baseline"] == 1.0 and record["fidelity"]["lang"] == "spa"
+    # alphas 1, 0.75 and 0.5 score above -1's 0.55 (0.5 ties it and is gentler), at 2 positions x 3 layer subsets
+    assert len(record["fidelity"]["rejected"]) == 3 * 2 * 3
+    assert record["best"]["alpha"] == -1.0 and record["best"]["fidelity"] == 1.0
+    assert calls[0] is None and len(calls) == 1 + 18 + 1  # no transform, then best first until one is kept
+    assert "18 better-scoring setting(s) rejected" in capsys.readouterr().out
+    assert main([*base, "--fidelity", str(prompts), "--max-fidelity-drop", "2"]) == 1
+    assert main([*base, "--alphas", "0.5,x"]) == 1
+    assert "--alphas" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "few.gguf"), "--alphas", "0.5", "--positions", "all"]) == 0
+    assert Transform.load(tmp_path / "few.gguf").fit_info["tuned"]["candidates"] == 3
+
+
+def test_staged_transforms_tune_each_stage_alone_too():
+    assert layer_subsets([7, 8, 24, 25], {"align": [7, 8], "anchor": [24, 25]}) == [[7, 8, 24, 25], [7, 8], [24, 25]]

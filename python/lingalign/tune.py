@@ -34,13 +34,33 @@ def refuse_test_data(path: str | os.PathLike[str]) -> None:
         raise LingalignError(f"refusing to tune on {Path(path).name}: it looks like test data (tune on val/dev data)")
 
 
-def layer_subsets(layers: Sequence[int]) -> list[list[int]]:
-    """All of the transform's layers, and each layer alone when there are a few."""
+def layer_subsets(layers: Sequence[int], stages: dict[str, list[int]] | None = None) -> list[list[int]]:
+    """All of the transform's layers, and each layer alone when there are a few; for a staged
+    transform, all and each stage alone."""
     layers = sorted(layers)
     out = [layers]
-    if 1 < len(layers) <= 6:
+    if stages:
+        out += [sorted(stage) for stage in stages.values() if stage and sorted(stage) != layers]
+    elif 1 < len(layers) <= 6:
         out += [[il] for il in layers]
     return out
+
+
+def _fidelity(llm: Any, t: Transform | None, prompts: Sequence[str], lang: str, max_tokens: int) -> dict[str, Any]:
+    """Answer-language fidelity of greedy answers to prompts, with t applied (None: without)."""
+    from .fidelity import generate_answers, summarize
+    from .hook import attach
+
+    steering = attach(llm)
+    before = steering.active
+    try:
+        if t is None:
+            steering.use(None)
+        else:
+            steering.set(t)
+        return summarize(generate_answers(llm, prompts, max_tokens=max_tokens), lang)
+    finally:
+        steering.use(before)
 
 
 def _subset(t: Transform, layers: list[int], alpha: float, positions: str) -> Transform:
@@ -58,11 +78,19 @@ def tune(
     lang: str = "en",
     alphas: Sequence[float] = ALPHAS,
     positions: Sequence[str] = ("all", "last"),
+    fidelity_prompts: Sequence[str] | None = None,
+    fidelity_lang: str | None = None,
+    max_fidelity_drop: float = 0.02,
+    fidelity_tokens: int = 32,
     progress: bool | None = None,
 ) -> tuple[Transform, dict[str, Any]]:
     """Score every (layers, alpha, positions) candidate on dev data; return the transform with
     the best as its defaults, and the record of the search. When no candidate scores above no
     transform at all, the defaults become alpha 0 (off) and the record's best has "off": True.
+
+    With `fidelity_prompts` (in `fidelity_lang`), a candidate is kept only if the share of greedy
+    answers in that language falls by at most `max_fidelity_drop` from no transform's; candidates
+    are checked best first, so only those that would win are generated with.
 
     retrieval: mean top-1 (source -> English) over the transform's layers, the source read with
     the candidate active (positions other than 'all' barely move mean-pooled sentences, so only
@@ -72,7 +100,8 @@ def tune(
         raise LingalignError(f"unknown metric {metric!r} (one of {', '.join(METRICS)})")
     candidates: list[tuple[list[int], float, str]] = []
     policies = ["all"] if metric == "retrieval" else list(positions)
-    for layers, alpha, pos in itertools.product(layer_subsets(list(transform.layers)), alphas, policies):
+    stages = transform.fit_info.get("stages") if isinstance(transform.fit_info.get("stages"), dict) else None
+    for layers, alpha, pos in itertools.product(layer_subsets(list(transform.layers), stages), alphas, policies):
         candidates.append((layers, float(alpha), pos))
 
     if metric == "retrieval":
@@ -98,7 +127,25 @@ def tune(
     results = []
     for layers, alpha, pos in candidates:
         results.append({"layers": layers, "alpha": alpha, "positions": pos, "score": score(_subset(transform, layers, alpha, pos))})
-    best = max(results, key=lambda r: (r["score"], -abs(r["alpha"])))  # ties: the gentler strength
+    ranked = sorted(results, key=lambda r: (r["score"], -abs(r["alpha"])), reverse=True)  # ties: the gentler strength
+    best = ranked[0]
+    fidelity_record: dict[str, Any] | None = None
+    if fidelity_prompts:
+        want = fidelity_lang or lang
+        plain = _fidelity(llm, None, fidelity_prompts, want, fidelity_tokens)
+        fidelity_record = {"lang": want, "n": len(fidelity_prompts), "max_drop": max_fidelity_drop,
+                           "baseline": plain["fidelity"], "baseline_looping": plain["looping"], "rejected": []}
+        best = {"score": baseline}  # off, unless a candidate above no transform keeps fidelity
+        for r in ranked:
+            if r["score"] <= baseline:
+                break
+            f = _fidelity(llm, _subset(transform, r["layers"], r["alpha"], r["positions"]), fidelity_prompts, want,
+                          fidelity_tokens)
+            r["fidelity"], r["looping"] = f["fidelity"], f["looping"]
+            if f["fidelity"] >= plain["fidelity"] - max_fidelity_drop:
+                best = r
+                break
+            fidelity_record["rejected"].append({k: r[k] for k in ("layers", "alpha", "positions", "score", "fidelity")})
     if best["score"] <= baseline:
         # Nothing beat no transform on dev: the gentlest setting of all, off, is the one kept.
         best = {"layers": sorted(transform.layers), "alpha": 0.0, "positions": transform.positions,
@@ -111,5 +158,7 @@ def tune(
         "candidates": len(results),
         "n_dev": len(dev_src) if metric == "retrieval" else len(dev_items or []),
     }
+    if fidelity_record is not None:
+        record["fidelity"] = fidelity_record
     tuned = dataclasses.replace(tuned, fit_info={**transform.fit_info, "tuned": record})
     return tuned, record

@@ -21,6 +21,13 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--skip", type=int, default=0)
     own.add_argument("--limit", type=int, default=None)
     own.add_argument("--lang", default=None, help="choice: connector language (default: from the file name)")
+    own.add_argument("--fidelity", metavar="FILE", default=None,
+                     help="prompts in the dev language (text, XStoryCloze or SIB-200 file): reject settings that "
+                          "lower the share of answers in that language by more than --max-fidelity-drop")
+    own.add_argument("--fidelity-limit", type=int, default=16, help="prompts taken from --fidelity (default 16)")
+    own.add_argument("--max-fidelity-drop", type=float, default=0.02, help="default 0.02 (2 points)")
+    own.add_argument("--alphas", default=None, help="comma-separated strengths to try (default: -1,-0.5,-0.25,0.25,0.5,0.75,1)")
+    own.add_argument("--positions", default=None, help="comma-separated position policies to try (choice; default: all,last)")
     own.add_argument("--ctx", type=int, default=512)
     own.add_argument("--out", help="write the tuned transform here (default: update --transform in place)")
     own.add_argument("--force", action="store_true")
@@ -48,14 +55,40 @@ def cmd_tune(args: argparse.Namespace) -> int:
     else:
         task = load_task(args.dev, limit=args.limit)  # XCOPA val, XStoryCloze train, SIB-200 dev
         items, lang = list(task.items), args.lang or task.lang
+    fidelity_prompts = None
+    if args.fidelity:
+        from ..fidelity import read_prompts
+
+        refuse_test_data(args.fidelity)
+        fidelity_prompts = read_prompts(args.fidelity, limit=args.fidelity_limit)
+        if not 0.0 <= args.max_fidelity_drop <= 1.0:
+            raise LingalignError(f"--max-fidelity-drop must be in [0, 1], not {args.max_fidelity_drop}")
+    options: dict[str, Any] = {}
+    if args.alphas:
+        try:
+            options["alphas"] = [float(a) for a in args.alphas.split(",")]
+        except ValueError:
+            raise LingalignError(f"--alphas must be numbers separated by commas, not {args.alphas!r}") from None
+    if args.positions:
+        from ..transform import check_positions
+
+        options["positions"] = [check_positions(p.strip()) for p in args.positions.split(",")]
+    fidelity_lang = lang or transform.source_lang or None
+    if fidelity_prompts and not fidelity_lang:
+        raise LingalignError("--fidelity needs the prompts' language: give --lang (the transform names no source language)")
     llm = load_llm(args, n_ctx=args.ctx)
     for w in transform.model.check(fingerprint(llm.model_path), force=args.force):
         print(f"lingalign: warning: {w}", file=sys.stderr)
     tuned, record = tune(llm, transform, metric=args.metric, dev_src=dev_src, dev_tgt=dev_tgt, dev_items=items,
-                         lang=lang or "en")
+                         lang=lang or "en", fidelity_prompts=fidelity_prompts, fidelity_lang=fidelity_lang,
+                         max_fidelity_drop=args.max_fidelity_drop, **options)
     out = args.out or args.transform
     tuned.save(out)
     best = record["best"]
+    fid = record.get("fidelity")
+    if fid and fid["rejected"]:
+        print(f"{len(fid['rejected'])} better-scoring setting(s) rejected: answer-language fidelity fell more than "
+              f"{fid['max_drop']:g} below no transform's {fid['baseline']:.2f}")
     if best.get("off"):
         print(f"{args.metric} on {record['n_dev']} dev examples: no setting of {record['candidates']} scored above "
               f"no transform ({record['baseline_score']:.3f}): default alpha set to 0 (off) in {out}; "
