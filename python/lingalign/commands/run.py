@@ -42,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.transform and args.lang:
         raise LingalignError("give --transform or --lang, not both")
     auto = args.lang == "auto"
-    path = args.transform or (shipped_transform_path(args.lang) if args.lang and not auto else None)
+    path = args.transform or (shipped_transform_path(args.lang, args.model) if args.lang and not auto else None)
     transform = Transform.load(path) if path else None
     llm = load_llm(args, n_ctx=args.ctx)
     steering = attach(llm)
@@ -54,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if auto:
         from ..route import Router
 
-        steering.set_router(Router.shipped())
+        steering.set_router(Router.shipped(args.model))
     if args.chat:
         from .. import _llama
 
