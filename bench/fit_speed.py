@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--method", default="contrastive")
     ap.add_argument("--captures", nargs=2, metavar=("SRC_NPZ", "TGT_NPZ"), default=None,
                     help="time only the fit, on saved captures (lingalign capture --out)")
+    ap.add_argument("--quick", action="store_true", help="only the fit as it is now (no BLAS-on-all-CPUs or before variants)")
     args = ap.parse_args()
 
     sys.path.insert(0, str(ROOT / "python"))
@@ -112,8 +113,10 @@ def main() -> None:
         fit_layers(X.rows(train), Y.rows(train), method=args.method)
         lingalign.Transform.fit(X, Y, method=args.method, layers=[X.layers[len(X.layers) // 2]])
 
-    variants = [("fit now", after_capture, half), ("fit now, BLAS on all CPUs", after_capture, cpus)]
-    if args.method == "contrastive":
+    variants = [("fit now", after_capture, half)]
+    if not args.quick:
+        variants.append(("fit now, BLAS on all CPUs", after_capture, cpus))
+    if args.method == "contrastive" and not args.quick:
         variants.append(("fit before (weight decay per layer), BLAS on all CPUs", before, cpus))
     for label, fn, threads in variants:
         for name, ctx in conditions:
