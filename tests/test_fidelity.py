@@ -7,7 +7,7 @@ import pytest
 from conftest import tiny_llm
 from test_hook import _transform
 
-from lingalign.fidelity import eval_fidelity, is_looping, read_prompts, summarize
+from lingalign.fidelity import describe_answer, eval_fidelity, is_looping, read_prompts, summarize
 from test_tasks import STORY_HEADER
 
 
@@ -24,6 +24,9 @@ def test_wrong_language_and_looping_answers_are_flagged():
     assert summarize(answers[:1], "swh_Latn")["fidelity"] == 1.0
     assert is_looping("na na na") and is_looping("one two three, one two three, one two three.")
     assert not is_looping("one two three, one two three, and then four.")
+    assert describe_answer(answers[0], "sw") == "in Swahili"
+    assert describe_answer(answers[2], "swh") == "in English, not Swahili; looping"
+    assert describe_answer(answers[3], "sw") == "no words"
 
 
 def test_prompts_from_story_sib_and_text_files(tmp_path):

@@ -84,6 +84,8 @@ def test_demo_runs_and_reports(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "Swahili" in out and "Tamil" in out and "mean" in out
+    # each answer says its language (and loops), so a wrong-language answer is never shown as a success
+    assert out.count("(in ") + out.count("(no words") >= 2 and "aligned:" in out
 
 
 def test_run_with_shipped_transform_by_language(capsys):

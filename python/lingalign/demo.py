@@ -1,77 +1,154 @@
-"""`lingalign demo`: fit, apply and measure on the embedded corpus, with the default model.
+"""`lingalign demo`: what lingalign does, measured, with nothing to download or prepare.
 
-For each embedded language: capture the last layer's residual stream for 240 sentences and
-their English translations, fit a ridge map on the first 160 pairs, then re-read the 80
-held-out sentences with the map applied inside llama.cpp and measure how much closer they come
-to their English translations. Ends with one generation with and without the intervention.
+1. Retrieval (the default model): for each embedded language, a transform fitted the way
+   `lingalign fit` fits by default, on 160 sentence pairs of the embedded corpus, then the 80
+   held-out sentences re-read with it applied inside llama.cpp: how much closer they come to
+   their English translations at the transform's layer.
+2. An answer: one Swahili question answered greedily without and with the Swahili transform,
+   each labelled with its detected language and whether it loops, so a wrong-language or
+   looping answer is never shown as a success.
+3. A task, when its data is there (`--task-data`, or ../shared/data/xstorycloze from the working
+   directory): a few dozen XStoryCloze stories in Swahili scored without and with the
+   transform, against the same stories in English.
+
+With another known model (`--model qwen2.5-coder-1.5b`) the retrieval table is left out (it
+re-reads 1,900 sentences at every layer: minutes on a laptop) and the transform is the one
+shipped for that model, or, without one, fitted on the embedded corpus.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 from .capturing import capture
-from .data import EMBEDDED_LANGUAGES, LANGUAGE_NAMES, embedded_path, read_lines
+from .data import EMBEDDED_LANGUAGES, LANGUAGE_NAMES, embedded_path, read_lines, shipped_dir, shipped_model_name
+from .fidelity import describe_answer
+from .fit import DEFAULT_METHOD, choose_layer
 from .hook import attach, open_model
 from .metrics import pair_cosine_distance, retrieval_top1
+from .models import DEFAULT_MODEL
 from .transform import Transform
 
 N_FIT = 160
+N_TASK = 24
 DEMO_PROMPT = ("swh", "Swali: Jua huchomoza upande gani?\nJibu:")
+TASK_FILES = ("xstorycloze/sw.eval.tsv", "xstorycloze/en.eval.tsv")
 
 
-def run_demo(model: str | None = None, threads: int | None = None, n_gpu_layers: int = 0) -> int:
-    start = time.time()
-    llm = open_model(model, n_ctx=1024, n_threads=threads, n_gpu_layers=n_gpu_layers)
-    steering = attach(llm)
-    fp = steering.model
-    last = fp.n_layer - 1
+def fit_as_fit_does(src: Any, tgt: Any, lang: str) -> Transform:
+    """`lingalign fit`'s default: DEFAULT_METHOD at the layer (and strength) where it helps held-out
+    retrieval most."""
+    layer, alpha, record = choose_layer(src, tgt, method=DEFAULT_METHOD)
+    return Transform.fit(src, tgt, method=DEFAULT_METHOD, layers=[layer], source_lang=lang, alpha=alpha,
+                         fit_info={"data": "embedded", "pairs": len(src), "layer_choice": record})
+
+
+def _retrieval_table(llm: Any) -> dict[str, Transform]:
     eng = read_lines(embedded_path("eng"))
-    print(f"lingalign demo on {fp.name or fp.architecture} ({fp.n_layer} layers, n_embd {fp.n_embd})")
-    print(
-        f"Per language: a ridge map at layer {last} fitted on {N_FIT} sentence pairs of the embedded corpus;\n"
-        f"measured on the {len(eng) - N_FIT} held-out pairs, with the map applied inside llama.cpp.\n"
-    )
-    english = capture(llm, eng, layers=[last])
-    held_eng = english.layer(last)[N_FIT:]
-    print(f"{'language':<12} {'top-1 to English':>18} {'translation distance':>24}")
-    print(f"{'':<12} {'before':>8} {'after':>9} {'before':>12} {'after':>11}")
+    print(f"1. Retrieval. Per language: {DEFAULT_METHOD} (lingalign fit's default) at the layer where it helps "
+          f"held-out retrieval most,\n   fitted on {N_FIT} sentence pairs of the embedded corpus and measured on "
+          f"the {len(eng) - N_FIT} held-out pairs,\n   with the transform applied inside llama.cpp.\n")
+    english = capture(llm, eng)
+    fit_rows = slice(0, N_FIT)
+    print(f"{'language':<12} {'layer':>5} {'top-1 to English':>18} {'translation distance':>24}")
+    print(f"{'':<12} {'':>5} {'before':>8} {'after':>9} {'before':>12} {'after':>11}")
     transforms = {}
     sums = [0.0, 0.0, 0.0, 0.0]
     langs = [lang for lang in EMBEDDED_LANGUAGES if lang != "eng"]
     for lang in langs:
         sentences = read_lines(embedded_path(lang))
-        src = capture(llm, sentences, layers=[last])
-        fit_rows = slice(0, N_FIT)
-        t = Transform.fit(src.rows(fit_rows), english.rows(fit_rows), method="ridge", source_lang=lang,
-                          fit_info={"data": "embedded", "pairs": N_FIT})
+        src = capture(llm, sentences)
+        t = fit_as_fit_does(src.rows(fit_rows), english.rows(fit_rows), lang)
         transforms[lang] = t
-        moved = capture(llm, sentences[N_FIT:], layers=[last], transform=t).layer(last)
-        held = src.layer(last)[N_FIT:]
-        row = (
-            retrieval_top1(held, held_eng)[0],
-            retrieval_top1(moved, held_eng)[0],
-            pair_cosine_distance(held, held_eng),
-            pair_cosine_distance(moved, held_eng),
-        )
+        (layer,) = t.layers
+        held_eng = english.layer(layer)[N_FIT:]
+        moved = capture(llm, sentences[N_FIT:], layers=[layer], transform=t).layer(layer)
+        held = src.layer(layer)[N_FIT:]
+        row = (retrieval_top1(held, held_eng)[0], retrieval_top1(moved, held_eng)[0],
+               pair_cosine_distance(held, held_eng), pair_cosine_distance(moved, held_eng))
         sums = [a + b for a, b in zip(sums, row)]
-        print(f"{LANGUAGE_NAMES[lang]:<12} {row[0]:>8.3f} {row[1]:>9.3f} {row[2]:>12.4f} {row[3]:>11.4f}")
+        print(f"{LANGUAGE_NAMES[lang]:<12} {layer:>5} {row[0]:>8.3f} {row[1]:>9.3f} {row[2]:>12.4f} {row[3]:>11.4f}")
         sys.stdout.flush()
     n = len(langs)
-    print(f"{'mean':<12} {sums[0] / n:>8.3f} {sums[1] / n:>9.3f} {sums[2] / n:>12.4f} {sums[3] / n:>11.4f}")
+    print(f"{'mean':<12} {'':>5} {sums[0] / n:>8.3f} {sums[1] / n:>9.3f} {sums[2] / n:>12.4f} {sums[3] / n:>11.4f}")
     print("(top-1: share of held-out sentences whose nearest English sentence, by cosine, is their translation;")
     print(" distance: mean cosine distance between a sentence and its translation. Higher / lower is closer.)\n")
+    return transforms
 
+
+def _swahili_transform(llm: Any, model: str | None) -> tuple[Transform, str]:
+    """The shipped Swahili transform of a known model, or one fitted on the embedded corpus."""
+    path = shipped_dir(model) / "swh-eng.gguf"
+    if path.is_file():
+        return Transform.load(path), f"shipped for {shipped_model_name(model)} ({path.name})"
+    eng, swh = read_lines(embedded_path("eng"))[:N_FIT], read_lines(embedded_path("swh"))[:N_FIT]
+    return fit_as_fit_does(capture(llm, swh), capture(llm, eng), "swh"), f"fitted on {N_FIT} embedded pairs"
+
+
+def _answers(llm: Any, steering: Any, t: Transform, where: str) -> None:
     lang, prompt = DEMO_PROMPT
-    print(f"Generation ({LANGUAGE_NAMES[lang]} prompt, greedy, 24 tokens):")
+    print(f"2. An answer ({LANGUAGE_NAMES[lang]} prompt, greedy, 24 tokens; the Swahili transform {where}, "
+          f"{t.method} at layer(s) {', '.join(map(str, sorted(t.layers)))}, alpha {t.alpha:g}, positions {t.positions}):")
     print(f"  prompt:  {prompt!r}")
     steering.clear()
     plain = llm(prompt, max_tokens=24, temperature=0)["choices"][0]["text"]
-    steering.set(transforms[lang], alpha=0.5, positions="last")
+    steering.set(t)
     steered = llm(prompt, max_tokens=24, temperature=0)["choices"][0]["text"]
     steering.clear()
-    print(f"  plain:   {plain!r}")
-    print(f"  aligned: {steered!r}  (alpha 0.5 on the last prompt token)")
-    print(f"\ndone in {time.time() - start:.0f} s")
+    print(f"  plain:   {plain!r}  ({describe_answer(plain, lang)})")
+    print(f"  aligned: {steered!r}  ({describe_answer(steered, lang)})")
+    if describe_answer(steered, lang) != f"in {LANGUAGE_NAMES[lang]}":
+        print("  The aligned answer is not a good Swahili answer: see docs/downstream.md for how often this happens.")
+    print()
+
+
+def find_task_data(task_data: str | None) -> tuple[Path, Path] | None:
+    """The Swahili and English XStoryCloze test files: given, or under ../shared/data."""
+    if task_data:
+        base = Path(task_data)
+        return (base / TASK_FILES[0], base / TASK_FILES[1]) if base.is_dir() else (base, base.with_name("en.eval.tsv"))
+    base = Path("..") / "shared" / "data"
+    files = (base / TASK_FILES[0], base / TASK_FILES[1])
+    return files if all(f.is_file() for f in files) else None
+
+
+def _task(llm: Any, t: Transform, files: tuple[Path, Path]) -> None:
+    from .evaluate import eval_choice
+    from .tasks import load_task
+
+    sw, en = load_task(files[0], limit=N_TASK, seed=0), load_task(files[1], limit=N_TASK, seed=0)
+    print(f"3. A task: {len(sw.items)} XStoryCloze test stories (which ending fits, by option log-likelihood), "
+          f"from {files[0]}")
+    r = eval_choice(llm, sw, english=en, transform=t)
+    se = (r["accuracy_without"] * (1 - r["accuracy_without"]) / len(sw.items)) ** 0.5
+    print(f"  Swahili without: {r['accuracy_without']:.3f}   with the transform: {r['accuracy']:.3f}   "
+          f"English: {r['english_accuracy']:.3f}   (standard error about {se:.2f} at this size)")
+    print("  Larger measurements, per language and method: docs/downstream.md and docs/methods.md.\n")
+
+
+def run_demo(model: str | None = None, threads: int | None = None, n_gpu_layers: int = 0,
+             task_data: str | None = None) -> int:
+    start = time.time()
+    llm = open_model(model, n_ctx=1024, n_threads=threads, n_gpu_layers=n_gpu_layers)
+    steering = attach(llm)
+    fp = steering.model
+    print(f"lingalign demo on {fp.name or fp.architecture} ({fp.n_layer} layers, n_embd {fp.n_embd})\n")
+    if shipped_model_name(model) == DEFAULT_MODEL:
+        transforms = _retrieval_table(llm)
+        t, where = transforms["swh"], f"from the table above, {DEFAULT_METHOD}"
+        shipped = shipped_dir(model) / "swh-eng.gguf"
+        if shipped.is_file():
+            t, where = Transform.load(shipped), f"shipped ({shipped.name})"
+    else:
+        t, where = _swahili_transform(llm, model)
+    _answers(llm, steering, t, where)
+    files = find_task_data(task_data)
+    if files is None:
+        print("3. A task: no XStoryCloze data found (give --task-data DIR with xstorycloze/sw.eval.tsv and en.eval.tsv)\n")
+    else:
+        _task(llm, t, files)
+    print(f"done in {time.time() - start:.0f} s")
     return 0

@@ -59,6 +59,21 @@ def answer_language(text: str) -> str | None:
     return identify(text)[0]
 
 
+def describe_answer(text: str, lang: str) -> str:
+    """What a reader should know about an answer to a prompt in `lang`: its detected language
+    when that is another one, and whether it loops ("in Swahili" / "in English, not Swahili; looping")."""
+    from .data import LANGUAGE_NAMES
+
+    want = normalize_lang(lang)
+    code = answer_language(text)
+    name = LANGUAGE_NAMES.get(want, want)
+    notes = ["no words" if code is None else f"in {name}" if code == want
+             else f"in {LANGUAGE_NAMES.get(code, code)}, not {name}"]
+    if is_looping(text):
+        notes.append("looping")
+    return "; ".join(notes)
+
+
 def summarize(answers: Sequence[str], lang: str) -> dict[str, Any]:
     """fidelity, english_share, looping and empty shares of answers to prompts in `lang`."""
     want = normalize_lang(lang)
