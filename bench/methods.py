@@ -189,6 +189,10 @@ def test_rule(args: argparse.Namespace, llm: Any) -> None:
     command = " ".join(["python bench/methods.py", *sys.argv[1:]])
     for lang in args.langs:
         t = dataclasses.replace(transform_for(llm, args.model, rule["config"], lang), alpha=rule["alpha"], positions="all")
+        t = t.to_precision(args.precision)  # what is measured is what ships (--ship)
+        t = dataclasses.replace(t, fit_info={**t.fit_info, "rule": rule, "precision": args.precision})
+        tested = out / "transforms" / f"{SIB_OF[lang]}-rule.gguf"
+        t.save(tested)
         for task, code in (("xstorycloze", lang), ("sib200", SIB_OF[lang])):
             key = f"test-{task}-{code}-{rule['config']}-{rule['alpha']:g}"
             if (out / f"{key}.json").is_file() or task not in args.test_tasks:
@@ -214,6 +218,41 @@ def test_rule(args: argparse.Namespace, llm: Any) -> None:
             rec["seconds"] = round(time.time() - t0, 1)
             rec["summary"] = {"accuracy": rec["accuracy"], **({"fidelity": rec["fidelity"]["fidelity"]} if "fidelity" in rec else {})}
             record(out / f"{key}.json", rec)
+
+
+def ship(model: str) -> None:
+    """matrices/<model>/<lang>-eng.gguf: the transforms measured on test with the rule, and a
+    manifest with their data, settings and test numbers."""
+    import shutil
+
+    import lingalign
+
+    out = RESULTS / model
+    dest = ROOT / "matrices" / model
+    dest.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {"command": f"python bench/methods.py --model {model} --ship", "transforms": {}}
+    for tested in sorted((out / "transforms").glob("*-rule.gguf")):
+        sib = tested.name.split("-")[0]
+        code = sib.split("_")[0]
+        t = lingalign.Transform.load(tested)
+        tests = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(out.glob("test-*.json"))]
+        measured = {f"{r['task']} {r['lang']} test": {
+            "n": r["n"], "accuracy": r["accuracy"],
+            "accuracy_without": json.loads((DOWNSTREAM / model / f"{r['task']}-{r['lang']}-likelihood-none.json")
+                                           .read_text(encoding="utf-8"))["result"]["accuracy"],
+            **({"fidelity": r["fidelity"]["fidelity"], "fidelity_without": r["fidelity_without"]["fidelity"]}
+               if "fidelity" in r else {})}
+            for r in tests if r["lang"] in (sib, *[k for k, v in SIB_OF.items() if v == sib])
+            and r["rule"]["config"] == t.fit_info["rule"]["config"]}
+        shutil.copyfile(tested, dest / f"{code}-eng.gguf")
+        manifest["model"] = t.model.to_dict()
+        manifest["transforms"][code] = {
+            "file": f"{code}-eng.gguf", "bytes": tested.stat().st_size, "method": t.method,
+            "layers": sorted(t.layers), "alpha": t.alpha, "positions": t.positions, "precision": t.fit_info["precision"],
+            "fit": f"SIB-200 {sib} train + eng_Latn train ({t.fit_info.get('pairs')} pairs)",
+            "rule": t.fit_info["rule"], "measured": measured}
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"written to {dest}")
 
 
 def report() -> None:
@@ -273,10 +312,16 @@ def main() -> None:
     ap.add_argument("--test-tasks", default="xstorycloze,sib200")
     ap.add_argument("--rule", default=None, help="CONFIG:ALPHA to test instead of the rule chosen on dev")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--precision", default="q8", help="of the transforms measured on test and shipped")
+    ap.add_argument("--ship", action="store_true", help="copy the transforms measured on test into matrices/<model>/")
     ap.add_argument("--report", action="store_true")
     args = ap.parse_args()
     if args.report:
         report()
+        return
+    if args.ship:
+        sys.path.insert(0, str(ROOT / "python"))
+        ship(args.model)
         return
     args.langs = args.langs.split(",")
     args.configs = [c for c in args.configs.split(",") if c]
