@@ -199,7 +199,9 @@ def report() -> None:
              "instruction with lettered options, each item in both option orders (A share: how often the first "
              "letter was the answer). *English*: the same items in English (XCOPA: its English machine "
              "translation). *default*: the default transform (`lingalign fit` on the 701 SIB-200 train pairs, "
-             "tuned on SIB-200 dev retrieval); *gap closed*: (with - without) / (English - without).", ""]
+             "tuned on SIB-200 dev retrieval); *gap closed*: (with - without) / (English - without).", "",
+             "The newer methods side by side on task dev data, and the rule chosen there measured on test: "
+             "[methods.md](methods.md).", ""]
     for model, recs in records.items():
         lines += [f"## {model}", ""]
         for task in DEV:

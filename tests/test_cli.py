@@ -91,7 +91,10 @@ def test_fit_layers_auto_picks_one_layer_and_alpha(tiny_model, tmp_path):
     t = Transform.load(out)
     choice = t.fit_info["layer_choice"]
     assert len(t.layers) == 1 and sorted(choice["gain_by_layer"]) == ["0", "1", "2", "3"]
-    assert choice["heldout_pairs"] == 5 and t.alpha  # round(24 / 5): the one held-out split (metrics.heldout_split) in (0.25, 0.5, 0.75, 1.0)
+    assert choice["heldout_pairs"] == 5  # round(24 / 5): the one held-out split (metrics.heldout_split)
+    from lingalign.fit import DEFAULT_ALPHA
+
+    assert t.method == "contrastive" and t.alpha == DEFAULT_ALPHA  # the default method stores the rule's strength
     assert main(["fit", "--model", str(tiny_model), "--method", "experts", "--src", str(src), "--tgt", str(tgt),
                  "--out", str(out), "--layers", "auto"]) == 1
 

@@ -26,7 +26,7 @@ from typing import Any
 from .capturing import capture
 from .data import EMBEDDED_LANGUAGES, LANGUAGE_NAMES, embedded_path, read_lines, shipped_dir, shipped_model_name
 from .fidelity import describe_answer
-from .fit import DEFAULT_METHOD, choose_layer
+from .fit import DEFAULT_METHOD, choose_layer, stored_alpha
 from .hook import attach, open_model
 from .metrics import pair_cosine_distance, retrieval_top1
 from .models import DEFAULT_MODEL
@@ -39,10 +39,11 @@ TASK_FILES = ("xstorycloze/sw.eval.tsv", "xstorycloze/en.eval.tsv")
 
 
 def fit_as_fit_does(src: Any, tgt: Any, lang: str) -> Transform:
-    """`lingalign fit`'s default: DEFAULT_METHOD at the layer (and strength) where it helps held-out
-    retrieval most."""
+    """`lingalign fit`'s default: DEFAULT_METHOD at the layer where it helps held-out retrieval most,
+    at the strength fit stores (stored_alpha)."""
     layer, alpha, record = choose_layer(src, tgt, method=DEFAULT_METHOD)
-    return Transform.fit(src, tgt, method=DEFAULT_METHOD, layers=[layer], source_lang=lang, alpha=alpha,
+    return Transform.fit(src, tgt, method=DEFAULT_METHOD, layers=[layer], source_lang=lang,
+                         alpha=stored_alpha(DEFAULT_METHOD, alpha),
                          fit_info={"data": "embedded", "pairs": len(src), "layer_choice": record})
 
 

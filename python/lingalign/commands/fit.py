@@ -146,13 +146,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
     with blas_threads(args.fit_threads) as threads:
         t0 = time.perf_counter()
         if auto:
-            from ..fit import choose_layer
+            from ..fit import choose_layer, stored_alpha
 
             layer, chosen_alpha, record = choose_layer(X, Y, method=args.method, lam=args.lam, bias=args.bias)
-            alpha = chosen_alpha if args.alpha is None else args.alpha
+            alpha = stored_alpha(args.method, chosen_alpha) if args.alpha is None else args.alpha
             info["layer_choice"] = record
             fit_layers = [layer]
-            print(f"layer {layer} (alpha {chosen_alpha:g}) helps held-out retrieval most", file=sys.stderr)
+            print(f"layer {layer} (alpha {chosen_alpha:g}) helps held-out retrieval most; stored alpha {alpha:g}",
+                  file=sys.stderr)
         transform = Transform.fit(
             X,
             Y,
