@@ -83,3 +83,21 @@ def test_each_known_model_has_its_own_shipped_set():
     assert shipped_transform_path("sw").parent == root  # the default model's set
     with pytest.raises(LingalignError, match="no shipped transform for 'xx' on qwen2.5-coder-1.5b"):
         shipped_transform_path("xx", "qwen2.5-coder-1.5b")
+
+
+def test_the_qwen_set_is_shipped_with_its_manifest():
+    """`run --model qwen2.5-coder-1.5b --lang sw` finds a transform made for that model, with the
+    numbers it was measured at (bench/methods.py --ship)."""
+    import json
+
+    from lingalign import Transform
+    from lingalign.data import shipped_dir, shipped_transform_path
+    from lingalign.fit import DEFAULT_ALPHA, DEFAULT_METHOD
+
+    manifest = json.loads((shipped_dir("qwen2.5-coder-1.5b") / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["model"]["architecture"] == "qwen2"
+    for lang in ("sw", "id"):
+        t = Transform.load(shipped_transform_path(lang, "qwen2.5-coder-1.5b"))
+        entry = manifest["transforms"][t.source_lang]
+        assert t.model.n_embd == 1536 and t.method == DEFAULT_METHOD and t.alpha == DEFAULT_ALPHA
+        assert entry["measured"] and all("accuracy_without" in m for m in entry["measured"].values())
