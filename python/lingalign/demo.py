@@ -138,11 +138,7 @@ def run_demo(model: str | None = None, threads: int | None = None, n_gpu_layers:
     fp = steering.model
     print(f"lingalign demo on {fp.name or fp.architecture} ({fp.n_layer} layers, n_embd {fp.n_embd})\n")
     if shipped_model_name(model) == DEFAULT_MODEL:
-        transforms = _retrieval_table(llm)
-        t, where = transforms["swh"], f"from the table above, {DEFAULT_METHOD}"
-        shipped = shipped_dir(model) / "swh-eng.gguf"
-        if shipped.is_file():
-            t, where = Transform.load(shipped), f"shipped ({shipped.name})"
+        t, where = _retrieval_table(llm)["swh"], "of the table above"
     else:
         t, where = _swahili_transform(llm, model)
     _answers(llm, steering, t, where)
