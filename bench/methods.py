@@ -136,8 +136,7 @@ def screen(args: argparse.Namespace, llm: Any) -> None:
                                                                    positions="all")
                 t0 = time.time()
                 acc = eval_choice(llm, items, transform=t)
-                fid = eval_fidelity(llm, prompts, lang, transform=t, max_tokens=args.fid_tokens) if t is not None \
-                    else eval_fidelity(llm, prompts, lang, max_tokens=args.fid_tokens)
+                fid = eval_fidelity(llm, prompts, lang, transform=t, max_tokens=args.fid_tokens)
                 side = fid["with"] if t is not None else fid["without"]
                 record(out / f"{key}.json", {
                     "command": command, "model": args.model, "split": "dev", "lang": lang, "config": name,
@@ -231,11 +230,11 @@ def ship(model: str) -> None:
     dest = ROOT / "matrices" / model
     dest.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {"command": f"python bench/methods.py --model {model} --ship", "transforms": {}}
+    tests = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(out.glob("test-*.json"))]
     for tested in sorted((out / "transforms").glob("*-rule.gguf")):
         sib = tested.name.split("-")[0]
         code = sib.split("_")[0]
         t = lingalign.Transform.load(tested)
-        tests = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(out.glob("test-*.json"))]
         measured = {f"{r['task']} {r['lang']} test": {
             "n": r["n"], "accuracy": r["accuracy"],
             "accuracy_without": json.loads((DOWNSTREAM / model / f"{r['task']}-{r['lang']}-likelihood-none.json")

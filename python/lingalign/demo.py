@@ -99,9 +99,10 @@ def _answers(llm: Any, steering: Any, t: Transform, where: str) -> None:
     steering.set(t)
     steered = llm(prompt, max_tokens=24, temperature=0)["choices"][0]["text"]
     steering.clear()
+    verdict = describe_answer(steered, lang)
     print(f"  plain:   {plain!r}  ({describe_answer(plain, lang)})")
-    print(f"  aligned: {steered!r}  ({describe_answer(steered, lang)})")
-    if describe_answer(steered, lang) != f"in {LANGUAGE_NAMES[lang]}":
+    print(f"  aligned: {steered!r}  ({verdict})")
+    if verdict != f"in {LANGUAGE_NAMES[lang]}":
         print("  The aligned answer is not a good Swahili answer: see docs/downstream.md for how often this happens.")
     print()
 

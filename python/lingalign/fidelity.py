@@ -9,9 +9,10 @@ and `looping` (share of answers that repeat a loop of words three times in a row
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,26 @@ def generate_answers(llm: Any, prompts: Sequence[str], *, max_tokens: int = 48, 
     return out
 
 
+@contextlib.contextmanager
+def steered(llm: Any, transform: Any = None, *, alpha: float | None = None, positions: str | None = None,
+            force: bool = False) -> Iterator[tuple[Any, list[str]]]:
+    """The Llama's Steering with `transform` in use for the block (None: none), and the warnings
+    of setting it; what was in use before is put back after."""
+    from .hook import attach
+
+    steering = attach(llm)
+    before = steering.active
+    try:
+        if transform is None:
+            steering.use(None)
+            warnings: list[str] = []
+        else:
+            warnings = steering.set(transform, alpha=alpha, positions=positions, force=force)
+        yield steering, warnings
+    finally:
+        steering.use(before)
+
+
 def eval_fidelity(
     llm: Any,
     prompts: Sequence[str],
@@ -128,23 +149,17 @@ def eval_fidelity(
 ) -> dict[str, Any]:
     """Fidelity of greedy answers without and (given a transform) with it, on the same prompts:
     {"without": summary, "with": summary, "examples": [...]} (see summarize)."""
-    from .hook import attach
-
-    steering = attach(llm)
-    before = steering.active
-    try:
-        steering.use(None)
+    with steered(llm, None):
         plain = generate_answers(llm, prompts, max_tokens=max_tokens, chat=chat)
-        result: dict[str, Any] = {"without": summarize(plain, lang), "max_tokens": max_tokens, "chat": chat}
-        rows = [{"prompt": p, "without": a} for p, a in zip(prompts[:examples], plain)]
-        if transform is not None:
-            result["warnings"] = steering.set(transform, alpha=alpha, positions=positions, force=force)
-            steered = generate_answers(llm, prompts, max_tokens=max_tokens, chat=chat)
-            result["with"] = summarize(steered, lang)
+    result: dict[str, Any] = {"without": summarize(plain, lang), "max_tokens": max_tokens, "chat": chat}
+    rows = [{"prompt": p, "without": a} for p, a in zip(prompts[:examples], plain)]
+    if transform is not None:
+        with steered(llm, transform, alpha=alpha, positions=positions, force=force) as (steering, warnings):
+            result["warnings"] = warnings
+            answers = generate_answers(llm, prompts, max_tokens=max_tokens, chat=chat)
             result["settings"] = steering.active.summary() if steering.active is not None else {}
-            for row, a in zip(rows, steered):
-                row["with"] = a
-        result["examples"] = rows
-    finally:
-        steering.use(before)
+        result["with"] = summarize(answers, lang)
+        for row, a in zip(rows, answers):
+            row["with"] = a
+    result["examples"] = rows
     return result

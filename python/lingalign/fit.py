@@ -167,14 +167,17 @@ def fit_meanshift(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
 LDA_SHRINKAGES = (0.01, 0.1, 0.3, 0.6, 0.9)
 
 
-def _fisher_direction(X: np.ndarray, Y: np.ndarray, shrinkage: float) -> np.ndarray:
-    """Unit w maximising between- over within-language variance, Sw shrunk toward tr(Sw)/d * I."""
+def _within_scatter(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled within-language covariance Sw of X and Y, and mean(Y) - mean(X)."""
     mx, my = X.mean(axis=0), Y.mean(axis=0)
     Xc, Yc = X - mx, Y - my
-    d = X.shape[1]
-    Sw = (Xc.T @ Xc + Yc.T @ Yc) / max(X.shape[0] + Y.shape[0] - 2, 1)
-    Sw = (1.0 - shrinkage) * Sw + shrinkage * (np.trace(Sw) / d) * np.eye(d)
-    w = np.linalg.solve(Sw, my - mx)
+    return (Xc.T @ Xc + Yc.T @ Yc) / max(X.shape[0] + Y.shape[0] - 2, 1), my - mx
+
+
+def _fisher_direction(Sw: np.ndarray, diff: np.ndarray, shrinkage: float) -> np.ndarray:
+    """Unit w maximising between- over within-language variance, Sw shrunk toward tr(Sw)/d * I."""
+    d = Sw.shape[0]
+    w = np.linalg.solve((1.0 - shrinkage) * Sw + shrinkage * (np.trace(Sw) / d) * np.eye(d), diff)
     return w / (np.linalg.norm(w) or 1.0)
 
 
@@ -197,13 +200,14 @@ def fit_lda(X: np.ndarray, Y: np.ndarray, *, shrinkage: float | None = None, see
         if len(tr) < 2 or len(va) < 2:  # too few pairs to choose: the middle candidate
             shrinkage = LDA_SHRINKAGES[len(LDA_SHRINKAGES) // 2]
         else:
-            scores = [(_fisher_ratio(X64[va], Y64[va], _fisher_direction(X64[tr], Y64[tr], g)), -g)
-                      for g in LDA_SHRINKAGES]
+            Sw, diff = _within_scatter(X64[tr], Y64[tr])
+            scores = [(_fisher_ratio(X64[va], Y64[va], _fisher_direction(Sw, diff, g)), -g) for g in LDA_SHRINKAGES]
             shrinkage = -max(scores)[1]
     if not 0.0 <= shrinkage <= 1.0:
         raise LingalignError(f"shrinkage must be in [0, 1], not {shrinkage!r}")
-    w = _fisher_direction(X64, Y64, float(shrinkage))
-    return w * float(w @ (Y64.mean(axis=0) - X64.mean(axis=0))), float(shrinkage)
+    Sw, diff = _within_scatter(X64, Y64)
+    w = _fisher_direction(Sw, diff, float(shrinkage))
+    return w * float(w @ diff), float(shrinkage)
 
 
 def shuffled_pairs(n: int, seed: int = 0) -> np.ndarray:

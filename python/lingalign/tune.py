@@ -48,19 +48,10 @@ def layer_subsets(layers: Sequence[int], stages: dict[str, list[int]] | None = N
 
 def _fidelity(llm: Any, t: Transform | None, prompts: Sequence[str], lang: str, max_tokens: int) -> dict[str, Any]:
     """Answer-language fidelity of greedy answers to prompts, with t applied (None: without)."""
-    from .fidelity import generate_answers, summarize
-    from .hook import attach
+    from .fidelity import generate_answers, steered, summarize
 
-    steering = attach(llm)
-    before = steering.active
-    try:
-        if t is None:
-            steering.use(None)
-        else:
-            steering.set(t)
+    with steered(llm, t):
         return summarize(generate_answers(llm, prompts, max_tokens=max_tokens), lang)
-    finally:
-        steering.use(before)
 
 
 def _subset(t: Transform, layers: list[int], alpha: float, positions: str) -> Transform:
