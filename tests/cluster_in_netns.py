@@ -1,6 +1,7 @@
 """Ray checks run by tests/test_cluster.py (a local 2-CPU Ray, then two simulated nodes) inside a network namespace with only loopback up
 (`unshare -n`, `ip link set lo up`): Ray never sees another interface. Prints one JSON line of
-results; exits non-zero on failure. Usage: python cluster_in_netns.py WORKDIR"""
+results; exits non-zero on failure. Usage: python cluster_in_netns.py WORKDIR [MODEL SRC TGT]: with
+a real model and line files, only that model is checked (the integration test)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,40 @@ def loopback(addr: str) -> bool:
     return host.startswith("127.") or host == "::1"
 
 
+def same_both_ways(report: dict, model: str, src: list[str], tgt: list[str], common: dict,
+                   methods: tuple[tuple[str, float | None], ...]) -> bool:
+    """Each method fitted with --ray (2 workers) equals the one-process sharded fit."""
+    from lingalign.cluster import fit_sharded
+
+    ok = True
+    for method, lam in methods:
+        local, _ = fit_sharded(model, src, tgt, method=method, lam=lam, use_ray=False, **common)
+        dist, summary = fit_sharded(model, src, tgt, method=method, lam=lam, use_ray=True, workers=2, **common)
+        label = method if lam is not None or method != "ridge" else "ridge-heldout"
+        report[label] = {"equal": local == dist, "summary": summary}
+        ok &= local == dist and summary["workers"] == 2
+    return ok
+
+
+def real_model(work: Path, model: str, src_file: str, tgt_file: str) -> int:
+    """The integration check: the real model's transforms with --ray equal the one-process ones."""
+    import ray
+
+    from lingalign.data import read_pairs
+
+    src, tgt = read_pairs(src_file, tgt_file, limit=24)
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
+    report: dict = {"listening": listening()}
+    common = dict(layers=[6, 12], shard_size=6, n_threads=1, progress=False)
+    ok = same_both_ways(report, model, src, tgt, common, (("ridge", None), ("contrastive", None)))
+    report["non_loopback"] = [a for a in report["listening"] + listening() if not loopback(a)]
+    ok &= not report["non_loopback"] and bool(report["listening"])
+    ray.shutdown()
+    report["ok"] = bool(ok)
+    print("RESULT " + json.dumps(report, default=str))
+    return 0 if ok else 1
+
+
 def main() -> int:
     import ray
 
@@ -37,6 +72,8 @@ def main() -> int:
     from lingalign.errors import LingalignError
 
     work = Path(sys.argv[1])
+    if len(sys.argv) == 5:
+        return real_model(work, *sys.argv[2:5])
     model = str(write_tiny_llama(work / "tiny.gguf"))
     other = str(write_tiny_llama(work / "tiny2.gguf", seed=1))
     words = "the cat dog house river tree sun moon red blue green small big old new".split()
@@ -48,13 +85,16 @@ def main() -> int:
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
     report: dict = {"listening": listening()}
     ok = True
-    for method, lam in (("ridge", 0.1), ("meanshift", None), ("contrastive", None)):
-        rank = None
-        local, _ = fit_sharded(model, src, tgt, method=method, lam=lam, rank=rank, use_ray=False, **common)
-        dist, summary = fit_sharded(model, src, tgt, method=method, lam=lam, rank=rank, use_ray=True, workers=2, **common)
-        equal = local == dist
-        report[method] = {"equal": equal, "summary": summary}
-        ok &= equal and summary["workers"] == 2 and summary["shards"] == 5
+    ok &= same_both_ways(report, model, src, tgt, common, (("ridge", 0.1), ("meanshift", None), ("contrastive", None),
+                                                           ("ridge", None), ("lda", None)))
+    # the MLP site in shards (the expert neurons' captures)
+    from lingalign.cluster import capture_sharded
+
+    ffn = [capture_sharded(model, src, layers=layers, site="ffn", shard_size=5, use_ray=r, workers=2,
+                           n_threads=1, progress=False)[0] for r in (False, True)]
+    same_ffn = np.array_equal(ffn[0].activations, ffn[1].activations)
+    report["ffn"] = {"equal": same_ffn, "width": ffn[0].width}
+    ok &= same_ffn and ffn[0].site == "ffn" == ffn[1].site
     # a worker killed in the middle of a shard: its actor restarts and the shard is retried
     killed: list[int] = []
 
@@ -102,9 +142,15 @@ def main() -> int:
     rc_cap_one = cli(cap + ["--resume", str(work / "cap-resume"), "--out", str(work / "one.npz")])
     with np.load(work / "ray.npz") as a, np.load(work / "one.npz") as b:
         same_capture = all(np.array_equal(a[k], b[k]) for k in a.files) and sorted(a.files) == sorted(b.files)
-    report["cli"] = {"rc": [rc_ray, rc_one, rc_cap_ray, rc_cap_one], "same_file": same_file,
-                     "same_capture": same_capture}
+    experts = ["fit", "--model", model, "--src", str(work / "src.txt"), "--tgt", str(work / "tgt.txt"), "--method",
+               "experts", "--k", "20", "--layers", "1,3", "--threads", "1", "--shard-size", "40"]
+    rc_ex_ray = cli(experts + ["--ray", "--workers", "2", "--out", str(work / "ex-ray.gguf")])
+    rc_ex_one = cli(experts + ["--resume", str(work / "ex-resume"), "--out", str(work / "ex-one.gguf")])
+    same_experts = (work / "ex-ray.gguf").read_bytes() == (work / "ex-one.gguf").read_bytes()
+    report["cli"] = {"rc": [rc_ray, rc_one, rc_cap_ray, rc_cap_one, rc_ex_ray, rc_ex_one], "same_file": same_file,
+                     "same_capture": same_capture, "same_experts": same_experts}
     ok &= rc_ray == 0 and rc_one == 0 and same_file and rc_cap_ray == 0 and rc_cap_one == 0 and same_capture
+    ok &= rc_ex_ray == 0 and rc_ex_one == 0 and same_experts
     report["listening_end"] = listening()
     bad = [a for a in report["listening"] + report["listening_end"] if not loopback(a)]
     report["non_loopback"] = bad

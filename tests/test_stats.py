@@ -7,11 +7,15 @@ import numpy as np
 import pytest
 
 from lingalign.errors import LingalignError
-from lingalign.fit import fit_incline, fit_meanshift, fit_ridge
+from lingalign.fit import fit_incline, fit_lda, fit_meanshift, fit_ridge
+from lingalign.metrics import heldout_split
 from lingalign.stats import (
     LayerStats,
+    choose_lambda,
+    choose_shrinkage,
     fit_from_stats,
     incline_from_stats,
+    lda_from_stats,
     merge,
     meanshift_from_stats,
     ridge_from_stats,
@@ -102,3 +106,39 @@ def test_fit_from_stats_record_and_refusals():
         fit_from_stats(stats, method="ridge")
     with pytest.raises(LingalignError, match="cannot be fitted"):
         fit_from_stats(stats, method="contrastive")
+
+
+def test_choices_on_heldout_rows_equal_fits_own_choices():
+    """Given the rows fit holds out (its seeded fifth) and the statistics of the others, ridge's
+    lambda and LDA's shrinkage come out as fit_ridge and fit_lda choose them, and the LDA vector
+    from statistics (X^T X, Y^T Y) is fit_lda's."""
+    X, Y = _pairs(120, 16, seed=5)
+    Y[:, :4] += 2.0  # a language difference for LDA to find
+    tr, va = heldout_split(len(X), seed=0)
+    _, _, lam = fit_ridge(X, Y)
+    got, report = choose_lambda(LayerStats.of(X[tr], Y[tr]), X[va], Y[va])
+    assert got == lam and report["heldout_mse_fitted"] < report["heldout_mse_identity"]
+    v, g = fit_lda(X, Y)
+    assert choose_shrinkage(LayerStats.of(X[tr], Y[tr], moments=("xx", "yy")), X[va], Y[va]) == g
+    from_stats = lda_from_stats(_sharded_moments(X, Y, 25, ("xx", "yy")), g)
+    assert _rel(from_stats, v) < RTOL
+
+
+def _sharded_moments(X: np.ndarray, Y: np.ndarray, size: int, moments: tuple[str, ...]) -> LayerStats:
+    return merge([shard_stats(X[i : i + size, None], Y[i : i + size, None], [0], moments=moments)
+                  for i in range(0, len(X), size)])[0]
+
+
+def test_moments_must_match_to_merge_and_lda_needs_yy():
+    X, Y = _pairs(30, 4)
+    with pytest.raises(LingalignError, match="different second moments"):
+        LayerStats.of(X, Y) + LayerStats.of(X, Y, moments=("xx", "yy"))
+    with pytest.raises(LingalignError, match="unknown second moments"):
+        LayerStats.of(X, Y, moments=("xz",))
+    with pytest.raises(LingalignError, match="Y\\^T Y"):
+        lda_from_stats(LayerStats.of(X, Y), 0.1)
+    stats = {1: LayerStats.of(X, Y, moments=("xx", "yy"))}
+    with pytest.raises(LingalignError, match="shrinkage"):
+        fit_from_stats(stats, method="lda")
+    maps, info = fit_from_stats(stats, method="lda", shrinkage={1: 0.3})
+    assert maps[1].kind == "additive" and info["lda_shrinkage"] == {"1": 0.3}

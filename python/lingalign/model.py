@@ -240,3 +240,21 @@ def fingerprint(path: str | os.PathLike[str]) -> ModelFingerprint:
     except OSError as e:
         raise ModelFileError(f"model file not found: {p}") from e
     return _fingerprint_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def model_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The scalar GGUF metadata of a model file, as strings (what llama-cpp-python's `metadata`
+    holds), read without loading the model."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                if bytes(buf[0:4]) != b"GGUF":
+                    raise ModelFileError(f"{p}: not a GGUF model file")
+                scalars = scan_gguf(buf, p).scalars
+            finally:
+                buf.close()
+    except (OSError, ValueError) as e:
+        raise ModelFileError(f"cannot read model file {p}: {e}") from None
+    return {k: str(v) for k, v in scalars.items()}

@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from .common import load_llm
-from .options import Parents, sharded
+from .options import Parents, shard_run_options, sharded
 
 
 def register(subparsers: Any, parents: Parents) -> None:
@@ -46,25 +46,18 @@ def _capture_sharded(args: argparse.Namespace, lines: list[str]) -> int:
     in shard order (lingalign.cluster)."""
     import sys
 
-    from ..captures import Captures
     from ..capturing import parse_layer_spec
-    from ..cluster import import_ray, run_shards
+    from ..cluster import capture_sharded, import_ray
     from ..models import resolve_model
     from ..model import fingerprint
 
     if args.ray is not None:
         import_ray()  # says how to install it, before anything slow
     model_path = str(resolve_model(args.model))
-    model = fingerprint(model_path)
-    layers = parse_layer_spec(args.layers, model.n_layer) or list(range(model.n_layer))
-    run = run_shards(model_path, lines, None, layers=layers, kind="captures", pool=args.pool,
-                     shard_size=args.shard_size, use_ray=args.ray is not None,
-                     ray_address=None if args.ray in (None, "local") else args.ray, workers=args.workers,
-                     n_threads=args.threads or 1, n_gpu_layers=args.n_gpu_layers, resume_dir=args.resume)
-    assert run.X is not None
-    captures = Captures(run.X, layers, model, pool=args.pool)
+    n_layer = fingerprint(model_path).n_layer
+    layers = parse_layer_spec(args.layers, n_layer) or list(range(n_layer))
+    captures, s = capture_sharded(model_path, lines, layers=layers, pool=args.pool, **shard_run_options(args))
     captures.save(args.out)
-    s = run.summary
     print(f"{s['pairs']} sentences, {s['shards']} shards ({s['shards_resumed']} resumed), {s['workers']} workers, "
           f"{s['seconds']:.1f} s", file=sys.stderr)
     n, n_layers, width = captures.activations.shape

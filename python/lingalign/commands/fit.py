@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..blas import blas_threads
@@ -16,7 +17,7 @@ from ..experts import DEFAULT_K
 from ..fit import DEFAULT_METHOD, EXPERT_METHODS, METHODS
 from ..transform import POSITIONS, PRECISIONS
 from .common import load_llm, span
-from .options import Parents, sharded
+from .options import Parents, shard_run_options, sharded
 
 # Measured by bench/quality.py: one ridge map at the layer chosen on held-out pairs beats one at
 # the last layer at the best and at the last layer alike (docs/results.md).
@@ -128,7 +129,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         "pool": "mean",
     }
     if neurons:
-        transform = _fit_neurons(args, llm, src, tgt, fit_layers, info)
+        def capture_sets(pos: list[str], neg: list[str]) -> tuple[Any, Any]:
+            return (capture(llm, pos, layers=fit_layers, site="ffn"), capture(llm, neg, layers=fit_layers, site="ffn"))
+
+        transform = _fit_neurons(args, llm.metadata, capture_sets, src, tgt, fit_layers, info)
         transform.save(args.out)
         n_neurons = sum(lm.clamp_index.size for lm in transform.layers.values())
         print(f"wrote {args.out}: {args.method}, {n_neurons} neurons clamped over {len(transform.layers)} layers")
@@ -177,18 +181,24 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _fit_neurons(
-    args: argparse.Namespace, llm: Any, src: list[str], tgt: list[str], layers: list[int], info: dict[str, Any]
+    args: argparse.Namespace,
+    metadata: Any,
+    capture_sets: Callable[[list[str], list[str]], tuple[Any, Any]],
+    src: list[str],
+    tgt: list[str],
+    layers: list[int],
+    info: dict[str, Any],
 ) -> Any:
     """Experts of the target language: its sentences are the positives; the source sentences and
-    the embedded corpus of every other language are the negatives."""
+    the embedded corpus of every other language are the negatives. `capture_sets(positives,
+    negatives)` captures both at the MLP site (in this process, or in shards)."""
     from .. import sites
-    from ..capturing import capture
     from ..data import EMBEDDED_LANGUAGES, embedded_path, normalize_lang, read_lines
     from ..transform import Transform
 
-    ffn = sites.ffn_site(llm.metadata)
+    ffn = sites.ffn_site(metadata)
     if ffn is None:
-        raise LingalignError(f"lingalign does not know the MLP neurons of {llm.metadata.get('general.architecture')} models")
+        raise LingalignError(f"lingalign does not know the MLP neurons of {metadata.get('general.architecture')} models")
     if not 1 <= args.k <= len(layers) * ffn.width:  # checked before the slow capture
         raise LingalignError(f"--k must be in 1..{len(layers) * ffn.width} (the neurons of the chosen layers), not {args.k}")
     tgt_lang = normalize_lang(args.tgt_lang)
@@ -204,8 +214,7 @@ def _fit_neurons(
         f"({', '.join(used)}) at layers {span(layers)} ...",
         file=sys.stderr,
     )
-    pos = capture(llm, tgt, layers=layers, site="ffn")
-    neg = capture(llm, list(src) + others, layers=layers, site="ffn")
+    pos, neg = capture_sets(list(tgt), list(src) + others)
     info["negative_languages"] = used
     return Transform.fit(
         pos,
@@ -224,24 +233,24 @@ def _fit_neurons(
 def _fit_sharded(args: argparse.Namespace, src: list[str], tgt: list[str], src_file: str, tgt_file: str) -> int:
     """fit --ray / --shard-size / --resume: capture in shards (on Ray actors with --ray) and fit
     from the shard-order reduction (lingalign.cluster)."""
-    from ..cluster import fit_sharded, import_ray
+    from ..capturing import parse_layer_spec
+    from ..cluster import capture_sharded, fit_sharded, import_ray
     from ..data import lines_sha256
+    from ..model import fingerprint, model_metadata
     from ..models import resolve_model
-    from ..model import fingerprint
 
     if args.ray is not None:
         import_ray()  # says how to install it, before anything slow
-    if args.method in EXPERT_METHODS:
-        raise LingalignError(f"{args.method} is not fitted in shards yet; run it without --ray/--shard-size/--resume")
-    if args.layers in (None, "auto"):
-        raise LingalignError("sharded fitting needs --layers (auto chooses on held-out rows, which shards do not keep)")
-    if args.method == "ridge" and args.lam is None:
-        raise LingalignError("ridge fitted from shard statistics needs --lambda (no held-out rows are kept to choose it)")
-    from ..capturing import parse_layer_spec
-
+    neurons = args.method in EXPERT_METHODS
+    if args.method == "staged" or args.control:
+        raise LingalignError(f"{'staged' if args.method == 'staged' else '--control'} is not fitted in shards; "
+                             "run it without --ray/--resume")
+    if args.layers == "auto" or (args.layers is None and not neurons):
+        raise LingalignError("sharded fitting needs --layers (auto compares every layer on held-out rows; choose it "
+                             "on a one-process run of a few thousand pairs first)")
     model_path = str(resolve_model(args.model))
     n_layer = fingerprint(model_path).n_layer
-    layers = parse_layer_spec(args.layers, n_layer) or list(range(n_layer))
+    layers = parse_layer_spec(args.layers or "all", n_layer) or list(range(n_layer))
     rank = _parse_rank(args.rank)
     if rank == "auto":
         rank = None
@@ -249,21 +258,39 @@ def _fit_sharded(args: argparse.Namespace, src: list[str], tgt: list[str], src_f
     info = {"pairs": len(src), "skip": args.skip, "limit": args.limit, "src_file": os.path.basename(src_file),
             "tgt_file": os.path.basename(tgt_file), "src_sha256": lines_sha256(src), "tgt_sha256": lines_sha256(tgt),
             "pool": "mean"}
-    use_ray = args.ray is not None
-    print(f"capturing {len(src)} sentence pairs at layers {span(layers)} in shards of {args.shard_size}"
-          f"{' on Ray' if use_ray else ''} ...", file=sys.stderr)
-    transform, summary = fit_sharded(
-        model_path, src, tgt, method=args.method, layers=layers, lam=args.lam, bias=args.bias, rank=rank,
-        source_lang=args.src_lang or "", target_lang=args.tgt_lang, alpha=1.0 if args.alpha is None else args.alpha,
-        positions=args.positions, fit_info=info, shard_size=args.shard_size, use_ray=use_ray,
-        ray_address=None if args.ray in (None, "local") else args.ray, workers=args.workers,
-        n_threads=args.threads or 1, n_gpu_layers=args.n_gpu_layers, resume_dir=args.resume,
-    )
+    options = shard_run_options(args)
+    where = " on Ray" if options["use_ray"] else ""
+    summaries: list[dict[str, Any]] = []
+    if neurons:
+        def capture_sets(pos: list[str], neg: list[str]) -> tuple[Any, Any]:
+            # one sharded run over positives then negatives, so that one --resume directory serves both
+            caps, summary = capture_sharded(model_path, pos + neg, layers=layers, site="ffn", **options)
+            summaries.append(summary)
+            return caps.rows(slice(0, len(pos))), caps.rows(slice(len(pos), len(pos) + len(neg)))
+
+        print(f"in shards of {args.shard_size}{where}:", file=sys.stderr)
+        transform = _fit_neurons(args, model_metadata(model_path), capture_sets, src, tgt, layers, info)
+        transform.fit_info["sharded"] = {"shards": summaries[0]["shards"], "shard_size": args.shard_size}
+    else:
+        print(f"capturing {len(src)} sentence pairs at layers {span(layers)} in shards of {args.shard_size}{where} ...",
+              file=sys.stderr)
+        transform, summary = fit_sharded(
+            model_path, src, tgt, method=args.method, layers=layers, lam=args.lam, bias=args.bias, rank=rank,
+            source_lang=args.src_lang or "", target_lang=args.tgt_lang, alpha=1.0 if args.alpha is None else args.alpha,
+            positions=args.positions, fit_info=info, **options)
+        summaries.append(summary)
+        if "heldout_shards" in summary:
+            chosen = transform.fit_info.get("ridge_lambda") or transform.fit_info.get("lda_shrinkage")
+            print(f"chosen on held-out shards {summary['heldout_shards']}: {chosen}", file=sys.stderr)
     transform = transform.to_precision(args.precision)
     transform.save(args.out)
-    print(f"{summary['pairs']} pairs, {summary['shards']} shards ({summary['shards_resumed']} resumed), "
-          f"{summary['workers']} workers, {summary['seconds']:.1f} s", file=sys.stderr)
-    print(f"wrote {args.out}: {args.method} at layers {span(sorted(transform.layers))}, {len(src)} pairs")
+    summary = summaries[0]
+    print(f"{summary['pairs']} {'sentences' if neurons else 'pairs'}, {summary['shards']} shards "
+          f"({summary['shards_resumed']} resumed), {summary['workers']} workers, {summary['seconds']:.1f} s",
+          file=sys.stderr)
+    what = f"{sum(lm.clamp_index.size for lm in transform.layers.values())} neurons clamped" if neurons else \
+        f"at layers {span(sorted(transform.layers))}"
+    print(f"wrote {args.out}: {args.method} {what}, {len(src)} pairs")
     return 0
 
 

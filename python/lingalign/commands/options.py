@@ -50,6 +50,8 @@ def cluster_options() -> argparse.ArgumentParser:
                    help=f"sentence pairs per shard with --ray or --resume (default {DEFAULT_SHARD_SIZE})")
     p.add_argument("--workers", type=int, default=None,
                    help="Ray actors (default: the cluster's CPUs / --threads); each opens the model once")
+    p.add_argument("--gpus-per-worker", type=float, default=None, metavar="N",
+                   help="GPUs each Ray actor reserves (default: 1 with -ngl, else 0), so Ray places actors by GPU")
     p.add_argument("--resume", default=None, metavar="DIR",
                    help="keep each finished shard's result in DIR and skip the shards already there")
     return p
@@ -58,6 +60,17 @@ def cluster_options() -> argparse.ArgumentParser:
 def sharded(args: argparse.Namespace) -> bool:
     """Whether the command runs in shards: --ray or --resume."""
     return args.ray is not None or args.resume is not None
+
+
+def shard_run_options(args: argparse.Namespace) -> dict[str, object]:
+    """The keyword options of cluster.run_shards that the shared options set."""
+    gpus = args.gpus_per_worker
+    if gpus is None:
+        gpus = 1.0 if args.n_gpu_layers and args.ray is not None else 0.0
+    return {"shard_size": args.shard_size, "use_ray": args.ray is not None,
+            "ray_address": None if args.ray in (None, "local") else args.ray, "workers": args.workers,
+            "n_threads": args.threads or 1, "n_gpu_layers": args.n_gpu_layers, "gpus_per_worker": gpus,
+            "resume_dir": args.resume}
 
 
 @dataclass(frozen=True)
