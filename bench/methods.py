@@ -28,10 +28,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from downstream import DATA, RESULTS as DOWNSTREAM, SIB_OF, english_file, test_file  # noqa: E402
+from downstream import DATA, RESULTS as DOWNSTREAM, SIB_OF, captures, test_file  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "methods"
-CACHE = Path.home() / ".cache" / "lingalign" / "bench"
 DOC = ROOT / "docs" / "methods.md"
 MAX_FIDELITY_DROP = 0.02
 # name -> (method, where, strengths screened): where is "auto" (the layer choice on held-out
@@ -58,21 +57,6 @@ def record(path: Path, rec: dict[str, Any]) -> None:
     tmp.write_text(json.dumps(rec, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)
     print(f"  {path.stem}: " + ", ".join(f"{k} {v:.3f}" for k, v in rec.get("summary", {}).items()), flush=True)
-
-
-def captures(llm: Any, model: str, sib: str) -> Any:
-    """The SIB-200 train sentences of `sib` captured at every layer, cached on disk."""
-    import lingalign
-    from lingalign.data import read_lines
-
-    path = CACHE / model / f"{sib}-train.npz"
-    if path.is_file():
-        return lingalign.Captures.load(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"  capturing {sib} train", flush=True)
-    caps = lingalign.capture(llm, read_lines(DATA / "sib200" / sib / "train.tsv"), progress=False)
-    caps.save(path)
-    return caps
 
 
 def fit_config(name: str, X: Any, Y: Any, lang: str, n_layer: int) -> Any:
