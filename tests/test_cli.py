@@ -95,8 +95,46 @@ def test_fit_layers_auto_picks_one_layer_and_alpha(tiny_model, tmp_path):
     from lingalign.fit import DEFAULT_ALPHA
 
     assert t.method == "contrastive" and t.alpha == DEFAULT_ALPHA  # the default method stores the rule's strength
+    assert t.fit_info["fidelity_check"]["tried"][0]["alpha"] == DEFAULT_ALPHA  # checked, and kept
     assert main(["fit", "--model", str(tiny_model), "--method", "experts", "--src", str(src), "--tgt", str(tgt),
                  "--out", str(out), "--layers", "auto"]) == 1
+
+
+def test_fit_lowers_the_strength_until_answers_keep_their_language(tiny_model, tmp_path, capsys, monkeypatch):
+    """fit's fidelity check: after --layers auto, the stored strength is lowered (0.25, 0.1, then
+    off) until greedy answers to the first source sentences stay in their language. The tiny
+    model speaks no language, so the language check is replaced: strengths above 0.2 turn the
+    answers English (what 0.5 did on Gemma 3 270M in every dev language)."""
+    import lingalign.tune as tune_module
+
+    calls = []
+
+    def fake_fidelity(llm, t, prompts, lang, max_tokens):
+        calls.append((None if t is None else t.alpha, len(prompts), lang))
+        return {"fidelity": 0.0 if t is not None and t.alpha > limit[0] else 1.0, "english_share": 0.0, "looping": 0.0}
+
+    limit = [0.2]
+    monkeypatch.setattr(tune_module, "_fidelity", fake_fidelity)
+    src, tgt = tmp_path / "s.txt", tmp_path / "t.txt"
+    words = ["hola amigo", "buenos dias", "la casa es azul", "me gusta el cafe", "donde esta el tren", "tengo hambre"]
+    src.write_text("\n".join(f"{w} {i}" for i in range(4) for w in words) + "\n", encoding="utf-8")
+    tgt.write_text("\n".join(f"{w.upper()} {i}" for i in range(4) for w in words) + "\n", encoding="utf-8")
+    base = ["fit", "--model", str(tiny_model), "--src", str(src), "--tgt", str(tgt), "--src-lang", "es"]
+    out = tmp_path / "t.gguf"
+    assert main([*base, "--out", str(out)]) == 0
+    t = Transform.load(out)
+    assert t.alpha == 0.1 and [c[0] for c in calls] == [None, 0.5, 0.25, 0.1]
+    assert calls[0][1:] == (8, "spa")  # the first 8 source sentences, in the source language
+    assert [r["alpha"] for r in t.fit_info["fidelity_check"]["tried"]] == [0.5, 0.25, 0.1]
+    assert "stored alpha 0.1" in capsys.readouterr().err
+    limit[0] = 0.0  # no strength keeps the language: off
+    assert main([*base, "--out", str(out)]) == 0
+    assert Transform.load(out).alpha == 0.0
+    assert "alpha 0 (off)" in capsys.readouterr().err
+    calls.clear()
+    for flags in (["--fidelity-check", "0"], ["--alpha", "1"], ["--layers", "2"]):  # no check: off, or not fit's choice
+        assert main([*base, *flags, "--out", str(out)]) == 0
+    assert calls == []
 
 
 def test_fit_and_convert_precision_f16_halves_the_file_q8_quarters_it_q4_eighths_it(tiny_model, texts, tmp_path, capsys):

@@ -10,7 +10,7 @@ from test_hook import _transform
 
 from lingalign import LingalignError, Transform
 from lingalign.cli import main
-from lingalign.tune import layer_subsets, refuse_test_data
+from lingalign.tune import faithful_alpha, layer_subsets, refuse_test_data
 
 
 def test_tune_retrieval_and_choice_write_defaults(tiny_model, tmp_path, capsys):
@@ -130,3 +130,32 @@ def test_tune_with_fidelity_rejects_settings_that_change_the_answer_language(tin
 
 def test_staged_transforms_tune_each_stage_alone_too():
     assert layer_subsets([7, 8, 24, 25], {"align": [7, 8], "anchor": [24, 25]}) == [[7, 8, 24, 25], [7, 8], [24, 25]]
+
+
+def test_the_fidelity_guard_takes_the_strongest_strength_that_keeps_the_language(tiny_model, monkeypatch):
+    """faithful_alpha tries the transform's strength, then 0.25 and 0.1, strongest first, and stops
+    at the first whose answers stay in the prompts' language (detected when not given); off when
+    none does. The language check is replaced (the tiny model speaks none)."""
+    import lingalign.tune as tune_module
+    from conftest import tiny_llm
+
+    seen = []
+
+    def fake_fidelity(llm, t, prompts, lang, max_tokens):
+        seen.append((None if t is None else t.alpha, lang))
+        return {"fidelity": {None: 0.9, 1.0: 0.5, 0.25: 0.88, 0.1: 0.9}[None if t is None else t.alpha],
+                "english_share": 0.0, "looping": 0.0}
+
+    monkeypatch.setattr(tune_module, "_fidelity", fake_fidelity)
+    llm = tiny_llm(tiny_model)
+    t = _transform(tiny_model, [1], alpha=1.0)
+    prompts = ["¿Dónde está la estación de tren más cercana?", "Me gusta mucho el café por la mañana."]
+    alpha, record = faithful_alpha(llm, t, prompts)
+    assert alpha == 0.25 and record["lang"] == "spa" and record["baseline"] == 0.9  # 0.88 is within 2 points
+    assert seen == [(None, "spa"), (1.0, "spa"), (0.25, "spa")]
+    assert faithful_alpha(llm, t, prompts, "spa", max_drop=0.0)[0] == 0.1
+    monkeypatch.setattr(tune_module, "_fidelity", lambda llm, t, p, lang, n: {"fidelity": 0.0 if t else 1.0, "english_share": 1.0})
+    alpha, record = faithful_alpha(llm, t, prompts, "spa")
+    assert alpha == 0.0 and [r["alpha"] for r in record["tried"]] == [1.0, 0.25, 0.1]
+    with pytest.raises(LingalignError, match="needs prompts"):
+        faithful_alpha(llm, t, [])

@@ -26,7 +26,7 @@ from typing import Any
 from .capturing import capture
 from .data import EMBEDDED_LANGUAGES, LANGUAGE_NAMES, embedded_path, read_lines, shipped_dir, shipped_model_name
 from .fidelity import describe_answer
-from .fit import DEFAULT_METHOD, choose_layer, stored_alpha
+from .fit import DEFAULT_ALPHA, DEFAULT_METHOD, choose_layer, stored_alpha
 from .hook import attach, open_model
 from .metrics import pair_cosine_distance, retrieval_top1
 from .models import DEFAULT_MODEL
@@ -34,6 +34,7 @@ from .transform import Transform
 
 N_FIT = 160
 N_TASK = 24
+FIDELITY_CHECK = 8  # source sentences fit's fidelity check answers (fit --fidelity-check)
 DEMO_PROMPT = ("swh", "Swali: Jua huchomoza upande gani?\nJibu:")
 TASK_FILES = ("xstorycloze/sw.eval.tsv", "xstorycloze/en.eval.tsv")
 
@@ -51,7 +52,8 @@ def _retrieval_table(llm: Any) -> dict[str, Transform]:
     eng = read_lines(embedded_path("eng"))
     print(f"1. Retrieval. Per language: {DEFAULT_METHOD} (lingalign fit's default) at the layer where it helps "
           f"held-out retrieval most,\n   fitted on {N_FIT} sentence pairs of the embedded corpus and measured on "
-          f"the {len(eng) - N_FIT} held-out pairs,\n   with the transform applied inside llama.cpp.\n")
+          f"the {len(eng) - N_FIT} held-out pairs,\n   with the transform applied inside llama.cpp at alpha "
+          f"{DEFAULT_ALPHA:g} (before fit's fidelity check, which may lower it: see 2).\n")
     english = capture(llm, eng)
     fit_rows = slice(0, N_FIT)
     print(f"{'language':<12} {'layer':>5} {'top-1 to English':>18} {'translation distance':>24}")
@@ -86,13 +88,25 @@ def _swahili_transform(llm: Any, model: str | None) -> tuple[Transform, str]:
     if path.is_file():
         return Transform.load(path), f"shipped for {shipped_model_name(model)} ({path.name})"
     eng, swh = read_lines(embedded_path("eng"))[:N_FIT], read_lines(embedded_path("swh"))[:N_FIT]
-    return fit_as_fit_does(capture(llm, swh), capture(llm, eng), "swh"), f"fitted on {N_FIT} embedded pairs"
+    return _guarded(llm, fit_as_fit_does(capture(llm, swh), capture(llm, eng), "swh"),
+                    f"fitted on {N_FIT} embedded pairs")
+
+
+def _guarded(llm: Any, t: Transform, where: str) -> tuple[Transform, str]:
+    """The transform after fit's fidelity check (answers to its first source sentences must stay
+    in their language), and where it came from."""
+    from .tune import guard_strength
+
+    guarded = guard_strength(llm, t, read_lines(embedded_path(t.source_lang))[:FIDELITY_CHECK], t.source_lang)
+    if guarded.alpha == t.alpha:
+        return guarded, f"{where}; fit's fidelity check kept alpha {t.alpha:g}"
+    return guarded, f"{where}; fit's fidelity check lowered alpha {t.alpha:g} to {guarded.alpha:g}"
 
 
 def _answers(llm: Any, steering: Any, t: Transform, where: str) -> None:
     lang, prompt = DEMO_PROMPT
-    print(f"2. An answer ({LANGUAGE_NAMES[lang]} prompt, greedy, 24 tokens; the Swahili transform {where}, "
-          f"{t.method} at layer(s) {', '.join(map(str, sorted(t.layers)))}, alpha {t.alpha:g}, positions {t.positions}):")
+    print(f"2. An answer ({LANGUAGE_NAMES[lang]} prompt, greedy, 24 tokens; the Swahili transform {where},\n"
+          f"   {t.method} at layer(s) {', '.join(map(str, sorted(t.layers)))}, alpha {t.alpha:g}, positions {t.positions}):")
     print(f"  prompt:  {prompt!r}")
     steering.clear()
     plain = llm(prompt, max_tokens=24, temperature=0)["choices"][0]["text"]
@@ -139,7 +153,7 @@ def run_demo(model: str | None = None, threads: int | None = None, n_gpu_layers:
     fp = steering.model
     print(f"lingalign demo on {fp.name or fp.architecture} ({fp.n_layer} layers, n_embd {fp.n_embd})\n")
     if shipped_model_name(model) == DEFAULT_MODEL:
-        t, where = _retrieval_table(llm)["swh"], "of the table above"
+        t, where = _guarded(llm, _retrieval_table(llm)["swh"], "of the table above")
     else:
         t, where = _swahili_transform(llm, model)
     _answers(llm, steering, t, where)

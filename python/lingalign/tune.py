@@ -54,6 +54,54 @@ def _fidelity(llm: Any, t: Transform | None, prompts: Sequence[str], lang: str, 
         return summarize(generate_answers(llm, prompts, max_tokens=max_tokens), lang)
 
 
+FAITHFUL_ALPHAS = (0.25, 0.1)  # the gentler strengths the guard falls back to
+
+
+def faithful_alpha(
+    llm: Any,
+    transform: Transform,
+    prompts: Sequence[str],
+    lang: str | None = None,
+    *,
+    alphas: Sequence[float] = FAITHFUL_ALPHAS,
+    max_drop: float = 0.02,
+    max_tokens: int = 32,
+) -> tuple[float, dict[str, Any]]:
+    """The fidelity guard: the strongest of the transform's own alpha and the gentler `alphas`
+    at which greedy answers to `prompts` stay in their language as often as without the
+    transform (within `max_drop`); 0 (off) when none does. `lang`: the prompts' language (None:
+    the language detected in most prompts). Returns (alpha, record).
+
+    Why: the strength that helps retrieval can switch the answers to English (on Gemma 3 270M the
+    default map at 0.5 did so in every dev language; docs/downstream.md)."""
+    from .fidelity import answer_language
+
+    if not prompts:
+        raise LingalignError("the fidelity guard needs prompts in the source language")
+    if lang is None:
+        found = [code for code in map(answer_language, prompts) if code]
+        if not found:
+            raise LingalignError("cannot tell the prompts' language; give the source language (--src-lang)")
+        lang = max(sorted(set(found)), key=found.count)
+    plain = _fidelity(llm, None, prompts, lang, max_tokens)
+    record: dict[str, Any] = {"lang": lang, "n": len(prompts), "max_drop": max_drop, "baseline": plain["fidelity"],
+                              "tried": []}
+    for alpha in [transform.alpha] + sorted((a for a in alphas if abs(a) < abs(transform.alpha)), key=abs, reverse=True):
+        f = _fidelity(llm, dataclasses.replace(transform, alpha=alpha), prompts, lang, max_tokens)
+        record["tried"].append({"alpha": alpha, "fidelity": f["fidelity"], "english_share": f["english_share"]})
+        if f["fidelity"] >= plain["fidelity"] - max_drop:
+            record["alpha"] = alpha
+            return alpha, record
+    record["alpha"] = 0.0
+    return 0.0, record
+
+
+def guard_strength(llm: Any, transform: Transform, prompts: Sequence[str], lang: str | None = None) -> Transform:
+    """The transform at the strength `faithful_alpha` keeps, its record in fit_info["fidelity_check"]."""
+    alpha, record = faithful_alpha(llm, transform, prompts, lang)
+    return dataclasses.replace(transform, alpha=alpha, fit_info={**transform.fit_info, "fidelity_check": record})
+
+
 def _subset(t: Transform, layers: list[int], alpha: float, positions: str) -> Transform:
     return dataclasses.replace(t.with_layers(layers), alpha=alpha, positions=positions)
 

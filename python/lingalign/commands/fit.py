@@ -44,6 +44,10 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--control", choices=("shuffled",), default=None,
                      help="shuffled: fit on shuffled pairs (each sentence with another one's translation), "
                           "the control that shows what pairing contributes")
+    own.add_argument("--fidelity-check", type=int, default=8, metavar="N",
+                     help="with --layers auto and no --alpha: lower the stored strength (to 0.25, 0.1, then off) "
+                          "until greedy answers to the first N source sentences stay in their language (default 8; "
+                          "0: no check)")
     own.add_argument("--fit-threads", type=int, default=None,
                      help="BLAS threads while fitting (default: half the CPUs; see docs/speed.md)")
     own.add_argument("--k", type=int, default=DEFAULT_K,
@@ -175,9 +179,30 @@ def cmd_fit(args: argparse.Namespace) -> int:
         )
         print(f"fitted in {time.perf_counter() - t0:.1f} s ({threads} BLAS thread{'s' * (threads > 1)})", file=sys.stderr)
     transform = transform.to_precision(args.precision)
+    if auto and args.alpha is None and args.fidelity_check > 0:
+        transform = _fidelity_guard(llm, transform, src[: args.fidelity_check], args.src_lang)
     transform.save(args.out)
     print(f"wrote {args.out}: {args.method} at layers {span(sorted(transform.layers))}, {len(src)} pairs")
     return 0
+
+
+def _fidelity_guard(llm: Any, transform: Any, prompts: list[str], src_lang: str | None) -> Any:
+    """The stored strength, lowered until answers to source sentences stay in their language
+    (tune.faithful_alpha)."""
+    from ..data import normalize_lang
+    from ..tune import guard_strength
+
+    t0 = time.perf_counter()
+    guarded = guard_strength(llm, transform, prompts, normalize_lang(src_lang) if src_lang else None)
+    r = guarded.fit_info["fidelity_check"]
+    head = f"fidelity check ({r['n']} source sentences, {time.perf_counter() - t0:.1f} s):"
+    if guarded.alpha == transform.alpha:
+        print(f"{head} answers stay in {r['lang']} at alpha {guarded.alpha:g}", file=sys.stderr)
+    else:
+        kept = f"stored alpha {guarded.alpha:g}" if guarded.alpha else "stored alpha 0 (off): no strength kept the language"
+        print(f"{head} at alpha {transform.alpha:g} {r['tried'][0]['fidelity']:.0%} of answers stayed in {r['lang']} "
+              f"({r['baseline']:.0%} without); {kept}", file=sys.stderr)
+    return guarded
 
 
 def _fit_neurons(
