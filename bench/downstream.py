@@ -324,7 +324,8 @@ def report() -> None:
              "instruction with lettered options, each item in both option orders (A share: how often the first "
              "letter was the answer). *English*: the same items in English (XCOPA: its English machine "
              "translation). *default*: the default transform (`lingalign fit` with its defaults on the 701 SIB-200 "
-             "train pairs: contrastive at the layer chosen on held-out pairs, strength 0.5, q8; the rule chosen on "
+             "train pairs: contrastive at the layer chosen on held-out pairs, strength 0.5 as lowered by fit's fidelity check "
+             "(`fit --fidelity-check`), q8; the rule chosen on "
              "dev data in [methods.md](methods.md)), on the same items; *tuned*: that transform tuned by `lingalign tune "
              "--metric choice --fidelity` on the task's dev split (40 items; strengths 0.5, 0.25, 0.1, or off; a "
              "strength is refused if it lowers the share of dev answers in the language by over 2 points); *gap "
@@ -351,7 +352,8 @@ def report() -> None:
                             cells += ["", ""]
                             continue
                         r1 = with_t["result"]
-                        alpha = f" (alpha {with_t['tuning']['alpha']:g})" if cond == "tuned" else ""
+                        # records from before they noted the strength were all made at 0.5 (see stale())
+                        alpha = f" (alpha {with_t.get('alpha', with_t.get('tuning', {}).get('alpha', 0.5)):g})"
                         gap = (en["result"]["accuracy"] - r0["accuracy"]) if en else 0.0
                         cells += [f"{r1['accuracy']:.3f}{alpha}",
                                   f"{(r1['accuracy'] - r0['accuracy']) / gap:+.0%}" if en and gap >= MIN_GAP else ""]
