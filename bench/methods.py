@@ -28,7 +28,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from downstream import DATA, RESULTS as DOWNSTREAM, SIB_OF, captures, test_file  # noqa: E402
+from downstream import RESULTS as DOWNSTREAM, SIB_OF, captures, dev_file, test_file  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "methods"
 DOC = ROOT / "docs" / "methods.md"
@@ -108,7 +108,7 @@ def screen(args: argparse.Namespace, llm: Any) -> None:
     out = RESULTS / args.model
     command = " ".join(["python bench/methods.py", *sys.argv[1:]])
     for lang in args.langs:
-        dev = DATA / "xstorycloze" / f"{lang}.train.tsv"
+        dev = dev_file("xstorycloze", lang)
         items = load_task(dev, limit=args.dev_n, seed=0)
         prompts = read_prompts(dev, limit=args.fid_n, seed=1)
         for name in ["none", *args.configs]:

@@ -22,23 +22,30 @@ SRC = [f"the {w} is near the river number {i}" for i, w in enumerate("cat dog su
 TGT = [s.upper() for s in SRC]
 
 
-def _one_process(model: Path, method: str, shard_size: int, **options):
-    """The plain one-process fit (Transform.fit on captures) of the same shards' captures.
+def _shard_captures(model: Path, shard_size: int, layers: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """X, Y [N, len(layers), d]: the same shards captured one after another in this process.
 
     Capture of a shard must batch the same sentences together as the reference: llama.cpp's
     results depend on the batch (on the tiny random model, capturing 20 sentences at once or in
     shards of 6 differs by up to 2.5e-4 relative), so the reference captures the same shards."""
-    from lingalign import Captures, Transform
     from lingalign.capturing import capture
     from lingalign.hook import open_model
 
     llm = open_model(str(model), n_ctx=1024, n_threads=1, n_threads_batch=1)
     parts = range(0, len(SRC), shard_size)
-    X = [capture(llm, SRC[i : i + shard_size], layers=[1, 3], progress=False) for i in parts]
-    Y = [capture(llm, TGT[i : i + shard_size], layers=[1, 3], progress=False) for i in parts]
-    X = Captures(np.concatenate([c.activations for c in X]), [1, 3], X[0].model)
-    Y = Captures(np.concatenate([c.activations for c in Y]), [1, 3], Y[0].model)
-    return Transform.fit(X, Y, method=method, layers=[1, 3], **options)
+    X = [capture(llm, SRC[i : i + shard_size], layers=layers, progress=False).activations for i in parts]
+    Y = [capture(llm, TGT[i : i + shard_size], layers=layers, progress=False).activations for i in parts]
+    return np.concatenate(X), np.concatenate(Y)
+
+
+def _one_process(model: Path, method: str, shard_size: int, **options):
+    """The plain one-process fit (Transform.fit on captures) of the same shards' captures."""
+    from lingalign import Captures, Transform
+    from lingalign.model import fingerprint
+
+    X, Y = _shard_captures(model, shard_size, [1, 3])
+    fp = fingerprint(model)
+    return Transform.fit(Captures(X, [1, 3], fp), Captures(Y, [1, 3], fp), method=method, layers=[1, 3], **options)
 
 
 @pytest.mark.parametrize("method,lam", [("ridge", 0.1), ("meanshift", None), ("langvec", None), ("incline", None),
@@ -78,18 +85,6 @@ def test_resume_keeps_finished_shards_and_refuses_another_model(tiny_model, othe
         fit_sharded(str(tiny_model), SRC[:-1], TGT[:-1], resume_dir=tmp_path, **kw)
     with pytest.raises(LingalignError, match="other layers"):
         fit_sharded(str(tiny_model), SRC, TGT, resume_dir=tmp_path, **{**kw, "layers": [1]})
-
-
-def _shard_captures(model: Path, shard_size: int, layers: list[int], site: str = "residual") -> tuple[np.ndarray, np.ndarray]:
-    """X, Y [N, len(layers), d]: the same shards captured one after another in this process."""
-    from lingalign.capturing import capture
-    from lingalign.hook import open_model
-
-    llm = open_model(str(model), n_ctx=1024, n_threads=1, n_threads_batch=1)
-    parts = range(0, len(SRC), shard_size)
-    X = [capture(llm, SRC[i : i + shard_size], layers=layers, site=site, progress=False).activations for i in parts]
-    Y = [capture(llm, TGT[i : i + shard_size], layers=layers, site=site, progress=False).activations for i in parts]
-    return np.concatenate(X), np.concatenate(Y)
 
 
 @pytest.mark.parametrize("method", ["ridge", "lda"])

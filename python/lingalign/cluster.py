@@ -390,9 +390,7 @@ def fit_sharded(
     if rank == "auto":
         raise LingalignError("--rank auto needs held-out rows; give --rank full or a number with sharded fitting")
     kind = result_kind(method)
-    choose = (method == "ridge" and lam is None) or method == "lda"
-    if choose:  # checked before the slow capture
-        heldout_shards(make_shards(src, tgt, run_options["shard_size"]))
+    choose = (method == "ridge" and lam is None) or method == "lda"  # on held-out shards (run_shards refuses too few first)
     run = run_shards(model_path, src, tgt, layers=layers, kind=kind, heldout=choose, **run_options)
     model = fingerprint(model_path)
     record = dict(fit_info or {})

@@ -26,7 +26,7 @@ from typing import Any
 from .capturing import capture
 from .data import EMBEDDED_LANGUAGES, LANGUAGE_NAMES, embedded_path, read_lines, shipped_dir, shipped_model_name
 from .fidelity import describe_answer
-from .fit import DEFAULT_ALPHA, DEFAULT_METHOD, choose_layer, stored_alpha
+from .fit import DEFAULT_ALPHA, DEFAULT_METHOD, FIDELITY_CHECK_PROMPTS, choose_layer, stored_alpha
 from .hook import attach, open_model
 from .metrics import pair_cosine_distance, retrieval_top1
 from .models import DEFAULT_MODEL
@@ -34,7 +34,6 @@ from .transform import Transform
 
 N_FIT = 160
 N_TASK = 24
-FIDELITY_CHECK = 8  # source sentences fit's fidelity check answers (fit --fidelity-check)
 DEMO_PROMPT = ("swh", "Swali: Jua huchomoza upande gani?\nJibu:")
 TASK_FILES = ("xstorycloze/sw.eval.tsv", "xstorycloze/en.eval.tsv")
 
@@ -97,7 +96,7 @@ def _guarded(llm: Any, t: Transform, where: str) -> tuple[Transform, str]:
     in their language), and where it came from."""
     from .tune import guard_strength
 
-    guarded = guard_strength(llm, t, read_lines(embedded_path(t.source_lang))[:FIDELITY_CHECK], t.source_lang)
+    guarded = guard_strength(llm, t, read_lines(embedded_path(t.source_lang))[:FIDELITY_CHECK_PROMPTS], t.source_lang)
     if guarded.alpha == t.alpha:
         return guarded, f"{where}; fit's fidelity check kept alpha {t.alpha:g}"
     return guarded, f"{where}; fit's fidelity check lowered alpha {t.alpha:g} to {guarded.alpha:g}"

@@ -25,7 +25,7 @@ Inputs are paired arrays [N, n_layers, d] (source sentences, their English trans
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ DEFAULT_METHOD = "contrastive"  # the best mean held-out retrieval at both metri
 # Indonesian, Qwen2.5-Coder-1.5B; bench/methods.py, docs/methods.md): the method and strength
 # with the best mean dev accuracy among those that kept the answers in the prompt's language.
 DEFAULT_ALPHA = 0.5
+FIDELITY_CHECK_PROMPTS = 8  # source sentences fit's fidelity check answers (fit --fidelity-check, tune.faithful_alpha)
 RIDGE_LAMBDAS = (1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
 RANK_CANDIDATES = (8, 16, 32, 64, 128, 256)
 RANK_TOLERANCE = 0.005  # a low rank is kept when its held-out error is within 0.5% of the full map's
@@ -81,6 +82,23 @@ class _RidgeProblem:
         return W, (self.my - self.mx @ W if self.bias else None)
 
 
+def pick_lambda(
+    solve: Callable[[float], tuple[np.ndarray, np.ndarray | None]],
+    Xv: np.ndarray,
+    Yv: np.ndarray,
+    lambdas: Sequence[float] = RIDGE_LAMBDAS,
+) -> tuple[float, dict[str, float]]:
+    """The lambda whose map `solve(lam) -> (W, b or None)` has the least mean squared error on the
+    held-out rows Xv -> Yv (float64), and the held-out MSE of no transform and of that map."""
+    errors = []
+    for lam in lambdas:
+        W, b = solve(lam)
+        pred = Xv @ W if b is None else Xv @ W + b
+        errors.append(float(((pred - Yv) ** 2).mean()))
+    k = int(np.argmin(errors))
+    return float(lambdas[k]), {"heldout_mse_identity": float(((Xv - Yv) ** 2).mean()), "heldout_mse_fitted": errors[k]}
+
+
 def fit_ridge(
     X: np.ndarray,
     Y: np.ndarray,
@@ -104,16 +122,9 @@ def fit_ridge(
         tr, va = heldout_split(n, fraction=val_fraction, seed=seed)
         if len(tr) < 2:
             raise LingalignError(f"too few pairs ({n}) to choose lambda; pass lam explicitly")
-        problem = _RidgeProblem(X64[tr], Y64[tr], bias)
-        errors = []
-        for lam_k in lambdas:
-            W, b = problem.solve(lam_k)
-            pred = X64[va] @ W if b is None else X64[va] @ W + b
-            errors.append(float(((pred - Y64[va]) ** 2).mean()))
-        lam = float(lambdas[int(np.argmin(errors))])
+        lam, scores = pick_lambda(_RidgeProblem(X64[tr], Y64[tr], bias).solve, X64[va], Y64[va], lambdas)
         if report is not None:
-            report["heldout_mse_identity"] = float(((X64[va] - Y64[va]) ** 2).mean())
-            report["heldout_mse_fitted"] = float(min(errors))
+            report.update(scores)
     W, b = _RidgeProblem(X64, Y64, bias).solve(lam)
     return W, b, float(lam)
 
@@ -187,6 +198,14 @@ def _fisher_ratio(X: np.ndarray, Y: np.ndarray, w: np.ndarray) -> float:
     return float((py.mean() - px.mean()) ** 2 / within) if within > 0 else 0.0
 
 
+def pick_shrinkage(Sw: np.ndarray, diff: np.ndarray, Xv: np.ndarray, Yv: np.ndarray) -> float:
+    """The shrinkage (LDA_SHRINKAGES) whose direction from the within-language covariance Sw and
+    mean difference `diff` separates the held-out rows Xv, Yv best (Fisher ratio; ties go to the
+    smaller shrinkage)."""
+    scores = [(_fisher_ratio(Xv, Yv, _fisher_direction(Sw, diff, g)), -g) for g in LDA_SHRINKAGES]
+    return -max(scores)[1]
+
+
 def fit_lda(X: np.ndarray, Y: np.ndarray, *, shrinkage: float | None = None, seed: int = 0) -> tuple[np.ndarray, float]:
     """The LDA language vector: (v [d], shrinkage). v lies along Fisher's discriminant w of the
     source (X) and English (Y) states and moves the source mean's projection on w onto English's,
@@ -200,9 +219,7 @@ def fit_lda(X: np.ndarray, Y: np.ndarray, *, shrinkage: float | None = None, see
         if len(tr) < 2 or len(va) < 2:  # too few pairs to choose: the middle candidate
             shrinkage = LDA_SHRINKAGES[len(LDA_SHRINKAGES) // 2]
         else:
-            Sw, diff = _within_scatter(X64[tr], Y64[tr])
-            scores = [(_fisher_ratio(X64[va], Y64[va], _fisher_direction(Sw, diff, g)), -g) for g in LDA_SHRINKAGES]
-            shrinkage = -max(scores)[1]
+            shrinkage = pick_shrinkage(*_within_scatter(X64[tr], Y64[tr]), X64[va], Y64[va])
     if not 0.0 <= shrinkage <= 1.0:
         raise LingalignError(f"shrinkage must be in [0, 1], not {shrinkage!r}")
     Sw, diff = _within_scatter(X64, Y64)

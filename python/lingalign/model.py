@@ -9,10 +9,12 @@ exact file; a different quantization of the same model differs only here).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -126,17 +128,23 @@ class _Cursor:
             raise ModelFileError(f"{self.path}: unknown GGUF value type {vtype}")
 
 
+@contextlib.contextmanager
+def _mapped_gguf(p: Path) -> Iterator[mmap.mmap]:
+    """The model file mapped read-only, once its size and magic say it is a GGUF file."""
+    with open(p, "rb") as f:
+        if os.fstat(f.fileno()).st_size < 24:
+            raise ModelFileError(f"{p}: not a GGUF model file (too small)")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            if bytes(buf[0:4]) != b"GGUF":
+                raise ModelFileError(f"{p}: not a GGUF model file")
+            yield buf
+
+
 @lru_cache(maxsize=16)
 def _fingerprint_cached(path: str, size: int, mtime_ns: int) -> ModelFingerprint:
     p = Path(path)
-    with open(p, "rb") as f:
-        if size < 24:
-            raise ModelFileError(f"{p}: not a GGUF model file (too small)")
-        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            return _parse_fingerprint(buf, p, size)
-        finally:
-            buf.close()
+    with _mapped_gguf(p) as buf:
+        return _parse_fingerprint(buf, p, size)
 
 
 @dataclass
@@ -201,8 +209,6 @@ def scan_gguf(buf: mmap.mmap | bytes, path: Path) -> GGUFHeader:
 
 
 def _parse_fingerprint(buf: mmap.mmap, p: Path, size: int) -> ModelFingerprint:
-    if bytes(buf[0:4]) != b"GGUF":
-        raise ModelFileError(f"{p}: not a GGUF model file")
     header = scan_gguf(buf, p)
     scalars = header.scalars
     arch = str(scalars.get("general.architecture", ""))
@@ -247,14 +253,8 @@ def model_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     holds), read without loading the model."""
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            try:
-                if bytes(buf[0:4]) != b"GGUF":
-                    raise ModelFileError(f"{p}: not a GGUF model file")
-                scalars = scan_gguf(buf, p).scalars
-            finally:
-                buf.close()
-    except (OSError, ValueError) as e:
+        with _mapped_gguf(p) as buf:
+            scalars = scan_gguf(buf, p).scalars
+    except OSError as e:
         raise ModelFileError(f"cannot read model file {p}: {e}") from None
     return {k: str(v) for k, v in scalars.items()}

@@ -218,29 +218,18 @@ def choose_lambda(train: LayerStats, X: np.ndarray, Y: np.ndarray, *, bias: bool
     """Ridge's lambda for statistics: the candidate (fit.RIDGE_LAMBDAS) whose map, fitted from the
     `train` statistics, has the least mean squared error on the held-out rows X -> Y [M, d].
     Returns (lambda, {heldout_mse_identity, heldout_mse_fitted}), as `fit.fit_ridge` reports."""
-    from .fit import RIDGE_LAMBDAS
+    from .fit import RIDGE_LAMBDAS, pick_lambda
 
-    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
-    errors = []
-    for lam in lambdas or RIDGE_LAMBDAS:
-        W, b = ridge_from_stats(train, lam, bias=bias)
-        pred = X64 @ W if b is None else X64 @ W + b
-        errors.append(float(((pred - Y64) ** 2).mean()))
-    k = int(np.argmin(errors))
-    report = {"heldout_mse_identity": float(((X64 - Y64) ** 2).mean()), "heldout_mse_fitted": errors[k]}
-    return float((lambdas or RIDGE_LAMBDAS)[k]), report
+    return pick_lambda(lambda lam: ridge_from_stats(train, lam, bias=bias), X.astype(np.float64),
+                       Y.astype(np.float64), lambdas or RIDGE_LAMBDAS)
 
 
 def choose_shrinkage(train: LayerStats, X: np.ndarray, Y: np.ndarray) -> float:
     """LDA's shrinkage for statistics: the candidate (fit.LDA_SHRINKAGES) whose direction, fitted
-    from the `train` statistics, separates the held-out rows X, Y best (Fisher ratio; ties go to
-    the smaller shrinkage, as in `fit.fit_lda`)."""
-    from .fit import LDA_SHRINKAGES, _fisher_direction, _fisher_ratio
+    from the `train` statistics, separates the held-out rows X, Y best, as `fit.fit_lda` chooses."""
+    from .fit import pick_shrinkage
 
-    Sw, diff = _within_scatter(train)
-    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
-    scores = [(_fisher_ratio(X64, Y64, _fisher_direction(Sw, diff, g)), -g) for g in LDA_SHRINKAGES]
-    return -max(scores)[1]
+    return pick_shrinkage(*_within_scatter(train), X.astype(np.float64), Y.astype(np.float64))
 
 
 def fit_from_stats(

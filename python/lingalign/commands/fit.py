@@ -14,7 +14,7 @@ from typing import Any
 from ..blas import blas_threads
 from ..errors import LingalignError
 from ..experts import DEFAULT_K
-from ..fit import DEFAULT_METHOD, EXPERT_METHODS, METHODS
+from ..fit import DEFAULT_METHOD, EXPERT_METHODS, FIDELITY_CHECK_PROMPTS, METHODS
 from ..transform import POSITIONS, PRECISIONS
 from .common import load_llm, span
 from .options import Parents, shard_run_options, sharded
@@ -44,10 +44,10 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--control", choices=("shuffled",), default=None,
                      help="shuffled: fit on shuffled pairs (each sentence with another one's translation), "
                           "the control that shows what pairing contributes")
-    own.add_argument("--fidelity-check", type=int, default=8, metavar="N",
+    own.add_argument("--fidelity-check", type=int, default=FIDELITY_CHECK_PROMPTS, metavar="N",
                      help="with --layers auto and no --alpha: lower the stored strength (to 0.25, 0.1, then off) "
-                          "until greedy answers to the first N source sentences stay in their language (default 8; "
-                          "0: no check)")
+                          f"until greedy answers to the first N source sentences stay in their language (default "
+                          f"{FIDELITY_CHECK_PROMPTS}; 0: no check)")
     own.add_argument("--fit-threads", type=int, default=None,
                      help="BLAS threads while fitting (default: half the CPUs; see docs/speed.md)")
     own.add_argument("--k", type=int, default=DEFAULT_K,
