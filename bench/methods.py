@@ -18,6 +18,7 @@ measurement under bench/results/methods/<model>/; an interrupted run continues w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -43,7 +44,8 @@ CONFIGS: dict[str, tuple[str, str, tuple[float, ...]]] = {
     "langvec-middle": ("langvec", "middle", (0.5, 1.0)),
     "lda-middle": ("lda", "middle", (1.0, 2.0)),
     "langvec-mid": ("langvec", "mid", (0.1, 0.25)),
-    "staged": ("staged", "stages", (0.1, 0.25)),
+    "staged": ("staged", "stages", (0.1, 0.25)),  # the second stage on generated tokens only, as MRRE
+    "staged-all-positions": ("staged", "stages-all", (0.1, 0.25)),  # both stages on every token
     "meanshift-middle": ("meanshift", "middle", (0.5, 1.0)),
     "contrastive-auto-shuffled": ("contrastive", "auto-shuffled", (0.5, 1.0)),  # the control
 }
@@ -75,9 +77,10 @@ def fit_config(name: str, X: Any, Y: Any, lang: str, n_layer: int) -> Any:
             layer, alpha, choice = choose_layer(X, Y, method=method)
             info["layer_choice"] = choice
             return lingalign.Transform.fit(X, Y, method=method, layers=[layer], source_lang=lang, fit_info=info)
-        layers = {"mid": align, "middle": [n_layer // 2], "stages": align}[where]
+        layers = {"mid": align, "middle": [n_layer // 2], "stages": align, "stages-all": align}[where]
         extra = {"anchor_layers": anchor} if method == "staged" else {}
-        return lingalign.Transform.fit(X, Y, method=method, layers=layers, source_lang=lang, fit_info=info, **extra)
+        t = lingalign.Transform.fit(X, Y, method=method, layers=layers, source_lang=lang, fit_info=info, **extra)
+        return dataclasses.replace(t, generated_layers=()) if where == "stages-all" else t
 
 
 def transform_for(llm: Any, model: str, name: str, lang: str) -> Any:
@@ -99,8 +102,6 @@ def transform_for(llm: Any, model: str, name: str, lang: str) -> Any:
 
 def screen(args: argparse.Namespace, llm: Any) -> None:
     """Each config x alpha on each language's dev data: accuracy and fidelity."""
-    import dataclasses
-
     from lingalign.evaluate import eval_choice
     from lingalign.fidelity import eval_fidelity, read_prompts
     from lingalign.tasks import load_task

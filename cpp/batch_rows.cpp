@@ -40,7 +40,7 @@ void BatchRows::set(int n_ubatch, const uint8_t * flags, const int32_t * slots, 
     active_ = true;
 }
 
-void BatchRows::set_from_logits(int n_ubatch, const int8_t * logits, size_t n_tokens, int apply) {
+void BatchRows::set_from_logits(int n_ubatch, const int8_t * logits, size_t n_tokens, int apply, bool generated) {
     if (apply != APPLY_NONE && apply != APPLY_ALL && apply != APPLY_LAST) {
         throw std::invalid_argument("apply must be APPLY_NONE, APPLY_ALL or APPLY_LAST");
     }
@@ -50,7 +50,7 @@ void BatchRows::set_from_logits(int n_ubatch, const int8_t * logits, size_t n_to
     std::vector<uint8_t> flags(n_tokens);
     for (size_t i = 0; i < n_tokens; ++i) {
         const bool applies = apply == APPLY_ALL || (apply == APPLY_LAST && i + 1 == n_tokens);
-        flags[i] = (uint8_t) ((logits[i] != 0 ? ROW_OUTPUT : 0) | (applies ? ROW_APPLY : 0));
+        flags[i] = (uint8_t) ((logits[i] != 0 ? ROW_OUTPUT : 0) | (applies ? ROW_APPLY : 0) | (generated ? ROW_GENERATED : 0));
     }
     set(n_ubatch, flags.data(), nullptr, n_tokens, 0);
 }
@@ -103,11 +103,12 @@ bool BatchRows::map_rows(int key, const char * name, long long n_rows, std::stri
     return true;
 }
 
-int BatchRows::apply_runs(std::vector<std::pair<int, int>> & runs) const {
+int BatchRows::apply_runs(std::vector<std::pair<int, int>> & runs, bool generated_only) const {
     runs.clear();
+    const uint8_t wanted = generated_only ? (uint8_t) (ROW_APPLY | ROW_GENERATED) : (uint8_t) ROW_APPLY;
     int n_apply = 0;
     for (int r = 0; r < (int) row_tokens_.size(); ++r) {
-        if (flags_[(size_t) row_tokens_[(size_t) r]] & ROW_APPLY) {
+        if ((flags_[(size_t) row_tokens_[(size_t) r]] & wanted) == wanted) {
             if (!runs.empty() && runs.back().second == r) {
                 runs.back().second = r + 1;
             } else {

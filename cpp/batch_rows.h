@@ -22,6 +22,7 @@ enum RowFlag : uint8_t {
     ROW_APPLY = 2,   // the position policy selects this token for the transforms
     ROW_POOL = 4,    // capture: include this token in the mean (BOS is left out)
     ROW_LAST = 8,    // capture: last token of its sentence
+    ROW_GENERATED = 16,  // a generated token (or an option scored as one): generated-only layers act on it
 };
 
 // Which tokens of a generation batch the position policy selects (set_from_logits).
@@ -33,9 +34,10 @@ public:
     // (-1 or < n_slots). Throws std::invalid_argument / std::out_of_range on bad input.
     void set(int n_ubatch, const uint8_t * flags, const int32_t * slots, size_t n_tokens, int n_slots);
     // The same for a generation batch: flags from the llama_batch's own logits bytes (ROW_OUTPUT
-    // where nonzero) and ROW_APPLY on no token, every token or the last (`apply`). Every decoded
-    // token passes through this, so it spares Python the numpy work.
-    void set_from_logits(int n_ubatch, const int8_t * logits, size_t n_tokens, int apply);
+    // where nonzero), ROW_APPLY on no token, every token or the last (`apply`), and ROW_GENERATED
+    // on every token of a batch of generated tokens. Every decoded token passes through this, so
+    // it spares Python the numpy work.
+    void set_from_logits(int n_ubatch, const int8_t * logits, size_t n_tokens, int apply, bool generated);
     // Ends the batch; returns how many nodes were served in it.
     int end();
 
@@ -49,9 +51,9 @@ public:
     const std::vector<int32_t> & row_tokens() const { return row_tokens_; }
     uint8_t flags(int32_t token) const { return flags_[(size_t) token]; }
     int32_t slot(int32_t token) const { return slots_[(size_t) token]; }
-    // The rows (of the last mapped node) whose token has ROW_APPLY, as [first, end) runs;
-    // returns how many rows they hold.
-    int apply_runs(std::vector<std::pair<int, int>> & runs) const;
+    // The rows (of the last mapped node) whose token has ROW_APPLY, and ROW_GENERATED too when
+    // `generated_only`, as [first, end) runs; returns how many rows they hold.
+    int apply_runs(std::vector<std::pair<int, int>> & runs, bool generated_only) const;
 
 private:
     bool active_ = false;

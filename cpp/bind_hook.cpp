@@ -57,12 +57,15 @@ void bind_hook(py::module_ & m) {
             py::arg("n_ubatch"), py::arg("flags"), py::arg("slots") = py::none())
         .def(
             "set_batch_from_logits",
-            [](Hook & h, int n_ubatch, uintptr_t logits_address, size_t n_tokens, int apply) {
-                h.set_batch_from_logits(n_ubatch, reinterpret_cast<const int8_t *>(logits_address), n_tokens, apply);
+            [](Hook & h, int n_ubatch, uintptr_t logits_address, size_t n_tokens, int apply, bool generated) {
+                h.set_batch_from_logits(n_ubatch, reinterpret_cast<const int8_t *>(logits_address), n_tokens, apply,
+                                        generated);
             },
             py::arg("n_ubatch"), py::arg("logits_address"), py::arg("n_tokens"), py::arg("apply"),
+            py::arg("generated") = false,
             "set_batch for a llama_batch about to be decoded: logits_address is its int8 logits array "
-            "(ctypes address), apply one of APPLY_NONE, APPLY_ALL, APPLY_LAST.")
+            "(ctypes address), apply one of APPLY_NONE, APPLY_ALL, APPLY_LAST; generated: its tokens are "
+            "generated ones (ROW_GENERATED).")
         .def("end_batch", &Hook::end_batch)
         .def("start_capture", &Hook::start_capture, py::arg("layers"), py::arg("n_slots"),
              py::arg("stop_after_last") = false, py::arg("site") = (int) SITE_RESIDUAL)

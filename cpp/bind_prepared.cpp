@@ -67,7 +67,7 @@ void bind_prepared(py::module_ & m) {
         .def_property_readonly("n_ff", &PreparedTransform::n_ff)
         .def(
             "set_layer",
-            [](PreparedTransform & p, int layer, int kind, const py::dict & tensors) {
+            [](PreparedTransform & p, int layer, int kind, const py::dict & tensors, bool generated_only) {
                 std::vector<py::buffer_info> keep;
                 keep.reserve(tensors.size());
                 std::map<std::string, TensorView> views;
@@ -78,11 +78,12 @@ void bind_prepared(py::module_ & m) {
                     }
                     views[name] = view_of(item.second.cast<py::buffer>(), "layer " + std::to_string(layer) + ": " + name, keep);
                 }
-                p.set_layer(layer, (Kind) kind, views);
+                p.set_layer(layer, (Kind) kind, views, generated_only);
             },
-            py::arg("layer"), py::arg("kind"), py::arg("tensors"),
+            py::arg("layer"), py::arg("kind"), py::arg("tensors"), py::arg("generated_only") = false,
             "Set a layer from its kind (KIND_*) and named tensors (buffers: the file's tensor names; "
-            "float16 as float16). Raises LayerError naming the problem.")
+            "float16 as float16); generated_only: it acts on generated tokens only. Raises LayerError "
+            "naming the problem.")
         .def("layers", &PreparedTransform::layers, "The layers with a transform.")
         .def("map_bytes", &PreparedTransform::map_bytes, py::arg("layer"),
              "Bytes of the map or low-rank factors stored for a layer (0 for none, a vector or a clamp).");

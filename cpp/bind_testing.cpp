@@ -77,11 +77,11 @@ void bind_testing(py::module_ & t) {
             },
             py::arg("key"), py::arg("name"), py::arg("n_rows"),
             "The token of each row of a node (key = 2 * layer + site); ValueError if it does not fit.")
-        .def("apply_runs", [](const BatchRows & b) {
+        .def("apply_runs", [](const BatchRows & b, bool generated_only) {
             std::vector<std::pair<int, int>> runs;
-            b.apply_runs(runs);
+            b.apply_runs(runs, generated_only);
             return runs;
-        });
+        }, py::arg("generated_only") = false);
 }
 
 } // namespace lingalign

@@ -101,9 +101,9 @@ void Hook::set_batch(int n_ubatch, const uint8_t * flags, const int32_t * slots,
     batch_.set(n_ubatch, flags, slots, n_tokens, capture_.n_slots());
 }
 
-void Hook::set_batch_from_logits(int n_ubatch, const int8_t * logits, size_t n_tokens, int apply) {
+void Hook::set_batch_from_logits(int n_ubatch, const int8_t * logits, size_t n_tokens, int apply, bool generated) {
     std::lock_guard<std::mutex> lock(mutex_);
-    batch_.set_from_logits(n_ubatch, logits, n_tokens, apply);
+    batch_.set_from_logits(n_ubatch, logits, n_tokens, apply, generated);
 }
 
 int Hook::end_batch() {
@@ -332,7 +332,7 @@ bool Hook::on_data(ggml_tensor * t) {
     const bool keep_going = !capture_.ends_at(il, site);
     const bool capture_here = capture_.wants(il, site);
     const bool transforming = transforms(il, site);
-    const int n_apply = transforming ? batch_.apply_runs(runs_) : 0;
+    const int n_apply = transforming ? batch_.apply_runs(runs_, prepared_->layer(il).generated_only) : 0;
     if (t->ne[1] == 0) {
         return keep_going;
     }

@@ -65,7 +65,7 @@ public:
 
     // Batch announcement, one call per llama_decode (see BatchRows).
     void set_batch(int n_ubatch, const uint8_t * flags, const int32_t * slots, size_t n_tokens);
-    void set_batch_from_logits(int n_ubatch, const int8_t * logits, size_t n_tokens, int apply);
+    void set_batch_from_logits(int n_ubatch, const int8_t * logits, size_t n_tokens, int apply, bool generated);
     int end_batch();  // how many requested tensors the callback saw in the batch
 
     // Capture the chosen layers at `site` (see Capture).

@@ -62,6 +62,9 @@ struct LayerTransform {
     std::vector<float> vector;  // ADDITIVE, SHIFT: [d]
     std::vector<int32_t> index;  // CLAMP: neurons
     std::vector<float> value;    // CLAMP: their values
+    // Acts only on generated tokens (ROW_GENERATED) among those the position policy selects:
+    // a staged transform's output-language layers, which must not move the prompt.
+    bool generated_only = false;
 
     // The layer transform of `kind` from named tensors, for a model of width d whose FFN
     // activation is n_ff wide (0: unknown, no clamps). Throws LayerError naming the layer.

@@ -21,6 +21,7 @@ PYBIND11_MODULE(_core, m) {
     m.attr("CALLBACK_ADDRESS") = (uintptr_t) &Hook::eval_callback;
     m.attr("ROW_OUTPUT") = (int) ROW_OUTPUT;
     m.attr("ROW_APPLY") = (int) ROW_APPLY;
+    m.attr("ROW_GENERATED") = (int) ROW_GENERATED;
     m.attr("ROW_POOL") = (int) ROW_POOL;
     m.attr("ROW_LAST") = (int) ROW_LAST;
     m.attr("APPLY_NONE") = (int) APPLY_NONE;

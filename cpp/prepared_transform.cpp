@@ -19,9 +19,11 @@ void PreparedTransform::check_layer(int layer) const {
     }
 }
 
-void PreparedTransform::set_layer(int layer, Kind kind, const std::map<std::string, TensorView> & tensors) {
+void PreparedTransform::set_layer(int layer, Kind kind, const std::map<std::string, TensorView> & tensors,
+                                  bool generated_only) {
     check_layer(layer);
     layers_[(size_t) layer] = LayerTransform::make(layer, kind, n_embd_, n_ff_, tensors);
+    layers_[(size_t) layer].generated_only = generated_only;
 }
 
 std::vector<int> PreparedTransform::layers() const {

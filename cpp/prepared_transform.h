@@ -22,7 +22,8 @@ public:
     int n_ff() const { return n_ff_; }
 
     // Sets (or replaces) a layer's transform; see LayerTransform::make for the errors.
-    void set_layer(int layer, Kind kind, const std::map<std::string, TensorView> & tensors);
+    // generated_only: it acts on generated tokens only (LayerTransform::generated_only).
+    void set_layer(int layer, Kind kind, const std::map<std::string, TensorView> & tensors, bool generated_only);
     const LayerTransform & layer(int il) const { return layers_[(size_t) il]; }
     std::vector<int> layers() const;  // the layers with a transform
     size_t map_bytes(int layer) const;

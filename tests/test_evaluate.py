@@ -71,6 +71,34 @@ def test_choice_with_a_transform_matches_the_attached_hook(tiny_model):
     np.testing.assert_array_equal(off, plain)
 
 
+def test_choice_scores_options_as_generated_for_generated_only_layers(tiny_model):
+    """Options are scored as generated tokens: a generated-only layer moves them and not the
+    context, as when the model generates the answer after the prompt."""
+    import dataclasses
+
+    t = dataclasses.replace(_transform(tiny_model, [1, 2]), generated_layers=(2,))
+    llm = tiny_llm(tiny_model, logits_all=True)
+    steering = lingalign.attach(llm, t)
+    ref = []
+    for it in ITEMS:
+        context = it["premise"][:-1] + " " + ("kwa hiyo" if it["question"] == "effect" else "kwa sababu")
+        row = []
+        for key in ("choice1", "choice2"):
+            ctx = llm.tokenize(context.encode(), add_bos=True)
+            cont = llm.tokenize((" " + it[key]).encode(), add_bos=False)
+            llm.reset()
+            llm.eval(ctx)
+            with steering.tokens_are("generated"):
+                llm.eval(cont)
+            logp = _log_softmax_rows(np.asarray(llm.scores[len(ctx) - 1 : len(ctx) + len(cont) - 1], np.float64))
+            row.append(float(logp[np.arange(len(cont)), cont].sum()))
+        ref.append(row)
+    sums, _, info = choice_scores(tiny_llm(tiny_model), ITEMS, lang="sw", transform=t)
+    np.testing.assert_allclose(sums, np.array(ref), rtol=1e-4, atol=1e-4)
+    every, _, _ = choice_scores(tiny_llm(tiny_model), ITEMS, lang="sw", transform=dataclasses.replace(t, generated_layers=()))
+    assert not np.allclose(every, sums)
+
+
 def test_choice_with_last_policy_moves_only_the_context_token(tiny_model):
     llm = tiny_llm(tiny_model)
     r = eval_choice(llm, ITEMS[:1], transform=_transform(tiny_model, [1], positions="last"))

@@ -237,6 +237,7 @@ def test_staged_moves_toward_english_in_the_middle_and_back_toward_the_source_la
     np.testing.assert_allclose(t.layers[1].shift, md, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(t.layers[2].shift, -md, rtol=1e-5, atol=1e-6)
     assert t.fit_info["stages"] == {"align": [0, 1], "anchor": [2]}
+    assert t.generated_layers == (2,)  # the output-language stage leaves the prompt alone
     with pytest.raises(LingalignError, match="both alignment and anchor"):
         Transform.fit(src, tgt, method="staged", layers=[1, 2], anchor_layers=[2])
     with pytest.raises(LingalignError, match="needs anchor layers"):

@@ -215,6 +215,31 @@ def test_prompt_and_generated_policies(tiny_model):
     assert counts["last"] == 1
 
 
+def test_generated_only_layers_leave_the_prompt_as_the_other_layers_make_it(tiny_model):
+    """A staged transform's output-language layers (generated_layers) act on generated tokens
+    only: the prompt's logits are bit-identical to those of the transform without them, tokens
+    evaluated as generated get every layer, and a generation counts the rows each layer moved."""
+    both = dataclasses.replace(_transform(tiny_model, [1, 2]), generated_layers=(2,))
+    llm = tiny_llm(tiny_model, logits_all=True, n_batch=8, n_ubatch=4)
+    steering = lingalign.attach(llm, both.with_layers([1]))
+    align_only = _logits(llm)
+    steering.set(dataclasses.replace(both, generated_layers=()))
+    every_token = _logits(llm)
+    steering.set(both)
+    assert np.array_equal(_logits(llm), align_only)
+    with steering.tokens_are("generated"):
+        assert np.array_equal(_logits(llm), every_token)
+    assert not np.array_equal(align_only, every_token)
+
+    n_prompt = len(llm.tokenize(PROMPT.encode()))
+    steering.take_rows_transformed()
+    llm(PROMPT, max_tokens=6, temperature=0)
+    assert steering.take_rows_transformed() == n_prompt + 2 * 5  # layer 1 everywhere, layer 2 on 5 generated evals
+    steering.set(both, positions="prompt")  # nothing generated is selected: only layer 1 on the prompt
+    llm(PROMPT, max_tokens=6, temperature=0)
+    assert steering.take_rows_transformed() == n_prompt
+
+
 def test_generation_unchanged_when_cleared(tiny_model):
     plain = tiny_llm(tiny_model)
     ref = plain(PROMPT, max_tokens=8, temperature=0)["choices"][0]["text"]
@@ -429,13 +454,14 @@ def test_prepared_transforms_switch_without_repacking(tiny_model, plain_logits):
 def test_batch_rows_map_rows_to_tokens_without_llama_cpp():
     """BatchRows alone: rows of a node map to tokens across ubatches, output-only rows of the last
     layer to the tokens with outputs, and a node that fits no announced ubatch is an error."""
-    from lingalign._core import ROW_APPLY, ROW_OUTPUT, testing
+    from lingalign._core import ROW_APPLY, ROW_GENERATED, ROW_OUTPUT, testing
 
     rows = testing.BatchRows()
-    flags = np.array([0, ROW_APPLY, 0, ROW_OUTPUT | ROW_APPLY, 0, ROW_OUTPUT], np.uint8)
+    flags = np.array([0, ROW_APPLY, ROW_GENERATED, ROW_OUTPUT | ROW_APPLY | ROW_GENERATED, 0, ROW_OUTPUT], np.uint8)
     rows.set(4, flags)  # two ubatches: tokens 0-3 and 4-5
     assert rows.map_rows(2, "l_out-1", 4) == [0, 1, 2, 3]
     assert rows.apply_runs() == [(1, 2), (3, 4)]
+    assert rows.apply_runs(generated_only=True) == [(3, 4)]  # selected and generated
     assert rows.map_rows(6, "l_out-3", 1) == [3]  # the last layer keeps the output rows only
     assert rows.map_rows(2, "l_out-1", 2) == [4, 5]  # a smaller key: the next ubatch
     assert rows.map_rows(6, "l_out-3", 1) == [5]

@@ -46,6 +46,31 @@ def test_round_trip_is_bit_exact(tiny_model, tmp_path):
                 assert a.tobytes() == b.tobytes()
 
 
+def test_generated_only_layers_round_trip_in_a_version_2_file(tiny_model, tmp_path):
+    """A transform with generated-only layers is written as format 2 (a lingalign that does not
+    know them refuses the file instead of moving the prompt with them); one without stays 1."""
+    import dataclasses
+
+    t = _transform(tiny_model)
+    plain, staged = tmp_path / "plain.gguf", tmp_path / "staged.gguf"
+    t.save(plain)
+    dataclasses.replace(t, generated_layers=(3, 2)).save(staged)
+    version = lambda path: int(gguf.GGUFReader(str(path)).fields["lingalign.format_version"].contents())  # noqa: E731
+    assert (version(plain), version(staged)) == (1, 2)
+    assert Transform.load(plain).generated_layers == ()
+    back = Transform.load(staged)
+    assert back.generated_layers == (2, 3) and back.summary()["generated_layers"] == [2, 3]
+    assert back.with_layers([0, 3]).generated_layers == (3,)
+    with pytest.raises(TransformFileError, match=r"generated-only layer\(s\) \[7\] have no transform"):
+        dataclasses.replace(t, generated_layers=(7,))
+    bad = tmp_path / "bad_generated.gguf"
+    kv = _valid_kv(lingalign.model.fingerprint(tiny_model), [1])
+    kv["lingalign.format_version"], kv["lingalign.generated_layers"] = 2, [2]
+    _write_raw(bad, kv=kv, tensors={"blk.1.vector": np.zeros(t.model.n_embd, np.float32)})
+    with pytest.raises(TransformFileError, match=r"bad_generated.gguf: generated-only layer\(s\) \[2\]"):
+        Transform.load(bad)
+
+
 def _write_raw(path, arch="lingalign", kv=None, tensors=None):
     w = gguf.GGUFWriter(str(path), arch)
     for k, v in (kv or {}).items():

@@ -177,7 +177,7 @@ def score_prompts(
             # rows' logits in batch order
             targets: list[tuple[int, int, int, int]] = []
 
-            def add(tok: int, pos: int, seqs: Sequence[int], output: bool, apply: bool) -> int:
+            def add(tok: int, pos: int, seqs: Sequence[int], output: bool, apply: bool, generated: bool) -> int:
                 """Write one token; returns its output row (-1 if it has none)."""
                 nonlocal n_out
                 row = len(flags)
@@ -185,7 +185,8 @@ def score_prompts(
                 for j, s in enumerate(seqs):
                     b.seq_id[row][j] = s
                 b.logits[row] = int(output)
-                flags.append((_core.ROW_OUTPUT if output else 0) | (_core.ROW_APPLY if apply else 0))
+                flags.append((_core.ROW_OUTPUT if output else 0) | (_core.ROW_APPLY if apply else 0)
+                             | (_core.ROW_GENERATED if generated else 0))
                 n_out += int(output)
                 return n_out - 1 if output else -1
 
@@ -195,12 +196,12 @@ def score_prompts(
                 seqs = tuple(range(seq0, seq0 + len(conts)))
                 n0, last = len(ctx_toks), len(ctx_toks) - 1
                 for pos, tok in enumerate(ctx_toks):
-                    out = add(tok, pos, seqs, pos == last, apply_ctx or (policy == "last" and pos == last))
+                    out = add(tok, pos, seqs, pos == last, apply_ctx or (policy == "last" and pos == last), False)
                 # the last context row predicts every continuation's first token
                 targets += [(k, c, cont[0], out) for c, cont in enumerate(conts)]
                 for c, cont in enumerate(conts):
                     for j, tok in enumerate(cont[:-1]):
-                        targets.append((k, c, cont[j + 1], add(tok, n0 + j, (seqs[c],), True, apply_cont)))
+                        targets.append((k, c, cont[j + 1], add(tok, n0 + j, (seqs[c],), True, apply_cont, True)))
                 seq0 += len(conts)
             b.n_tokens = len(flags)
             runner.decode(np.asarray(flags, dtype=np.uint8), task="choice scoring", doing="scoring choices")

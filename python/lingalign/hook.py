@@ -8,7 +8,7 @@ is not split and speed is that of plain llama.cpp.
 
 Position policies need to know which token each row is. Every llama_decode of the Llama goes
 through `_Announcer.decode`, which announces the batch to the hook: one flag byte per token
-(has an output; selected by the policy). `Llama.generate` evaluates the prompt in its first
+(has an output; selected by the policy; generated, for a transform's generated-only layers). `Llama.generate` evaluates the prompt in its first
 `eval` call and one sampled token per later call, which is how prompt and generated tokens are
 told apart.
 """
@@ -104,7 +104,8 @@ class _Announcer:
             return
         # This runs for every generated token, right after llama.cpp streamed the model through
         # the caches: kept to a few Python operations (numpy here cost about 0.1 ms a token).
-        self.hook.set_batch_from_logits(n_ubatch, _llama.batch_logits_address(batch), n, _APPLY[selection])
+        self.hook.set_batch_from_logits(n_ubatch, _llama.batch_logits_address(batch), n, _APPLY[selection],
+                                        self.state.eval_kind == "generated")
         try:
             run()
         finally:
@@ -371,8 +372,9 @@ class Steering:
         if self._router is not None:
             self._route(tokens)
         state = self._state
-        if state.positions != "all":
-            # Cached prefixes were computed with other tokens selected: evaluate everything.
+        if state.positions != "all" or (self._active is not None and self._active.transform.generated_layers):
+            # Cached prefixes were computed with other tokens selected (or counted as generated
+            # for generated-only layers): evaluate everything.
             _llama.invalidate_cache(self._llm)
         state.in_generate += 1
         outer_prompt_done = state.prompt_done

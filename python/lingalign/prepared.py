@@ -38,7 +38,8 @@ class Prepared:
 
     def summary(self) -> dict[str, Any]:
         return {"method": self.transform.method, "source_lang": self.transform.source_lang,
-                "alpha": self.alpha, "positions": self.positions, "layers": list(self.layers)}
+                "alpha": self.alpha, "positions": self.positions, "layers": list(self.layers),
+                "generated_layers": list(self.transform.generated_layers)}
 
     def with_settings(self, *, alpha: float | None = None, positions: str | None = None) -> Prepared:
         """The same packed maps at another strength or position policy (None: keep this one's).
@@ -82,7 +83,7 @@ def prepare(
             )
         kind, tensors = _core_layer(lm)
         try:
-            core.set_layer(il, kind, tensors)
+            core.set_layer(il, kind, tensors, il in use.generated_layers)
         except _core.LayerError as e:  # a neuron past this model's FFN width, a shape
             raise TransformFileError(str(e)) from None
     return Prepared(use, a, p, tuple(use.layers), tuple(warnings), core)

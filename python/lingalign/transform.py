@@ -29,7 +29,7 @@ from .layer import BYTE_TENSORS, HALF_TENSORS, INT_TENSORS, PRECISIONS, TENSOR_N
 from .model import ModelFingerprint, scan_gguf
 
 ARCH = "lingalign"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: generated-only layers (written as 1 when a transform has none)
 POSITIONS = ("all", "last", "prompt", "generated")
 MAX_ALPHA = 1e4  # far beyond any useful strength; larger values only overflow float32
 
@@ -61,8 +61,11 @@ _K = "lingalign."  # metadata key prefix
 class Transform:
     """Per-layer alignment transforms for one model, with their provenance (frozen).
 
-    `alpha` and `positions` are the defaults used when the caller gives none. Make changed
-    copies with `dataclasses.replace` (validated again) or `with_layers`.
+    `alpha` and `positions` are the defaults used when the caller gives none. The layers in
+    `generated_layers` act only on generated tokens (and on the options a choice scores), among
+    those `positions` selects: the output-language stage of a staged transform, which must leave
+    the prompt as the other layers made it. Make changed copies with `dataclasses.replace`
+    (validated again) or `with_layers`.
     """
 
     layers: Mapping[int, LayerMap]
@@ -73,6 +76,7 @@ class Transform:
     alpha: float = 1.0
     positions: str = "all"
     fit_info: Mapping[str, Any] = field(default_factory=dict)
+    generated_layers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         layers = {int(il): lm for il, lm in dict(self.layers).items()}
@@ -88,6 +92,11 @@ class Transform:
             lm.check_width(il, self.model.n_embd)
         if self.positions not in POSITIONS:
             raise TransformFileError(f"unknown position policy {self.positions!r} (one of {', '.join(POSITIONS)})")
+        generated = tuple(sorted({int(il) for il in self.generated_layers}))
+        stray = [il for il in generated if il not in layers]
+        if stray:
+            raise TransformFileError(f"generated-only layer(s) {stray} have no transform (layers: {sorted(layers)})")
+        object.__setattr__(self, "generated_layers", generated)
         object.__setattr__(self, "alpha", check_alpha(self.alpha))
 
     def __eq__(self, other: object) -> bool:
@@ -115,6 +124,8 @@ class Transform:
     ) -> Transform:
         """Fit a transform from two Captures of the same model (numpy only; see `fit.fit_layers`).
 
+        staged's anchor layers (its output-language stage) become `generated_layers`.
+
         Map and vector methods (ridge, incline, meanshift, contrastive, langvec, lda, staged) take paired residual
         captures: src of the source sentences, tgt of their English translations. "experts"
         (and its control "random-neurons") takes FFN captures of the language (src) and of
@@ -129,8 +140,9 @@ class Transform:
             record.setdefault("source_data", src.info)
         if tgt.info and method not in EXPERT_METHODS:
             record.setdefault("target_data", tgt.info)
+        generated = tuple(info.get("stages", {}).get("anchor", ()))
         return cls(layers=fitted, model=src.model, method=method, source_lang=source_lang, target_lang=target_lang,
-                   alpha=alpha, positions=positions, fit_info=record)
+                   alpha=alpha, positions=positions, fit_info=record, generated_layers=generated)
 
     def validate(self) -> None:
         """Nothing to do: a Transform is validated when it is made (kept for callers of 0.1)."""
@@ -140,7 +152,9 @@ class Transform:
         missing = sorted(set(layers) - set(self.layers))
         if missing:
             raise LingalignError(f"layer(s) {missing} not in the transform (it has {sorted(self.layers)})")
-        return dataclasses.replace(self, layers={il: self.layers[il] for il in sorted(set(layers))})
+        keep = sorted(set(layers))
+        return dataclasses.replace(self, layers={il: self.layers[il] for il in keep},
+                                   generated_layers=tuple(il for il in self.generated_layers if il in keep))
 
     @property
     def precision(self) -> str:
@@ -168,13 +182,17 @@ class Transform:
                 # GGUFWriter.add_string drops empty strings; an empty value must still be present.
                 writer.add_key_value(key, value, gguf.GGUFValueType.STRING)
 
-            writer.add_uint32(_K + "format_version", FORMAT_VERSION)
+            # A file without generated-only layers stays readable by lingalign versions that know
+            # format 1; one with them is refused there instead of applied to the prompt too.
+            writer.add_uint32(_K + "format_version", FORMAT_VERSION if self.generated_layers else 1)
             add_str(_K + "method", self.method)
             add_str(_K + "source_lang", self.source_lang)
             add_str(_K + "target_lang", self.target_lang)
             writer.add_float64(_K + "alpha", float(self.alpha))
             add_str(_K + "positions", self.positions)
             writer.add_array(_K + "layers", sorted(self.layers))
+            if self.generated_layers:
+                writer.add_array(_K + "generated_layers", list(self.generated_layers))
             m = self.model
             add_str(_K + "model.architecture", m.architecture)
             writer.add_uint32(_K + "model.n_embd", m.n_embd)
@@ -217,6 +235,7 @@ class Transform:
             "alpha": self.alpha,
             "positions": self.positions,
             "layers": sorted(self.layers),
+            "generated_layers": list(self.generated_layers),
             "kinds": sorted({lm.kind for lm in self.layers.values()}),
             "model": self.model.to_dict(),
             "fit_info": dict(self.fit_info),
@@ -331,6 +350,7 @@ def _read(path: Path) -> Transform:
     except json.JSONDecodeError:
         raise TransformFileError(f"{path}: metadata {_K}fit_info is not valid JSON") from None
     declared = [int(x) for x in _field(fields, "layers", path, list)]
+    generated = [int(x) for x in _field(fields, "generated_layers", path, list)] if _K + "generated_layers" in fields else []
 
     per_layer: dict[int, dict[str, np.ndarray]] = {}
     for t in tensors:
@@ -368,6 +388,7 @@ def _read(path: Path) -> Transform:
             alpha=_field(fields, "alpha", path, float),
             positions=_field(fields, "positions", path, str),
             fit_info=fit_info,
+            generated_layers=tuple(generated),
         )
     except TransformFileError as e:
         if str(e).startswith(f"{path}: "):
