@@ -268,6 +268,11 @@ def run(args: argparse.Namespace) -> None:
                     rec.path(key).unlink()  # measured at a strength fit no longer stores
                 if not rec.have(key) and protocol == "likelihood" and condition == "default" and transform.alpha == DEFAULT_ALPHA:
                     adopt_rule_record(rec, key, task, lang, n)
+                if not rec.have(key) and condition == "tuned" and transform.alpha == 0 and baseline.is_file():
+                    # tuned off: alpha 0 is bit-identical to no transform (tests/test_hook.py)
+                    off = json.loads(baseline.read_text(encoding="utf-8"))
+                    rec.write(key, {**off, "command": command, "condition": condition, "alpha": 0.0, "tuning": tuning,
+                                    "from": str(baseline.relative_to(ROOT)) + " (tuned off: alpha 0 is no transform)"})
                 if not rec.have(key):
                     data = load_task(test_file(task, lang), limit=n, seed=0)
                     t0 = time.time()
@@ -294,6 +299,15 @@ def run(args: argparse.Namespace) -> None:
             fid_key = f"{task}-{lang}-fidelity-{condition}"
             if condition == "default" and rec.have(fid_key) and stale(rec, fid_key, transform):
                 rec.path(fid_key).unlink()
+            none_fid = rec.path(f"{task}-{lang}-fidelity-none")
+            if condition == "tuned" and transform.alpha == 0 and none_fid.is_file() and not rec.have(fid_key):
+                off = json.loads(none_fid.read_text(encoding="utf-8"))
+                r = {**off["result"], "with": off["result"]["without"]}
+                summary = {**off["summary"], **{f"{k}_with": off["summary"][f"{k}_without"]
+                                                 for k in ("fidelity", "english_share", "looping")}}
+                rec.write(fid_key, {**off, "command": command, "condition": condition, "alpha": 0.0, "tuning": tuning,
+                                    "result": r, "summary": summary,
+                                    "from": str(none_fid.relative_to(ROOT)) + " (tuned off: alpha 0 is no transform)"})
             if args.fidelity and task != "xcopa" and not rec.have(fid_key):
                 prompts = read_prompts(fidelity_file(task, lang), limit=args.fidelity)
                 t0 = time.time()

@@ -36,7 +36,8 @@ DOC = ROOT / "docs" / "methods.md"
 MAX_FIDELITY_DROP = 0.02
 # name -> (method, where, strengths screened): where is "auto" (the layer choice on held-out
 # retrieval), "mid" (staged's alignment layers: a quarter to two thirds of the depth), "middle"
-# (the one layer at half the depth, as ITLC) or "stages" (staged's two ranges). Vectors applied
+# (the one layer at half the depth, as ITLC), "stages" (staged's two ranges; "stages-all" with
+# both on every token) or "middle-stages" (the middle layer, then staged's late range). Vectors applied
 # at many layers compound through the residual stream (on Gemma, langvec-mid and staged at
 # strength 1 turned every dev continuation into a loop), so those are screened weaker.
 CONFIGS: dict[str, tuple[str, str, tuple[float, ...]]] = {
@@ -46,8 +47,20 @@ CONFIGS: dict[str, tuple[str, str, tuple[float, ...]]] = {
     "langvec-mid": ("langvec", "mid", (0.1, 0.25)),
     "staged": ("staged", "stages", (0.1, 0.25)),  # the second stage on generated tokens only, as MRRE
     "staged-all-positions": ("staged", "stages-all", (0.1, 0.25)),  # both stages on every token
+    "staged-middle": ("staged", "middle-stages", (0.5, 1.0)),  # langvec-middle, then re-anchored late
     "meanshift-middle": ("meanshift", "middle", (0.5, 1.0)),
     "contrastive-auto-shuffled": ("contrastive", "auto-shuffled", (0.5, 1.0)),  # the control
+}
+DESCRIPTIONS = {
+    "contrastive-auto": "contrastive map at the layer chosen on held-out retrieval (fit's default)",
+    "langvec-middle": "language vector (ReCoVeR, norms kept) at the middle layer",
+    "lda-middle": "LDA language direction (ITLC) at the middle layer",
+    "langvec-mid": "language vector at every layer from a quarter to two thirds of the depth",
+    "staged": "langvec-mid toward English, then the reverse vector at the last sixth on generated tokens only (MRRE)",
+    "staged-all-positions": "staged with its second stage on every token (before transforms had generated-only layers)",
+    "staged-middle": "langvec-middle toward English, then staged's second stage on generated tokens only",
+    "meanshift-middle": "mean difference added at the middle layer",
+    "contrastive-auto-shuffled": "contrastive-auto fitted on shuffled pairs (the control)",
 }
 DEFAULT_CONFIGS = ("contrastive-auto", "langvec-middle", "lda-middle", "langvec-mid", "staged")
 
@@ -77,7 +90,8 @@ def fit_config(name: str, X: Any, Y: Any, lang: str, n_layer: int) -> Any:
             layer, alpha, choice = choose_layer(X, Y, method=method)
             info["layer_choice"] = choice
             return lingalign.Transform.fit(X, Y, method=method, layers=[layer], source_lang=lang, fit_info=info)
-        layers = {"mid": align, "middle": [n_layer // 2], "stages": align, "stages-all": align}[where]
+        layers = {"mid": align, "middle": [n_layer // 2], "stages": align, "stages-all": align,
+                  "middle-stages": [n_layer // 2]}[where]
         extra = {"anchor_layers": anchor} if method == "staged" else {}
         t = lingalign.Transform.fit(X, Y, method=method, layers=layers, source_lang=lang, fit_info=info, **extra)
         return dataclasses.replace(t, generated_layers=()) if where == "stages-all" else t
@@ -246,7 +260,8 @@ def report() -> None:
              "language; *dev*: XStoryCloze train (its dev split), a seeded stratified sample, option "
              "log-likelihood, every position; fidelity: share of greedy continuations of dev stories in the "
              "story's language (py3langid), and of looping ones. The standard error of an accuracy p on n items "
-             "is sqrt(p(1-p)/n): about 0.08 at n = 40.", ""]
+             "is sqrt(p(1-p)/n): about 0.08 at n = 40.", "",
+             "Methods: " + "; ".join(f"*{name}*: {DESCRIPTIONS[name]}" for name in CONFIGS) + ".", ""]
     for model_dir in sorted(p for p in RESULTS.glob("*") if p.is_dir()):
         model = model_dir.name
         recs = _dev_records(model)
