@@ -426,13 +426,14 @@ def report() -> None:
 
 def goals(recs: dict[str, dict[str, Any]]) -> list[str]:
     """Issue 18's goals, per condition and task: the mean change in likelihood accuracy over the dev
-    languages, the largest drop, the mean gap closed, and the largest fall in fidelity."""
+    languages (and, on a row of their own, over the hidden ones), the largest drop, the mean gap
+    closed, and the largest fall in fidelity."""
     out: list[str] = []
     for cond in ("default", "tuned"):
         rows = []
-        for task in ("xstorycloze", "sib200", "xcopa"):
+        for task, langs in [(t, g) for t in ("xstorycloze", "sib200", "xcopa") for g in (DEV[t], HIDDEN[t])]:
             deltas, closed, fid_drop = [], [], []
-            for lang in DEV[task]:
+            for lang in langs:
                 none, with_t = recs.get(f"{task}-{lang}-likelihood-none"), recs.get(f"{task}-{lang}-likelihood-{cond}")
                 en = english_record(recs, task, lang)
                 if not none or not with_t:
@@ -447,13 +448,15 @@ def goals(recs: dict[str, dict[str, Any]]) -> list[str]:
                     fid_drop.append(fid["summary"]["fidelity_without"] - fid["summary"]["fidelity_with"])
             if deltas:
                 worst = min(deltas)
-                rows.append(f"| {task} | {len(deltas)}/{len(DEV[task])} | {100 * sum(d for d, _ in deltas) / len(deltas):+.1f} | "
+                name = task + (" (hidden)" if langs is HIDDEN[task] else "")
+                rows.append(f"| {name} | {len(deltas)}/{len(langs)} | {100 * sum(d for d, _ in deltas) / len(deltas):+.1f} | "
                             f"{100 * worst[0]:+.1f} ({worst[1]}) | "
                             + (f"{sum(closed) / len(closed):+.0%} ({len(closed)})" if closed else "") + " | "
                             + (f"{100 * max(fid_drop):.0f}" if fid_drop else "") + " |")
         if rows:
             out += [f"### Goals ({cond})", "",
-                    "Over the dev languages measured (likelihood): mean change in points, the largest drop, the mean "
+                    "Over the dev languages measured (likelihood; hidden: the languages no setting was chosen on): "
+                    "mean change in points, the largest drop, the mean "
                     "gap closed (over languages where English leads by 5 points or more), the largest fall in fidelity (points). "
                     "Goals: mean +3, no drop over 1, 25% closed, fidelity within 2.", "",
                     "| task | languages | mean change | largest drop | gap closed | fidelity fall |", "|---|---|---|---|---|---|",
