@@ -8,9 +8,9 @@ is not split and speed is that of plain llama.cpp.
 
 Position policies need to know which token each row is. Every llama_decode of the Llama goes
 through `_Announcer.decode`, which announces the batch to the hook: one flag byte per token
-(has an output; selected by the policy; generated, for a transform's generated-only layers). `Llama.generate` evaluates the prompt in its first
-`eval` call and one sampled token per later call, which is how prompt and generated tokens are
-told apart.
+(has an output; selected by the policy; generated, for a transform's generated-only layers).
+`Llama.generate` evaluates the prompt in its first `eval` call and one sampled token per later
+call, which is how prompt and generated tokens are told apart.
 """
 
 from __future__ import annotations
