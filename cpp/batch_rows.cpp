@@ -30,9 +30,12 @@ void BatchRows::set(int n_ubatch, const uint8_t * flags, const int32_t * slots, 
     }
     output_prefix_.assign(n_tokens + 1, 0);
     applies_ = false;
+    applies_generated_ = false;
+    const uint8_t generated = ROW_APPLY | ROW_GENERATED;
     for (size_t i = 0; i < n_tokens; ++i) {
         output_prefix_[i + 1] = output_prefix_[i] + ((flags_[i] & ROW_OUTPUT) ? 1 : 0);
         applies_ = applies_ || (flags_[i] & ROW_APPLY);
+        applies_generated_ = applies_generated_ || (flags_[i] & generated) == generated;
     }
     ubatch_index_ = -1;
     last_key_ = 0;

@@ -43,6 +43,8 @@ public:
 
     bool active() const { return active_; }
     bool applies() const { return applies_; }  // some token has ROW_APPLY
+    // some token has ROW_APPLY and ROW_GENERATED: generated-only layers have work in this batch
+    bool applies_generated() const { return applies_generated_; }
 
     // A node (key = 2 * layer + site, increasing through a ubatch's graph) with n_rows rows has
     // been computed: find its ubatch and the token of each row (row_tokens()). Returns false,
@@ -58,6 +60,7 @@ public:
 private:
     bool active_ = false;
     bool applies_ = false;
+    bool applies_generated_ = false;
     int n_ubatch_ = 0;
     std::vector<uint8_t> flags_;
     std::vector<int32_t> slots_;

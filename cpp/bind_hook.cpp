@@ -44,7 +44,7 @@ void bind_hook(py::module_ & m) {
             "Use a Prepared transform (None: none) at strength alpha from the next decode on, in O(1).")
         .def_property_readonly("alpha", &Hook::alpha)
         .def("active_layers", &Hook::active_layers)
-        .def("wants_batch", &Hook::wants_batch, py::arg("applies"))
+        .def("wants_batch", &Hook::wants_batch, py::arg("applies"), py::arg("generated") = false)
         .def_property("threads", &Hook::threads, &Hook::set_threads)
         .def(
             "set_batch",

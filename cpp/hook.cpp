@@ -81,9 +81,9 @@ std::vector<int> Hook::active_layers() const {
     return prepared_ ? prepared_->layers() : std::vector<int>();
 }
 
-bool Hook::wants_batch(bool applies) const {
+bool Hook::wants_batch(bool applies, bool generated) const {
     std::lock_guard<std::mutex> lock(mutex_);
-    return capture_.active() || (applies && alpha_ != 0.0f && prepared_ && !prepared_->empty());
+    return capture_.active() || (applies && alpha_ != 0.0f && prepared_ && prepared_->acts_on(generated));
 }
 
 void Hook::set_threads(int n_threads) {
@@ -226,6 +226,9 @@ bool Hook::transforms(int il, int site) const {
         return false;
     }
     const LayerTransform & lt = prepared_->layer(il);
+    if (lt.generated_only && !batch_.applies_generated()) {
+        return false;  // not even asked for: llama.cpp then computes the layer as without the hook
+    }
     return site == SITE_RESIDUAL ? lt.on_residual() : lt.kind == Kind::CLAMP;
 }
 

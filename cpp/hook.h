@@ -56,9 +56,9 @@ public:
     float alpha() const;
     std::vector<int> active_layers() const;
     // Whether a batch must be announced: when capturing, or when some of its tokens are to be
-    // transformed (`applies`) and a transform is active. Otherwise the callback requests no
-    // tensor and llama.cpp runs its graph unsplit.
-    bool wants_batch(bool applies) const;
+    // transformed (`applies`; `generated`: they are generated tokens) and a transform acts on
+    // them. Otherwise the callback requests no tensor and llama.cpp runs its graph unsplit.
+    bool wants_batch(bool applies, bool generated) const;
 
     void set_threads(int n_threads);
     int threads() const;

@@ -50,4 +50,13 @@ bool PreparedTransform::empty() const {
     return true;
 }
 
+bool PreparedTransform::acts_on(bool generated) const {
+    for (const auto & lt : layers_) {
+        if (lt.kind != Kind::NONE && (generated || !lt.generated_only)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 } // namespace lingalign

@@ -28,6 +28,9 @@ public:
     std::vector<int> layers() const;  // the layers with a transform
     size_t map_bytes(int layer) const;
     bool empty() const;
+    // Whether some layer acts on a batch whose applied tokens are (or, if not `generated`, are
+    // not) generated ones: a transform of generated-only layers leaves prompt batches alone.
+    bool acts_on(bool generated) const;
 
 private:
     void check_layer(int layer) const;

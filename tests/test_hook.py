@@ -215,18 +215,29 @@ def test_prompt_and_generated_policies(tiny_model):
     assert counts["last"] == 1
 
 
-def test_generated_only_layers_leave_the_prompt_as_the_other_layers_make_it(tiny_model):
+def test_generated_only_layers_leave_the_prompt_as_the_other_layers_make_it(tiny_model, plain_logits):
     """A staged transform's output-language layers (generated_layers) act on generated tokens
-    only: the prompt's logits are bit-identical to those of the transform without them, tokens
-    evaluated as generated get every layer, and a generation counts the rows each layer moved."""
+    only: the prompt's logits are bit-identical to those of the transform without them (and
+    llama.cpp is not even asked for those layers' tensors), tokens evaluated as generated get
+    every layer, and a generation counts the rows each layer moved."""
     both = dataclasses.replace(_transform(tiny_model, [1, 2]), generated_layers=(2,))
     llm = tiny_llm(tiny_model, logits_all=True, n_batch=8, n_ubatch=4)
     steering = lingalign.attach(llm, both.with_layers([1]))
+    steering.stats(reset=True)
     align_only = _logits(llm)
+    align_tensors = sum(steering.stats()["tensors"].values())
     steering.set(dataclasses.replace(both, generated_layers=()))
     every_token = _logits(llm)
     steering.set(both)
+    steering.stats(reset=True)
     assert np.array_equal(_logits(llm), align_only)
+    assert sum(steering.stats()["tensors"].values()) == align_tensors > 0
+    # a transform of generated-only layers leaves prompt batches unannounced: plain logits
+    steering.set(both.with_layers([2]))
+    hook = hook_of(steering)
+    assert not hook.wants_batch(True, False) and hook.wants_batch(True, True)
+    assert np.array_equal(_logits(llm), plain_logits)
+    steering.set(both)
     with steering.tokens_are("generated"):
         assert np.array_equal(_logits(llm), every_token)
     assert not np.array_equal(align_only, every_token)

@@ -96,16 +96,18 @@ class _Announcer:
     def decode(self, batch: Any, run: Callable[[], None], n_ubatch: int) -> None:
         n = int(batch.n_tokens)
         selection = self.state.select(n)
-        if not self.hook.wants_batch(selection != "none"):
-            # Nothing to apply to these tokens and nothing to capture (an idle hook, or generated
-            # tokens under positions="last"): not announcing the batch leaves llama.cpp's decode
-            # as it is but for the callback's "not this tensor" answers.
+        generated = self.state.eval_kind == "generated"
+        if not self.hook.wants_batch(selection != "none", generated):
+            # Nothing to apply to these tokens and nothing to capture (an idle hook, generated
+            # tokens under positions="last", a prompt and only generated-only layers): not
+            # announcing the batch leaves llama.cpp's decode as it is but for the callback's
+            # "not this tensor" answers.
             run()
             return
         # This runs for every generated token, right after llama.cpp streamed the model through
         # the caches: kept to a few Python operations (numpy here cost about 0.1 ms a token).
         self.hook.set_batch_from_logits(n_ubatch, _llama.batch_logits_address(batch), n, _APPLY[selection],
-                                        self.state.eval_kind == "generated")
+                                        generated)
         try:
             run()
         finally:
