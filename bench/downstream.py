@@ -48,6 +48,7 @@ HIDDEN = {
 SIB_OF = {"sw": "swh_Latn", "id": "ind_Latn", "zh": "zho_Hans", "es": "spa_Latn", "tr": "tur_Latn",
           "ru": "rus_Cyrl", "ar": "arb_Arab", "hi": "hin_Deva", "it": "ita_Latn", "vi": "vie_Latn"}
 PROTOCOLS = ("likelihood", "letter")
+FIDELITY_MEASURES = ("fidelity", "english_share", "looping")  # a fidelity record's summary, without and with
 MIN_GAP = 0.05  # gap closed is shown where English leads by 5 points or more (a smaller gap is noise at these n)
 
 
@@ -218,10 +219,24 @@ def adopt_rule_record(rec: Recorder, key: str, task: str, lang: str, n: int) -> 
     fid = f"{task}-{lang}-fidelity-default"
     if "fidelity" in m and not rec.have(fid):
         result = {"with": m["fidelity"], "without": m["fidelity_without"], "examples": m.get("examples", [])}
-        summary = {f"{k}_{w}": result[w][k] for w in ("without", "with") for k in ("fidelity", "english_share", "looping")}
+        summary = {f"{k}_{w}": result[w][k] for w in ("without", "with") for k in FIDELITY_MEASURES}
         rec.write(fid, {"command": m["command"], "from": str(path.relative_to(ROOT)), "model": m["model"], "task": task,
                         "lang": lang, "condition": "default", "n": m["fidelity"].get("n", 0), "result": result,
                         "summary": summary})
+
+
+def adopt_off_record(rec: Recorder, key: str, none_path: Path, command: str, tuning: dict[str, Any] | None) -> None:
+    """A tuning that switched the transform off (alpha 0, bit-identical to no transform:
+    tests/test_hook.py) takes the no-transform record at `none_path`; a fidelity record's
+    "with" side is then its "without" side."""
+    if not none_path.is_file():
+        return
+    off = json.loads(none_path.read_text(encoding="utf-8"))
+    if "without" in off["result"]:
+        off["result"] = {**off["result"], "with": off["result"]["without"]}
+        off["summary"] = {**off["summary"], **{f"{k}_with": off["summary"][f"{k}_without"] for k in FIDELITY_MEASURES}}
+    rec.write(key, {**off, "command": command, "condition": "tuned", "alpha": 0.0, "tuning": tuning,
+                    "from": str(none_path.relative_to(ROOT)) + " (tuned off: alpha 0 is no transform)"})
 
 
 def run(args: argparse.Namespace) -> None:
@@ -268,11 +283,8 @@ def run(args: argparse.Namespace) -> None:
                     rec.path(key).unlink()  # measured at a strength fit no longer stores
                 if not rec.have(key) and protocol == "likelihood" and condition == "default" and transform.alpha == DEFAULT_ALPHA:
                     adopt_rule_record(rec, key, task, lang, n)
-                if not rec.have(key) and condition == "tuned" and transform.alpha == 0 and baseline.is_file():
-                    # tuned off: alpha 0 is bit-identical to no transform (tests/test_hook.py)
-                    off = json.loads(baseline.read_text(encoding="utf-8"))
-                    rec.write(key, {**off, "command": command, "condition": condition, "alpha": 0.0, "tuning": tuning,
-                                    "from": str(baseline.relative_to(ROOT)) + " (tuned off: alpha 0 is no transform)"})
+                if not rec.have(key) and condition == "tuned" and transform.alpha == 0:
+                    adopt_off_record(rec, key, baseline, command, tuning)
                 if not rec.have(key):
                     data = load_task(test_file(task, lang), limit=n, seed=0)
                     t0 = time.time()
@@ -299,23 +311,16 @@ def run(args: argparse.Namespace) -> None:
             fid_key = f"{task}-{lang}-fidelity-{condition}"
             if condition == "default" and rec.have(fid_key) and stale(rec, fid_key, transform):
                 rec.path(fid_key).unlink()
-            none_fid = rec.path(f"{task}-{lang}-fidelity-none")
-            if condition == "tuned" and transform.alpha == 0 and none_fid.is_file() and not rec.have(fid_key):
-                off = json.loads(none_fid.read_text(encoding="utf-8"))
-                r = {**off["result"], "with": off["result"]["without"]}
-                summary = {**off["summary"], **{f"{k}_with": off["summary"][f"{k}_without"]
-                                                 for k in ("fidelity", "english_share", "looping")}}
-                rec.write(fid_key, {**off, "command": command, "condition": condition, "alpha": 0.0, "tuning": tuning,
-                                    "result": r, "summary": summary,
-                                    "from": str(none_fid.relative_to(ROOT)) + " (tuned off: alpha 0 is no transform)"})
+            if condition == "tuned" and transform.alpha == 0 and not rec.have(fid_key):
+                adopt_off_record(rec, fid_key, rec.path(f"{task}-{lang}-fidelity-none"), command, tuning)
             if args.fidelity and task != "xcopa" and not rec.have(fid_key):
                 prompts = read_prompts(fidelity_file(task, lang), limit=args.fidelity)
                 t0 = time.time()
                 r = eval_fidelity(llm, prompts, lang, transform=transform, max_tokens=args.max_tokens)
                 r.pop("warnings", None)
-                summary = {f"{k}_without": r["without"][k] for k in ("fidelity", "english_share", "looping")}
+                summary = {f"{k}_without": r["without"][k] for k in FIDELITY_MEASURES}
                 if "with" in r:
-                    summary.update({f"{k}_with": r["with"][k] for k in ("fidelity", "english_share", "looping")})
+                    summary.update({f"{k}_with": r["with"][k] for k in FIDELITY_MEASURES})
                 rec.write(fid_key, {"command": command, "model": args.model, "task": task, "lang": lang,
                                     "condition": condition, "n": len(prompts), "result": r,
                                     **({"alpha": transform.alpha} if transform is not None else {}),
@@ -398,7 +403,7 @@ def report() -> None:
                       "the prompt's language / in English / looping.", "",
                       "| task | language | n | no transform | default | tuned |", "|---|---|---|---|---|---|"]
             def shares(summary: dict[str, float], side: str) -> str:
-                return "/".join(f"{summary[f'{m}_{side}']:.2f}" for m in ("fidelity", "english_share", "looping"))
+                return "/".join(f"{summary[f'{m}_{side}']:.2f}" for m in FIDELITY_MEASURES)
 
             for task, lang in fid_rows:
                 by = {c: recs.get(f"{task}-{lang}-fidelity-{c}") for c in ("none", "default", "tuned")}
