@@ -48,6 +48,7 @@ CONFIGS: dict[str, tuple[str, str, tuple[float, ...]]] = {
     "staged": ("staged", "stages", (0.1, 0.25)),  # the second stage on generated tokens only, as MRRE
     "staged-all-positions": ("staged", "stages-all", (0.1, 0.25)),  # both stages on every token
     "staged-middle": ("staged", "middle-stages", (0.5, 1.0)),  # langvec-middle, then re-anchored late
+    "staged-middle-light": ("staged", "middle-stages", (0.5, 1.0)),  # the same, second stage at 0.2x
     "meanshift-middle": ("meanshift", "middle", (0.5, 1.0)),
     "contrastive-auto-shuffled": ("contrastive", "auto-shuffled", (0.5, 1.0)),  # the control
 }
@@ -59,9 +60,12 @@ DESCRIPTIONS = {
     "staged": "langvec-mid toward English, then the reverse vector at the last sixth on generated tokens only (MRRE)",
     "staged-all-positions": "staged with its second stage on every token (before transforms had generated-only layers)",
     "staged-middle": "langvec-middle toward English, then staged's second stage on generated tokens only",
+    "staged-middle-light": "staged-middle with its second stage at a fifth of the first's strength (--anchor-strength 0.2)",
     "meanshift-middle": "mean difference added at the middle layer",
     "contrastive-auto-shuffled": "contrastive-auto fitted on shuffled pairs (the control)",
 }
+# staged's second stage as a multiple of the first's strength (fit's anchor_strength; default 1)
+ANCHOR_STRENGTH = {"staged-middle-light": 0.2}
 DEFAULT_CONFIGS = ("contrastive-auto", "langvec-middle", "lda-middle", "langvec-mid", "staged")
 
 
@@ -92,7 +96,7 @@ def fit_config(name: str, X: Any, Y: Any, lang: str, n_layer: int) -> Any:
             return lingalign.Transform.fit(X, Y, method=method, layers=[layer], source_lang=lang, fit_info=info)
         layers = {"mid": align, "middle": [n_layer // 2], "stages": align, "stages-all": align,
                   "middle-stages": [n_layer // 2]}[where]
-        extra = {"anchor_layers": anchor} if method == "staged" else {}
+        extra = {"anchor_layers": anchor, "anchor_strength": ANCHOR_STRENGTH.get(name, 1.0)} if method == "staged" else {}
         t = lingalign.Transform.fit(X, Y, method=method, layers=layers, source_lang=lang, fit_info=info, **extra)
         return dataclasses.replace(t, generated_layers=()) if where == "stages-all" else t
 

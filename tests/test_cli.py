@@ -57,10 +57,11 @@ def test_fit_staged_puts_its_two_stages_on_the_default_layers_and_control_shuffl
     base = ["fit", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(texts[1])]
     assert main([*base, "--out", str(out), "--method", "staged"]) == 0
     t = Transform.load(out)
-    assert t.fit_info["stages"] == {"align": [1], "anchor": [3]}  # a quarter to two thirds; the last sixth of 4
+    assert t.fit_info["stages"] == {"align": [1], "anchor": [3], "anchor_strength": 1.0}  # a quarter to two thirds; the last sixth of 4
     assert [t.layers[il].kind for il in (1, 3)] == ["shift", "shift"]
-    assert main([*base, "--out", str(out), "--method", "staged", "--layers", "0-1", "--anchor-layers", "2-3"]) == 0
-    assert Transform.load(out).fit_info["stages"] == {"align": [0, 1], "anchor": [2, 3]}
+    assert main([*base, "--out", str(out), "--method", "staged", "--layers", "0-1", "--anchor-layers", "2-3",
+                 "--anchor-strength", "0.25"]) == 0
+    assert Transform.load(out).fit_info["stages"] == {"align": [0, 1], "anchor": [2, 3], "anchor_strength": 0.25}
     shuffled = tmp_path / "shuffled.gguf"
     assert main([*base, "--out", str(shuffled), "--method", "ridge", "--lambda", "1", "--layers", "2",
                  "--control", "shuffled"]) == 0
@@ -70,7 +71,7 @@ def test_fit_staged_puts_its_two_stages_on_the_default_layers_and_control_shuffl
     assert not np.allclose(Transform.load(shuffled).layers[2].dense(), Transform.load(honest).layers[2].dense())
     capsys.readouterr()
     assert main([*base, "--out", str(out), "--method", "ridge", "--anchor-layers", "3"]) == 1
-    assert "--anchor-layers is for --method staged" in capsys.readouterr().err
+    assert "--anchor-layers and --anchor-strength are for --method staged" in capsys.readouterr().err
 
 
 def test_fit_with_too_few_pairs_to_choose_a_layer_uses_the_last(tiny_model, texts, tmp_path, capsys):

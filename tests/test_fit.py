@@ -236,8 +236,16 @@ def test_staged_moves_toward_english_in_the_middle_and_back_toward_the_source_la
     assert [t.layers[il].kind for il in (0, 1, 2)] == ["shift"] * 3
     np.testing.assert_allclose(t.layers[1].shift, md, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(t.layers[2].shift, -md, rtol=1e-5, atol=1e-6)
-    assert t.fit_info["stages"] == {"align": [0, 1], "anchor": [2]}
+    assert t.fit_info["stages"] == {"align": [0, 1], "anchor": [2], "anchor_strength": 1.0}
     assert t.generated_layers == (2,)  # the output-language stage leaves the prompt alone
+    light = Transform.fit(src, tgt, method="staged", layers=[0, 1], anchor_layers=[2], anchor_strength=0.2)
+    np.testing.assert_allclose(light.layers[2].shift, -0.2 * md, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(light.layers[1].shift, t.layers[1].shift)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(LingalignError, match="anchor strength must be a positive number"):
+            Transform.fit(src, tgt, method="staged", layers=[0, 1], anchor_layers=[2], anchor_strength=bad)
+    with pytest.raises(LingalignError, match="anchor strength is staged's"):
+        Transform.fit(src, tgt, method="langvec", layers=[1], anchor_strength=0.5)
     with pytest.raises(LingalignError, match="both alignment and anchor"):
         Transform.fit(src, tgt, method="staged", layers=[1, 2], anchor_layers=[2])
     with pytest.raises(LingalignError, match="needs anchor layers"):

@@ -19,8 +19,10 @@ Inputs are paired arrays [N, n_layers, d] (source sentences, their English trans
   objective), started at and decayed toward the identity; see `contrastive`.
 - staged (after MRRE): langvec toward English at the alignment layers, and at the later
   `anchor_layers` the language vector the other way, toward the source language, so that the
-  model reads the prompt as it reads English but answers in the prompt's language. Both stages
-  act on every position (a transform has one position policy).
+  model reads the prompt as it reads English but answers in the prompt's language. The anchor
+  layers act on generated tokens only (the transform's generated_layers), at `anchor_strength`
+  times the alignment stage's strength: at the late layers the same strength turns a hidden
+  state's direction several times as much as in the middle.
 """
 
 from __future__ import annotations
@@ -284,6 +286,7 @@ def fit_layers(
     seed: int = 0,
     weight_decay: float | None = None,
     anchor_layers: Sequence[int] = (),
+    anchor_strength: float = 1.0,
     progress: bool | None = None,
 ) -> tuple[dict[int, LayerMap], dict[str, Any]]:
     """Fit one LayerMap per layer from paired captures: (layer maps, fit record).
@@ -296,7 +299,8 @@ def fit_layers(
 
     `weight_decay` is contrastive's (None: chosen on a held-out fifth of the pairs, per layer).
     staged puts langvec at `layers` and its reverse, toward the source language, at
-    `anchor_layers` (which must not overlap them). `progress` shows a bar over the layers.
+    `anchor_layers` (which must not overlap them), scaled by `anchor_strength` (> 0). `progress`
+    shows a bar over the layers.
 
     For "experts" (and its control "random-neurons"), src are FFN captures of the language and
     tgt of other languages; the k neurons that tell them apart best are clamped to their mean on
@@ -331,6 +335,10 @@ def fit_layers(
         missing = [il for il in anchors if il not in src.layers]
         if missing:
             raise LingalignError(f"anchor layer(s) {missing} were not captured (captured: {list(src.layers)})")
+        if not (np.isfinite(anchor_strength) and anchor_strength > 0):
+            raise LingalignError(f"the anchor strength must be a positive number, not {anchor_strength!r}")
+    elif anchor_strength != 1.0:
+        raise LingalignError(f"the anchor strength is staged's; {method} fits one stage")
     if len(src) != len(tgt):
         raise LingalignError(f"{len(src)} source but {len(tgt)} target sentences: captures must be paired")
     d = src.width
@@ -341,7 +349,7 @@ def fit_layers(
     if method not in VECTOR_METHODS:
         info["bias"] = use_bias
     if method == "staged":
-        info["stages"] = {"align": chosen, "anchor": anchors}
+        info["stages"] = {"align": chosen, "anchor": anchors, "anchor_strength": float(anchor_strength)}
     out: dict[int, LayerMap] = {}
     lambdas: dict[str, float] = {}
     ranks: dict[str, int | str] = {}
@@ -355,8 +363,11 @@ def fit_layers(
             out[il] = LayerMap(vector=fit_meanshift(X, Y).astype(np.float32))
             continue
         if method in ("langvec", "staged"):  # ReCoVeR: English minus source-language mean, norms kept
-            toward_source = il in anchors  # staged's second stage: back toward the prompt's language
-            out[il] = LayerMap(shift=(fit_meanshift(Y, X) if toward_source else fit_meanshift(X, Y)).astype(np.float32))
+            if il in anchors:  # staged's second stage: back toward the prompt's language
+                v = anchor_strength * fit_meanshift(Y, X)
+            else:
+                v = fit_meanshift(X, Y)
+            out[il] = LayerMap(shift=v.astype(np.float32))
             continue
         if method == "lda":
             v, shrinkages[str(il)] = fit_lda(X, Y, seed=seed)

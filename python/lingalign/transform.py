@@ -130,7 +130,8 @@ class Transform:
         captures: src of the source sentences, tgt of their English translations. "experts"
         (and its control "random-neurons") takes FFN captures of the language (src) and of
         others (tgt). `layers` chooses which captured layers get a transform (default: all);
-        `options` go to the method (lam, bias, rank, k, seed, weight_decay, anchor_layers, progress).
+        `options` go to the method (lam, bias, rank, k, seed, weight_decay, anchor_layers,
+        anchor_strength, progress).
         """
         fitted, info = fit_layers(src, tgt, method=method, layers=layers, **options)
         record = dict(fit_info or {})

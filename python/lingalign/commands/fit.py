@@ -41,6 +41,8 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--anchor-layers", default=None,
                      help="staged: the late layers that move back toward the source language "
                           "(default: the last sixth; --layers default: a quarter to two thirds of the depth)")
+    own.add_argument("--anchor-strength", type=float, default=None, metavar="S",
+                     help="staged: the anchor layers' strength as a multiple of the alignment stage's (default 1)")
     own.add_argument("--control", choices=("shuffled",), default=None,
                      help="shuffled: fit on shuffled pairs (each sentence with another one's translation), "
                           "the control that shows what pairing contributes")
@@ -101,8 +103,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     neurons = args.method in EXPERT_METHODS
     layer_spec = args.layers if args.layers is not None else ("all" if neurons else DEFAULT_MAP_LAYERS)
     staged = args.method == "staged"
-    if args.anchor_layers is not None and not staged:
-        raise LingalignError("--anchor-layers is for --method staged")
+    if (args.anchor_layers is not None or args.anchor_strength is not None) and not staged:
+        raise LingalignError("--anchor-layers and --anchor-strength are for --method staged")
     if args.control and neurons:
         raise LingalignError(f"--control shuffled needs paired sentences; {args.method} has its own control (random-neurons)")
     anchor_layers: list[int] = []
@@ -175,7 +177,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             alpha=1.0 if alpha is None else alpha,
             positions=args.positions,
             fit_info=info,
-            **({"anchor_layers": anchor_layers} if staged else {}),
+            **({"anchor_layers": anchor_layers, "anchor_strength": args.anchor_strength or 1.0} if staged else {}),
         )
         print(f"fitted in {time.perf_counter() - t0:.1f} s ({threads} BLAS thread{'s' * (threads > 1)})", file=sys.stderr)
     transform = transform.to_precision(args.precision)
