@@ -172,8 +172,10 @@ TUNE_ALPHAS = (0.5, 0.25, 0.1)  # the default's strength and gentler ones: never
 def tuned_transform(llm: Any, model: str, task: str, lang: str, n_dev: int, n_fid: int) -> tuple[Any, dict[str, Any]]:
     """The default transform tuned as `lingalign tune --metric choice --fidelity` does, on the
     task's dev split only: the strength among TUNE_ALPHAS with the best dev accuracy whose answers
-    stay in the language (fidelity on dev prompts within 2 points of no transform's); off (alpha
-    0) when none beats no transform. XCOPA takes its fidelity prompts from SIB-200 dev texts."""
+    stay in the language (fidelity on dev prompts within 2 points of no transform's) and whose
+    gain passes tune's sign test (tune.MAX_P); off (alpha 0) when none does. XCOPA takes its
+    fidelity prompts from SIB-200 dev texts. Records tuned before the sign test (no "max_p" in
+    their tuning) that chose off stand: the test only removes candidates."""
     import lingalign
     from lingalign.fidelity import read_prompts
     from lingalign.tasks import load_task
@@ -271,6 +273,7 @@ def run(args: argparse.Namespace) -> None:
                 tuning = {"alpha": transform.alpha, "positions": transform.positions, "dev_n": args.dev_n,
                           "best": tuning.get("best"), "dev_baseline": tuning.get("baseline_score"),
                           "fidelity_rejected": len(tuning.get("fidelity", {}).get("rejected", [])),
+                          "max_p": tuning.get("max_p"), "unproven": len(tuning.get("unproven", [])),
                           "seconds": round(time.time() - t0, 1)}
                 print(f"  tuned {task} {lang}: alpha {transform.alpha:g}", flush=True)
             for protocol in args.protocols:
@@ -361,7 +364,8 @@ def report() -> None:
              "(`fit --fidelity-check`), q8; the rule chosen on "
              "dev data in [methods.md](methods.md)), on the same items; *tuned*: that transform tuned by `lingalign tune "
              "--metric choice --fidelity` on the task's dev split (40 items; strengths 0.5, 0.25, 0.1, or off; a "
-             "strength is refused if it lowers the share of dev answers in the language by over 2 points); *gap "
+             "strength is refused if it lowers the share of dev answers in the language by over 2 points, or if its dev "
+             "gain does not pass a one-sided sign test at 0.05 over the items it changes); *gap "
              "closed*: (with - without) / (English - without), shown where English leads by 5 points or more.", "",
              "The newer methods side by side on task dev data, and the rule chosen there measured on test: "
              "[methods.md](methods.md).", ""]

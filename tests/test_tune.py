@@ -10,6 +10,7 @@ from test_hook import _transform
 
 from lingalign import LingalignError, Transform
 from lingalign.cli import main
+from lingalign.metrics import sign_test_p
 from lingalign.tune import faithful_alpha, layer_subsets, refuse_test_data
 
 
@@ -109,7 +110,9 @@ def test_tune_with_fidelity_rejects_settings_that_change_the_answer_language(tin
     val.write_text("\n".join(json.dumps(i) for i in ITEMS) + "\n", encoding="utf-8")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("hola, ¿cómo estás?\n¿dónde está la estación?\n", encoding="utf-8")
-    base = ["tune", "--model", str(tiny_model), "--transform", str(path), "--dev", str(val), "--metric", "choice"]
+    # the fake scores have no items to test a gain on: any gain counts (--max-p 1)
+    base = ["tune", "--model", str(tiny_model), "--transform", str(path), "--dev", str(val), "--metric", "choice",
+            "--max-p", "1"]
     assert main([*base, "--out", str(tmp_path / "plain.gguf")]) == 0
     plain = Transform.load(tmp_path / "plain.gguf").fit_info["tuned"]
     assert plain["best"]["alpha"] == 1.0 and "fidelity" not in plain  # the unconstrained winner switches language
@@ -159,3 +162,50 @@ def test_the_fidelity_guard_takes_the_strongest_strength_that_keeps_the_language
     assert alpha == 0.0 and [r["alpha"] for r in record["tried"]] == [1.0, 0.25, 0.1]
     with pytest.raises(LingalignError, match="needs prompts"):
         faithful_alpha(llm, t, [])
+
+
+def test_tune_keeps_only_settings_with_evidence_of_a_gain(tiny_model, tmp_path, capsys, monkeypatch):
+    """choice: a dev gain counts only if the items a setting fixes outnumber those it breaks by a
+    one-sided sign test at --max-p (0.05): the top scorer here fixes 12 and breaks 6 (p 0.12)
+    and loses to one that fixes 5 and breaks none (p 1/32); with --max-p 1 the top scorer wins,
+    and a setting that fixes 2 only is not kept at all (off)."""
+    import lingalign.tune as tune_module
+
+    n = 40
+    base_right = [k < 20 for k in range(n)]
+
+    def changed(fixed: int, broken: int) -> list[bool]:
+        right = list(base_right)
+        for k in range(fixed):
+            right[20 + k] = True
+        for k in range(broken):
+            right[k] = False
+        return right
+
+    outcomes = {1.0: changed(12, 6), 0.5: changed(5, 0), 0.25: changed(2, 0)}
+
+    def fake_choice(llm, items, lang="en", transform=None, progress=None):
+        right = base_right if transform is None else outcomes[transform.alpha]
+        return {"accuracy": sum(right) / n, "correct": right}
+
+    monkeypatch.setattr(tune_module, "eval_choice", fake_choice)
+    path = tmp_path / "t.gguf"
+    _transform(tiny_model, [1], alpha=1.0).save(path)
+    val = tmp_path / "val.sw.jsonl"
+    val.write_text("\n".join(json.dumps(i) for i in ITEMS) + "\n", encoding="utf-8")
+    base = ["tune", "--model", str(tiny_model), "--transform", str(path), "--dev", str(val), "--metric", "choice",
+            "--positions", "all"]
+    assert main([*base, "--alphas", "1,0.5,0.25", "--out", str(tmp_path / "a.gguf")]) == 0
+    record = Transform.load(tmp_path / "a.gguf").fit_info["tuned"]
+    assert record["best"]["alpha"] == 0.5 and record["best"]["p"] == 1 / 32 and record["max_p"] == 0.05
+    assert [(u["alpha"], u["fixed"], u["broken"]) for u in record["unproven"]] == [(1.0, 12, 6), (0.25, 2, 0)]
+    assert "without evidence" in capsys.readouterr().out
+    assert main([*base, "--alphas", "1,0.5,0.25", "--max-p", "1", "--out", str(tmp_path / "b.gguf")]) == 0
+    assert Transform.load(tmp_path / "b.gguf").alpha == 1.0
+    assert main([*base, "--alphas", "0.25", "--out", str(tmp_path / "c.gguf")]) == 0
+    assert Transform.load(tmp_path / "c.gguf").alpha == 0.0
+    assert main([*base, "--max-p", "0"]) == 1
+    assert "--max-p must be in (0, 1]" in capsys.readouterr().err
+    assert sign_test_p(0, 0) == 1.0 and sign_test_p(3, 1) == 5 / 16 and sign_test_p(5, 0) == 1 / 32
+    with pytest.raises(LingalignError, match="non-negative"):
+        sign_test_p(-1, 2)

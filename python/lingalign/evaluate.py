@@ -268,6 +268,7 @@ def _score(llm: Any, items: list[ChoiceItem], lang: str, protocol: str, chat: bo
         sums, counts, info = score_prompts(llm, prompts, **kwargs)
         pred, pred_norm = predictions(sums, counts)
         return {"accuracy": _accuracy(pred, labels), "accuracy_norm": _accuracy(pred_norm, labels),
+                "correct": [bool(c) for c in pred == labels],
                 "warnings": info["warnings"], "rows_transformed": info["rows_transformed"]}
     prompts, orders = [], []
     for it in items:
@@ -281,6 +282,7 @@ def _score(llm: Any, items: list[ChoiceItem], lang: str, protocol: str, chat: bo
     both = np.repeat(labels, 2)
     per_order = [_accuracy(chosen[o::2], labels) for o in (0, 1)]
     return {"accuracy": _accuracy(chosen, both), "accuracy_norm": _accuracy(chosen, both),
+            "correct": [bool(c) for c in (chosen[0::2] == labels) & (chosen[1::2] == labels)],
             "accuracy_by_order": per_order, "a_share": float((position == 0).mean()),
             "both_orders_right": float(((chosen[0::2] == labels) & (chosen[1::2] == labels)).mean()) if len(labels) else 0.0,
             "warnings": info["warnings"], "rows_transformed": info["rows_transformed"]}
@@ -303,7 +305,8 @@ def eval_choice(
     """Multiple choice accuracy, with `transform` active inside llama.cpp (see score_prompts).
 
     protocol "likelihood": the option with the highest summed log-likelihood (`accuracy`) and
-    per-token mean (`accuracy_norm`); a tie counts as the first option. protocol "letter":
+    per-token mean (`accuracy_norm`); a tie counts as the first option; `correct` says per item
+    whether the summed choice is right (letter: right in both option orders). protocol "letter":
     INCLINE's English instruction with lettered options; each item scored in both option orders
     (`accuracy` over both, `accuracy_by_order`, `a_share`: the share of answers that are the first
     letter), with the model's chat template if it has one (`chat`, default: whether it does).

@@ -3,6 +3,8 @@ the checks on paired activations, and the one held-out split every fitting step 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .errors import LingalignError
@@ -51,3 +53,13 @@ def heldout_split(n: int, *, fraction: float = VAL_FRACTION, seed: int | None = 
         return order[: n - n_val], order[n - n_val :]
     order = np.random.default_rng(seed).permutation(n)
     return order[n_val:], order[:n_val]
+
+
+def sign_test_p(fixed: int, broken: int) -> float:
+    """One-sided exact sign test (McNemar's exact test) for paired right/wrong outcomes: the
+    probability of `fixed` or more of the fixed + broken items that changed being fixes, were a
+    fix and a break equally likely. 1.0 when nothing changed."""
+    n = fixed + broken
+    if fixed < 0 or broken < 0:
+        raise LingalignError(f"counts must be non-negative, not {fixed} and {broken}")
+    return float(sum(math.comb(n, k) for k in range(fixed, n + 1)) / 2.0**n) if n else 1.0

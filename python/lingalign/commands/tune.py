@@ -26,6 +26,9 @@ def register(subparsers: Any, parents: Parents) -> None:
                           "lower the share of answers in that language by more than --max-fidelity-drop")
     own.add_argument("--fidelity-limit", type=int, default=16, help="prompts taken from --fidelity (default 16)")
     own.add_argument("--max-fidelity-drop", type=float, default=0.02, help="default 0.02 (2 points)")
+    own.add_argument("--max-p", type=float, default=None, metavar="P",
+                     help="choice: keep a setting only if it beats no transform by a one-sided sign test at level P "
+                          "over the dev items it changes (default 0.05; 1: any gain)")
     own.add_argument("--alphas", default=None, help="comma-separated strengths to try (default: -1,-0.5,-0.25,0.25,0.5,0.75,1)")
     own.add_argument("--positions", default=None, help="comma-separated position policies to try (choice; default: all,last)")
     own.add_argument("--ctx", type=int, default=512)
@@ -69,6 +72,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
             options["alphas"] = [float(a) for a in args.alphas.split(",")]
         except ValueError:
             raise LingalignError(f"--alphas must be numbers separated by commas, not {args.alphas!r}") from None
+    if args.max_p is not None:
+        if not 0.0 < args.max_p <= 1.0:
+            raise LingalignError(f"--max-p must be in (0, 1], not {args.max_p}")
+        options["max_p"] = args.max_p
     if args.positions:
         from ..transform import check_positions
 
@@ -89,6 +96,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if fid and fid["rejected"]:
         print(f"{len(fid['rejected'])} better-scoring setting(s) rejected: answer-language fidelity fell more than "
               f"{fid['max_drop']:g} below no transform's {fid['baseline']:.2f}")
+    if record.get("unproven"):
+        print(f"{len(record['unproven'])} setting(s) scored above no transform on dev but without evidence "
+              f"(sign test p > {record['max_p']:g}; best: {record['unproven'][0]['fixed']} items fixed, "
+              f"{record['unproven'][0]['broken']} broken)")
     if best.get("off"):
         print(f"{args.metric} on {record['n_dev']} dev examples: no setting of {record['candidates']} scored above "
               f"no transform ({record['baseline_score']:.3f}): default alpha set to 0 (off) in {out}; "
