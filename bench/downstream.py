@@ -459,7 +459,7 @@ def goals(recs: dict[str, dict[str, Any]]) -> list[str]:
                 worst = min(deltas)
                 name = task + (" (hidden)" if langs is HIDDEN[task] else "")
                 rows.append(f"| {name} | {len(deltas)}/{len(langs)} | {100 * sum(d for d, _ in deltas) / len(deltas):+.1f} | "
-                            f"{100 * worst[0]:+.1f} ({worst[1]}) | "
+                            + (f"{100 * worst[0]:+.1f} ({worst[1]})" if worst[0] < 0 else "none") + " | "
                             + (f"{sum(closed) / len(closed):+.0%} ({len(closed)})" if closed else "") + " | "
                             + (f"{100 * max(fid_drop):.0f}" if fid_drop else "") + " |")
         if rows:
