@@ -73,6 +73,24 @@ def test_shipped_matrices_fit_the_default_model_and_match_the_manifest():
         shipped_transform_path("xx")
 
 
+def test_run_with_a_shipped_transform_says_what_it_was_measured_to_do():
+    """`run --lang` prints the task results the manifest records for the shipped transform
+    (accuracy without and with it, answer-language fidelity), numbers and all, from the file."""
+    import json
+
+    from lingalign.data import shipped_dir, shipped_task_results
+
+    qwen = "qwen2.5-coder-1.5b"
+    measured = json.loads((shipped_dir(qwen) / "manifest.json").read_text())["transforms"]["swh"]["measured"]
+    lines = shipped_task_results("sw", qwen)
+    assert len(lines) == len(measured) > 0
+    for line, (name, m) in zip(lines, sorted(measured.items())):
+        assert line.startswith(f"{name} (n={m['n']}): accuracy {m['accuracy_without']:.3f} without, {m['accuracy']:.3f} with")
+        assert f"{m['fidelity_without']:.2f} without, {m['fidelity']:.2f} with" in line
+    assert shipped_task_results("sw") == []  # the default model's set records retrieval only (docs/results.md)
+    assert shipped_task_results("xx", qwen) == []
+
+
 def test_sib200_tsv_files_are_read_as_parallel_sentences(tmp_path):
     from lingalign.data import read_pairs
 

@@ -7,6 +7,7 @@ line-aligned across English and seven other languages, two of them low-resource 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from importlib import resources
 from pathlib import Path
@@ -76,6 +77,26 @@ def shipped_transform_path(lang: str, model: str | os.PathLike[str] | None = Non
         raise LingalignError(f"no shipped transform for {lang!r} on {shipped_model_name(model)} "
                              f"(shipped: {', '.join(have) or 'none'}); fit one with lingalign fit")
     return path
+
+
+def shipped_task_results(lang: str, model: str | os.PathLike[str] | None = None) -> list[str]:
+    """What the shipped manifest records of the <lang>-eng transform on task test data, one line
+    per task: accuracy without and with it (and answer-language fidelity), so that a user of a
+    shipped transform sees what it was measured to do. [] when none is recorded."""
+    try:
+        manifest = json.loads((shipped_dir(model) / "manifest.json").read_text(encoding="utf-8"))
+        measured = manifest["transforms"][normalize_lang(lang)].get("measured", {})
+    except (OSError, KeyError, ValueError):
+        return []
+    out = []
+    for name, m in sorted(measured.items()):
+        if not isinstance(m, dict) or "accuracy" not in m or "accuracy_without" not in m:
+            continue  # retrieval measurements (the default model's set) are in docs/results.md
+        line = f"{name} (n={m.get('n', '?')}): accuracy {m['accuracy_without']:.3f} without, {m['accuracy']:.3f} with"
+        if "fidelity" in m and "fidelity_without" in m:
+            line += f"; answers in the language {m['fidelity_without']:.2f} without, {m['fidelity']:.2f} with"
+        out.append(line)
+    return out
 
 
 def embedded_path(lang: str) -> Path:

@@ -35,7 +35,7 @@ def register(subparsers: Any, parents: Parents) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..data import shipped_transform_path
+    from ..data import shipped_task_results, shipped_transform_path
     from ..hook import attach
     from ..transform import Transform
 
@@ -51,6 +51,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if transform is not None:
         for w in steering.set(transform, alpha=args.alpha, positions=args.positions, force=args.force):
             print(f"lingalign: warning: {w}", file=sys.stderr)
+        if not args.transform:
+            for line in shipped_task_results(args.lang, args.model):
+                print(f"lingalign: measured with this shipped transform, {line}", file=sys.stderr)
     if auto:
         from ..route import Router
 
