@@ -218,7 +218,7 @@ def tune(
     }
     if testing:
         record["max_p"] = max_p
-        record["unproven"] = [{k: r[k] for k in ("layers", "alpha", "positions", "score", "fixed", "broken", "p")}
+        record["unproven"] = [{k: r.get(k) for k in ("layers", "alpha", "positions", "score", "fixed", "broken", "p")}
                               for r in unproven]
     if fidelity_record is not None:
         record["fidelity"] = fidelity_record
