@@ -34,6 +34,7 @@ from downstream import RESULTS as DOWNSTREAM, SIB_OF, captures, dev_file, test_f
 RESULTS = ROOT / "bench" / "results" / "methods"
 DOC = ROOT / "docs" / "methods.md"
 MAX_FIDELITY_DROP = 0.02
+DEV_N = 40  # the screening sample; a larger --dev-n checks a screened setting with a sign test
 # name -> (method, where, strengths screened): where is "auto" (the layer choice on held-out
 # retrieval), "mid" (staged's alignment layers: a quarter to two thirds of the depth), "middle"
 # (the one layer at half the depth, as ITLC), "stages" (staged's two ranges; "stages-all" with
@@ -51,7 +52,15 @@ CONFIGS: dict[str, tuple[str, str, tuple[float, ...]]] = {
     "staged-middle-light": ("staged", "middle-stages", (0.5, 1.0)),  # the same, second stage at 0.2x
     "meanshift-middle": ("meanshift", "middle", (0.5, 1.0)),
     "contrastive-auto-shuffled": ("contrastive", "auto-shuffled", (0.5, 1.0)),  # the control
+    "langvec-mid-prompt": ("langvec", "mid", (0.1, 0.25, 0.5)),
+    "langvec-middle-prompt": ("langvec", "middle", (0.5, 1.0)),
+    "contrastive-auto-prompt": ("contrastive", "auto", (0.5, 1.0)),
 }
+# Configs that apply another config's transform to the prompt's tokens only (position policy
+# "prompt"): the answer's own tokens are left as the model makes them and only read the aligned
+# prompt through attention, which may keep the answer in the prompt's language.
+PROMPT_ONLY = {"langvec-mid-prompt": "langvec-mid", "langvec-middle-prompt": "langvec-middle",
+               "contrastive-auto-prompt": "contrastive-auto"}
 DESCRIPTIONS = {
     "contrastive-auto": "contrastive map at the layer chosen on held-out retrieval (fit's default)",
     "langvec-middle": "language vector (ReCoVeR, norms kept) at the middle layer",
@@ -63,6 +72,8 @@ DESCRIPTIONS = {
     "staged-middle-light": "staged-middle with its second stage at a fifth of the first's strength (--anchor-strength 0.2)",
     "meanshift-middle": "mean difference added at the middle layer",
     "contrastive-auto-shuffled": "contrastive-auto fitted on shuffled pairs (the control)",
+    **{name: f"{base} on the prompt's tokens only (the options' and generated tokens untouched)"
+       for name, base in PROMPT_ONLY.items()},
 }
 # staged's second stage as a multiple of the first's strength (fit's anchor_strength; default 1)
 ANCHOR_STRENGTH = {"staged-middle-light": 0.2}
@@ -101,6 +112,12 @@ def fit_config(name: str, X: Any, Y: Any, lang: str, n_layer: int) -> Any:
         return dataclasses.replace(t, generated_layers=()) if where == "stages-all" else t
 
 
+def configured(llm: Any, model: str, name: str, lang: str, alpha: float) -> Any:
+    """The config's transform for the language at strength alpha, with the config's position policy."""
+    t = transform_for(llm, model, PROMPT_ONLY.get(name, name), lang)
+    return dataclasses.replace(t, alpha=alpha, positions="prompt" if name in PROMPT_ONLY else "all")
+
+
 def transform_for(llm: Any, model: str, name: str, lang: str) -> Any:
     import lingalign
     from lingalign import _llama
@@ -132,11 +149,10 @@ def screen(args: argparse.Namespace, llm: Any) -> None:
         prompts = read_prompts(dev, limit=args.fid_n, seed=1)
         for name in ["none", *args.configs]:
             for alpha in ([0.0] if name == "none" else (args.alphas or CONFIGS[name][2])):
-                key = f"dev-{lang}-{name}-{alpha:g}"
+                key = f"dev-{lang}-{name}-{alpha:g}" + ("" if args.dev_n == DEV_N else f"-n{args.dev_n}")
                 if (out / f"{key}.json").is_file():
                     continue
-                t = None if name == "none" else dataclasses.replace(transform_for(llm, args.model, name, lang), alpha=alpha,
-                                                                   positions="all")
+                t = None if name == "none" else configured(llm, args.model, name, lang, alpha)
                 t0 = time.time()
                 acc = eval_choice(llm, items, transform=t)
                 fid = eval_fidelity(llm, prompts, lang, transform=t, max_tokens=args.fid_tokens)
@@ -144,7 +160,8 @@ def screen(args: argparse.Namespace, llm: Any) -> None:
                 record(out / f"{key}.json", {
                     "command": command, "model": args.model, "split": "dev", "lang": lang, "config": name,
                     "alpha": alpha, "n": len(items), "n_fidelity": len(prompts), "accuracy": acc["accuracy"],
-                    "accuracy_norm": acc["accuracy_norm"], "fidelity": side, "examples": fid["examples"][:2],
+                    "accuracy_norm": acc["accuracy_norm"], "correct": acc["correct"], "fidelity": side,
+                    "examples": fid["examples"][:2],
                     "seconds": round(time.time() - t0, 1),
                     "summary": {"accuracy": acc["accuracy"], "fidelity": side["fidelity"], "looping": side["looping"]}})
 
@@ -156,7 +173,7 @@ def _dev_records(model: str) -> list[dict[str, Any]]:
 def choose_rule(model: str) -> dict[str, Any] | None:
     """The config and alpha with the best mean dev accuracy over the languages screened with it,
     among those whose fidelity stays within MAX_FIDELITY_DROP of no transform's in every one."""
-    recs = _dev_records(model)
+    recs = [r for r in _dev_records(model) if r["n"] == DEV_N]
     base = {r["lang"]: r for r in recs if r["config"] == "none"}
     by: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for r in recs:
@@ -190,7 +207,7 @@ def test_rule(args: argparse.Namespace, llm: Any) -> None:
     out = RESULTS / args.model
     command = " ".join(["python bench/methods.py", *sys.argv[1:]])
     for lang in args.langs:
-        t = dataclasses.replace(transform_for(llm, args.model, rule["config"], lang), alpha=rule["alpha"], positions="all")
+        t = configured(llm, args.model, rule["config"], lang, rule["alpha"])
         t = t.to_precision(args.precision)  # what is measured is what ships (--ship)
         t = dataclasses.replace(t, fit_info={**t.fit_info, "rule": rule, "precision": args.precision})
         tested = out / "transforms" / f"{SIB_OF[lang]}-rule.gguf"
@@ -257,6 +274,35 @@ def ship(model: str) -> None:
     print(f"written to {dest}")
 
 
+def larger_dev_table(model: str, recs: list[dict[str, Any]]) -> list[str]:
+    """Screened settings checked on a larger dev sample: accuracy against no transform on the same
+    items, with the one-sided sign test `tune` applies (items fixed against items broken)."""
+    sys.path.insert(0, str(ROOT / "python"))
+    from lingalign.metrics import sign_test_p
+
+    larger = [r for r in recs if r["n"] != DEV_N]
+    base = {(r["lang"], r["n"]): r for r in larger if r["config"] == "none"}
+    rows = []
+    for r in sorted(larger, key=lambda r: (r["lang"], r["n"], r["config"] != "none", r["config"], r["alpha"])):
+        b, f = base.get((r["lang"], r["n"])), r["fidelity"]
+        test = ""
+        if b is not None and r is not b:
+            fixed = sum(c and not o for c, o in zip(r["correct"], b["correct"]))
+            broken = sum(o and not c for c, o in zip(r["correct"], b["correct"]))
+            test = f"{fixed} / {broken} | {sign_test_p(fixed, broken):.3f}"
+        else:
+            test = " | "
+        rows.append(f"| {r['lang']} | {r['config']} | {r['alpha']:g} | {r['n']} | {r['accuracy']:.3f} | {test} | "
+                    f"{f['fidelity']:.2f} | {f['looping']:.2f} |")
+    if not rows:
+        return []
+    return ["", f"## {model}: screened settings on a larger dev sample", "",
+            "Fixed / broken: dev items the setting answers right and no transform wrong, and the reverse; p: the "
+            "one-sided sign test `lingalign tune` requires below 0.05 before it keeps a setting.", "",
+            "| language | method | alpha | n | accuracy | fixed / broken | p | fidelity | looping |",
+            "|---|---|---|---|---|---|---|---|---|", *rows]
+
+
 def report() -> None:
     lines = ["# Methods side by side, downstream", "",
              "Made by `python bench/methods.py` (records in `bench/results/methods/<model>/`); this page by "
@@ -273,10 +319,12 @@ def report() -> None:
             continue
         lines += [f"## {model}: dev screening", "", "| language | method | alpha | n | accuracy | fidelity | looping |",
                   "|---|---|---|---|---|---|---|"]
-        for r in sorted(recs, key=lambda r: (r["lang"], r["config"] != "none", r["config"], r["alpha"])):
+        for r in sorted((r for r in recs if r["n"] == DEV_N),
+                        key=lambda r: (r["lang"], r["config"] != "none", r["config"], r["alpha"])):
             f = r["fidelity"]
             lines.append(f"| {r['lang']} | {r['config']} | {r['alpha']:g} | {r['n']} | {r['accuracy']:.3f} | "
                          f"{f['fidelity']:.2f} | {f['looping']:.2f} |")
+        lines += larger_dev_table(model, recs)
         rule = choose_rule(model)
         lines += ["", f"Rule chosen on dev (best mean dev gain with fidelity within {MAX_FIDELITY_DROP:.0%} of no "
                   f"transform's): {json.dumps(rule)}", ""]
@@ -308,7 +356,8 @@ def main() -> None:
     ap.add_argument("--langs", default="sw", help="XStoryCloze languages, comma-separated")
     ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"of {', '.join(CONFIGS)}")
     ap.add_argument("--alphas", default=None, help="strengths to screen (default: each config's own)")
-    ap.add_argument("--dev-n", type=int, default=40)
+    ap.add_argument("--dev-n", type=int, default=DEV_N, help="dev stories; other than 40: a check of screened "
+                    "settings on a larger sample, recorded apart, with a sign test against no transform")
     ap.add_argument("--fid-n", type=int, default=8)
     ap.add_argument("--fid-tokens", type=int, default=32)
     ap.add_argument("--test", action="store_true", help="measure the rule chosen on dev on the test splits")
