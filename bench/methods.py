@@ -2,6 +2,8 @@
 
     python bench/methods.py --model qwen2.5-coder-1.5b --langs sw            # dev screening
     python bench/methods.py --model qwen2.5-coder-1.5b --langs sw --test     # the rule on test
+    python bench/methods.py --model qwen2.5-coder-1.5b --langs sw --configs contrastive-auto --alphas 0.5 --dev-n 200
+                                                                            # a screened setting on 200 dev stories
     python bench/methods.py --report                                        # docs/methods.md
 
 Every method is fitted on the 701 SIB-200 train pairs of the language (captured once, at every
