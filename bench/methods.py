@@ -280,7 +280,7 @@ def larger_dev_table(model: str, recs: list[dict[str, Any]]) -> list[str]:
     """Screened settings checked on a larger dev sample: accuracy against no transform on the same
     items, with the one-sided sign test `tune` applies (items fixed against items broken)."""
     sys.path.insert(0, str(ROOT / "python"))
-    from lingalign.metrics import sign_test_p
+    from lingalign.metrics import changed_answers, sign_test_p
 
     larger = [r for r in recs if r["n"] != DEV_N]
     base = {(r["lang"], r["n"]): r for r in larger if r["config"] == "none"}
@@ -289,8 +289,7 @@ def larger_dev_table(model: str, recs: list[dict[str, Any]]) -> list[str]:
         b, f = base.get((r["lang"], r["n"])), r["fidelity"]
         test = ""
         if b is not None and r is not b:
-            fixed = sum(c and not o for c, o in zip(r["correct"], b["correct"]))
-            broken = sum(o and not c for c, o in zip(r["correct"], b["correct"]))
+            fixed, broken = changed_answers(r["correct"], b["correct"])
             test = f"{fixed} / {broken} | {sign_test_p(fixed, broken):.3f}"
         else:
             test = " | "

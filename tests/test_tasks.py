@@ -163,3 +163,38 @@ def test_letter_protocol_counts_both_orders_and_the_first_letter_share(monkeypat
     monkeypatch.setattr(evaluate, "score_prompts", always_a)
     r = eval_choice(object(), items, protocol="letter", chat=False)
     assert r["accuracy"] == 0.5 and r["a_share"] == 1.0 and r["both_orders_right"] == 0.0
+
+
+def test_with_a_transform_the_items_it_fixes_and_breaks_are_counted_and_tested(monkeypatch):
+    """Compared with no transform on the same items, eval_choice says how many answers the
+    transform fixed and broke and whether that is evidence (tune's sign test): 6 fixed and 0
+    broken is (p = 1/64); 6 fixed and 6 broken, same accuracy as without, is not."""
+    import lingalign.evaluate as evaluate
+    from lingalign.metrics import changed_answers, sign_test_p
+
+    items = [ChoiceItem("xcopa", str(k), (("premise", f"p{k}."), ("question", "cause")), ("x.", "y."), 0) for k in range(20)]
+    english = [ChoiceItem("xcopa", str(k), (("premise", f"e{k}."), ("question", "cause")), ("x.", "y."), 0) for k in range(20)]
+
+    index = {likelihood_prompt(it, "en").context: k for k, it in enumerate(items)}
+
+    def scorer(right_without, right_with):
+        """Scores that pick the right option (0) for the items in the set, the wrong one for the
+        others; English items always right."""
+        def score(llm, prompts, transform=None, **kwargs):
+            right = right_with if transform is not None else right_without
+            ks = [index.get(p.context, -1) for p in prompts]
+            sums = [np.array([0.0, -1.0]) if (k in right or k < 0) else np.array([-1.0, 0.0]) for k in ks]
+            return sums, [np.ones(2, np.int64) for _ in prompts], {"warnings": [], "rows_transformed": 0}
+        return score
+
+    monkeypatch.setattr(evaluate, "score_prompts", scorer(set(range(10)), set(range(16))))
+    r = eval_choice(object(), items, english=english, transform=object(), chat=False)
+    assert (r["accuracy_without"], r["accuracy"], r["fixed"], r["broken"]) == (0.5, 0.8, 6, 0)
+    assert r["sign_p"] == pytest.approx(1 / 64)
+    monkeypatch.setattr(evaluate, "score_prompts", scorer(set(range(10)), set(range(6, 16))))
+    r = eval_choice(object(), items, english=english, transform=object(), chat=False)
+    assert (r["accuracy_without"], r["accuracy"], r["fixed"], r["broken"]) == (0.5, 0.5, 6, 6)
+    assert r["sign_p"] == pytest.approx(sign_test_p(6, 6)) and r["sign_p"] > 0.5
+    assert changed_answers([True, False, True], [False, False, True]) == (1, 0)
+    with pytest.raises(LingalignError, match="not the same items"):
+        changed_answers([True], [True, False])

@@ -22,7 +22,7 @@ from ._abi import _core
 from .capturing import capture
 from .errors import LingalignError
 from .hook import hook_with
-from .metrics import pair_cosine_distance, retrieval_top1
+from .metrics import pair_cosine_distance, retrieval_top1, changed_answers, sign_test_p
 from .progress import Progress
 from .runner import BatchRunner
 from .tasks import (
@@ -311,7 +311,9 @@ def eval_choice(
     (`accuracy` over both, `accuracy_by_order`, `a_share`: the share of answers that are the first
     letter), with the model's chat template if it has one (`chat`, default: whether it does).
     With `english` (the same items in English) and a transform, also `english_accuracy` (no
-    transform), `accuracy_without` and `gap_closed` = (with - without) / (English - without).
+    transform), `accuracy_without` and `gap_closed` = (with - without) / (English - without), and
+    whether the difference is evidence: `fixed` and `broken` (items right only with the transform,
+    and only without it) and `sign_p`, the one-sided sign test `tune` applies to them.
     """
     if protocol not in PROTOCOLS:
         raise LingalignError(f"unknown protocol {protocol!r} (one of {', '.join(PROTOCOLS)})")
@@ -332,9 +334,11 @@ def eval_choice(
         en = _score(llm, en_items, "en", protocol, use_chat, transform=None, **kwargs)
         out["english_accuracy"] = en["accuracy"]
         if transform is not None:
-            without = _score(llm, listed, lang, protocol, use_chat, transform=None, **kwargs)["accuracy"]
-            out["accuracy_without"] = without
+            plain = _score(llm, listed, lang, protocol, use_chat, transform=None, **kwargs)
+            out["accuracy_without"] = without = plain["accuracy"]
             out["gap_closed"] = gap_closed(out["accuracy"], without, en["accuracy"])
+            out["fixed"], out["broken"] = changed_answers(out["correct"], plain["correct"])
+            out["sign_p"] = sign_test_p(out["fixed"], out["broken"])
     return out
 
 

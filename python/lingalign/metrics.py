@@ -1,9 +1,11 @@
 """Numpy measures shared by fitting and evaluation: unit rows, bitext retrieval, pair distance,
-the checks on paired activations, and the one held-out split every fitting step uses."""
+the checks on paired activations, the one held-out split every fitting step uses, and the
+paired comparison of right and wrong answers with and without a transform."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -53,6 +55,15 @@ def heldout_split(n: int, *, fraction: float = VAL_FRACTION, seed: int | None = 
         return order[: n - n_val], order[n - n_val :]
     order = np.random.default_rng(seed).permutation(n)
     return order[n_val:], order[:n_val]
+
+
+def changed_answers(correct_with: Sequence[bool], correct_without: Sequence[bool]) -> tuple[int, int]:
+    """(fixed, broken): items right only with the transform, and items right only without it."""
+    if len(correct_with) != len(correct_without):
+        raise LingalignError(f"{len(correct_with)} and {len(correct_without)} items: not the same items")
+    fixed = sum(bool(c) and not b for c, b in zip(correct_with, correct_without))
+    broken = sum(bool(b) and not c for c, b in zip(correct_with, correct_without))
+    return fixed, broken
 
 
 def sign_test_p(fixed: int, broken: int) -> float:

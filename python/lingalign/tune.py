@@ -19,7 +19,7 @@ import numpy as np
 from .capturing import capture
 from .errors import LingalignError
 from .evaluate import eval_choice
-from .metrics import retrieval_top1, sign_test_p
+from .metrics import changed_answers, retrieval_top1, sign_test_p
 from .transform import Transform
 
 ALPHAS = (-1.0, -0.5, -0.25, 0.25, 0.5, 0.75, 1.0)
@@ -177,8 +177,7 @@ def tune(
         value, correct = score(_subset(transform, layers, alpha, pos))
         r: dict[str, Any] = {"layers": layers, "alpha": alpha, "positions": pos, "score": value}
         if correct is not None and baseline_correct is not None:
-            r["fixed"] = sum(c and not b for c, b in zip(correct, baseline_correct))
-            r["broken"] = sum(b and not c for c, b in zip(correct, baseline_correct))
+            r["fixed"], r["broken"] = changed_answers(correct, baseline_correct)
             r["p"] = sign_test_p(r["fixed"], r["broken"])
         results.append(r)
     ranked = sorted(results, key=lambda r: (r["score"], -abs(r["alpha"])), reverse=True)  # ties: the gentler strength

@@ -134,6 +134,8 @@ def cmd_eval_choice(args: argparse.Namespace) -> int:
             gap = result["gap_closed"]
             extra += f"; without the transform {result['accuracy_without']:.3f}; gap closed " + \
                      (f"{gap:.0%}" if gap is not None else "n/a (no gap)")
+            extra += f"\nanswers changed by the transform: {result['fixed']} fixed, {result['broken']} broken " \
+                     f"(one-sided sign test p = {result['sign_p']:.3f})"
         print(extra)
     return 0
 
