@@ -279,7 +279,6 @@ def ship(model: str) -> None:
 def larger_dev_table(model: str, recs: list[dict[str, Any]]) -> list[str]:
     """Screened settings checked on a larger dev sample: accuracy against no transform on the same
     items, with the one-sided sign test `tune` applies (items fixed against items broken)."""
-    sys.path.insert(0, str(ROOT / "python"))
     from lingalign.metrics import changed_answers, sign_test_p
 
     larger = [r for r in recs if r["n"] != DEV_N]
@@ -287,12 +286,10 @@ def larger_dev_table(model: str, recs: list[dict[str, Any]]) -> list[str]:
     rows = []
     for r in sorted(larger, key=lambda r: (r["lang"], r["n"], r["config"] != "none", r["config"], r["alpha"])):
         b, f = base.get((r["lang"], r["n"])), r["fidelity"]
-        test = ""
+        test = " | "  # no transform itself, or no no-transform record to compare with
         if b is not None and r is not b:
             fixed, broken = changed_answers(r["correct"], b["correct"])
             test = f"{fixed} / {broken} | {sign_test_p(fixed, broken):.3f}"
-        else:
-            test = " | "
         rows.append(f"| {r['lang']} | {r['config']} | {r['alpha']:g} | {r['n']} | {r['accuracy']:.3f} | {test} | "
                     f"{f['fidelity']:.2f} | {f['looping']:.2f} |")
     if not rows:
@@ -369,11 +366,11 @@ def main() -> None:
     ap.add_argument("--ship", action="store_true", help="copy the transforms measured on test into matrices/<model>/")
     ap.add_argument("--report", action="store_true")
     args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "python"))
     if args.report:
         report()
         return
     if args.ship:
-        sys.path.insert(0, str(ROOT / "python"))
         ship(args.model)
         return
     args.langs = args.langs.split(",")
@@ -383,7 +380,6 @@ def main() -> None:
         raise SystemExit(f"unknown config(s) {unknown} (of {', '.join(CONFIGS)})")
     args.alphas = [float(a) for a in args.alphas.split(",")] if args.alphas else None
     args.test_tasks = args.test_tasks.split(",")
-    sys.path.insert(0, str(ROOT / "python"))
     from lingalign.hook import open_model
 
     llm = open_model(args.model, n_ctx=1024, n_threads=args.threads, n_threads_batch=args.threads)

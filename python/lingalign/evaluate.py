@@ -22,7 +22,7 @@ from ._abi import _core
 from .capturing import capture
 from .errors import LingalignError
 from .hook import hook_with
-from .metrics import pair_cosine_distance, retrieval_top1, changed_answers, sign_test_p
+from .metrics import changed_answers, pair_cosine_distance, retrieval_top1, sign_test_p
 from .progress import Progress
 from .runner import BatchRunner
 from .tasks import (
