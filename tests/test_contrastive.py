@@ -123,8 +123,8 @@ def test_fitting_lowers_the_loss():
     W, b = fit_contrastive(X.astype(np.float32), Y.astype(np.float32), weight_decay=1e-3, report=report)
     assert W.dtype == np.float64 and W.shape == (D, D) and b.dtype == np.float64 and b.shape == (D,)
     assert report["weight_decay"] == 1e-3 and report["anchor"] == ANCHOR
-    assert report["train_loss_final"] < 0.5 * report["train_loss_initial"]
-    assert report["train_loss_final"] == pytest.approx(contrastive_loss(X, Y, W, b, weight_decay=1e-3)[0], rel=1e-4)
+    loss = lambda W, b: contrastive_loss(X, Y, W, b, weight_decay=1e-3)[0]  # noqa: E731
+    assert loss(W, b) < 0.5 * loss(np.eye(D), np.zeros(D))
     assert "heldout_top1_fitted" not in report  # nothing held out when weight_decay is given
 
 

@@ -139,6 +139,21 @@ def _check_hyper(temperature: float, weight_decay: float, anchor: float = 0.0) -
         raise LingalignError(f"anchor must be >= 0, not {anchor!r}")
 
 
+def _row_basis(X: np.ndarray) -> tuple[float, np.ndarray]:
+    """(s, Vt): the root-mean-square entry of X and the right singular vectors of X / s.
+
+    Cosines ignore the scale of z, so the fit works on X / s (unit root-mean-square entries): lr
+    then means the same at every layer, and the bias penalty becomes plain ||b / s||^2.
+    W - I only changes the loss through the row space of X, and any part outside it only adds
+    to the penalty, so the optimum is W = I + Vt.T A (||W - I||_F = ||A||_F). Optimising A costs
+    r*d, not d*d, when N < d, and gives Adam its per-coordinate step sizes along the data's
+    principal axes, where the large direction all states share does not swamp the others.
+    """
+    s = float(np.sqrt(_bias_scale(X)))
+    _, S, Vt = np.linalg.svd(X / s, full_matrices=False)
+    return s, Vt[S > 1e-6 * S[0]]
+
+
 def _fit_fixed(
     X: np.ndarray,
     Y: np.ndarray,
@@ -150,20 +165,13 @@ def _fit_fixed(
     lr: float,
     batch_size: int,
     seed: int,
+    basis: tuple[float, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Adam on the objective of `contrastive_loss` for one weight decay; X, Y float64."""
+    """Adam on the objective of `contrastive_loss` for one weight decay; X, Y float64.
+    `basis` is `_row_basis(X)`, when the caller fits X more than once."""
     n, d = X.shape
-    # Cosines ignore the scale of z, so work on X / s (unit root-mean-square entries): lr then
-    # means the same at every layer, and the bias penalty becomes plain ||b / s||^2.
-    s = np.sqrt(_bias_scale(X))
+    s, Vt = _row_basis(X) if basis is None else basis
     Xs = X / s
-    # W - I only changes the loss through the row space of X, and any part outside it only
-    # adds to the penalty, so the optimum is W = I + Q A with Q the right singular vectors of X
-    # (||W - I||_F = ||A||_F). Optimising A costs r*d, not d*d, when N < d, and gives Adam its
-    # per-coordinate step sizes along the data's principal axes, where the large direction
-    # all states share does not swamp the others.
-    _, S, Vt = np.linalg.svd(Xs, full_matrices=False)
-    Vt = Vt[S > 1e-6 * S[0]]
     r = Vt.shape[0]
     # float32 halves the time of the loop; the result is returned in float64.
     C = (Xs @ Vt.T).astype(np.float32)
@@ -174,11 +182,10 @@ def _fit_fixed(
     anchor_g = np.float32(2.0 * anchor / _mean_sq_norm(Y / s))
     A = np.zeros((r, d), np.float32)
     bs = np.zeros(d, np.float32)  # b / s
-    mA, vA = np.zeros_like(A), np.zeros_like(A)
-    mb, vb = np.zeros_like(bs), np.zeros_like(bs)
-    # Steps of lr/d on every entry of A, or lr on every entry of b / s, move a mapped vector by
-    # at most about lr times its norm, so one lr suits both and every width.
-    lr_A, lr_b = lr / d, lr
+    # per parameter: Adam's two moments and two scratch arrays, so that a step allocates nothing
+    adam = [(A, lr / d, *(np.zeros_like(A) for _ in range(4))), (bs, lr, *(np.zeros_like(bs) for _ in range(4)))]
+    # Steps of lr/d on every entry of A (above), or lr on every entry of b / s, move a mapped
+    # vector by at most about lr times its norm, so one lr suits both and every width.
     beta1, beta2 = _ADAM_BETAS
     wd2 = np.float32(2.0 * weight_decay)
     rng = np.random.default_rng(seed)
@@ -200,12 +207,22 @@ def _fit_fixed(
         # fit settle where the loss and the pull toward the identity balance, not jitter around it.
         decay = 1.0 - t / steps
         c1, c2 = 1.0 - beta1 ** (t + 1), 1.0 - beta2 ** (t + 1)
-        for p, g, m, v, step in ((A, gA, mA, vA, lr_A), (bs, gb, mb, vb, lr_b)):
+        for (p, step, m, v, tmp, den), g in zip(adam, (gA, gb)):
+            # m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
+            # p -= step * decay / c1 * m / (sqrt(v / c2) + eps), in place
             m *= beta1
-            m += (1.0 - beta1) * g
+            np.multiply(g, 1.0 - beta1, out=tmp)
+            m += tmp
             v *= beta2
-            v += (1.0 - beta2) * (g * g)
-            p -= np.float32(step * decay / c1) * m / (np.sqrt(v * np.float32(1.0 / c2)) + np.float32(_ADAM_EPS))
+            np.multiply(g, g, out=tmp)
+            tmp *= 1.0 - beta2
+            v += tmp
+            np.multiply(v, np.float32(1.0 / c2), out=den)
+            np.sqrt(den, out=den)
+            den += np.float32(_ADAM_EPS)
+            np.multiply(m, np.float32(step * decay / c1), out=tmp)
+            tmp /= den
+            p -= tmp
     W = np.eye(d) + Vt.T @ A.astype(np.float64)
     return W, bs.astype(np.float64) * s
 
@@ -248,10 +265,11 @@ def fit_contrastive(
     of their norm on real captures; it is fixed rather than chosen on held-out retrieval, which
     would always prefer the weakest anchor.
 
-    `report` (if given) receives `weight_decay`, `anchor`, `train_loss_initial` and `train_loss_final`
-    (the full-batch objective on all pairs at the identity and at the result), and, when the
-    weight decay was chosen here, `heldout_top1_identity` and `heldout_top1_fitted` (of the map
-    fitted without the held-out pairs): numbers a model card can quote.
+    `report` (if given) receives `weight_decay`, `anchor` and, when the weight decay was chosen
+    here, `heldout_top1_identity` and `heldout_top1_fitted` (of the map fitted without the
+    held-out pairs): numbers a model card can quote. The objective itself, at the identity or at
+    the result, is `contrastive_loss` (a full-batch pass in float64: left out of the report
+    because fit's layer choice, which fits every layer, would pay for it at each).
     """
     check_pair(X, Y)
     _check_hyper(temperature, 0.0 if weight_decay is None else weight_decay, anchor)
@@ -264,7 +282,8 @@ def fit_contrastive(
     X64, Y64 = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
     n = X64.shape[0]
 
-    def fit_one(Xa: np.ndarray, Ya: np.ndarray, wd: float) -> tuple[np.ndarray, np.ndarray]:
+    def fit_one(Xa: np.ndarray, Ya: np.ndarray, wd: float, basis: tuple[float, np.ndarray] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
         return _fit_fixed(
             Xa,
             Ya,
@@ -275,6 +294,7 @@ def fit_contrastive(
             lr=float(lr),
             batch_size=int(batch_size),
             seed=seed,
+            basis=basis,
         )
 
     measured: dict[str, float] = {}
@@ -289,8 +309,9 @@ def fit_contrastive(
         Xtr, Ytr, Xva, Yva = X64[tr], Y64[tr], X64[va], Y64[va]
         Yva_unit = unit_rows(Yva)
         scored = []
+        basis = _row_basis(Xtr)  # shared by the candidates, which differ only in weight decay
         for wd in weight_decays:
-            W, b = fit_one(Xtr, Ytr, float(wd))
+            W, b = fit_one(Xtr, Ytr, float(wd), basis)
             Z = Xva @ W + b
             heldout_loss, _ = _infonce(Z, Yva_unit, temperature)
             scored.append((-_top1(Z, Yva), heldout_loss, float(wd)))
@@ -300,14 +321,7 @@ def fit_contrastive(
         measured["heldout_top1_fitted"] = -best[0]
     W, b = fit_one(X64, Y64, float(weight_decay))
     if report is not None:
-        d = X64.shape[1]
         report["weight_decay"] = float(weight_decay)
         report["anchor"] = float(anchor)
-        report["train_loss_initial"] = contrastive_loss(
-            X64, Y64, np.eye(d), np.zeros(d), temperature=temperature, weight_decay=weight_decay, anchor=anchor
-        )[0]
-        report["train_loss_final"] = contrastive_loss(
-            X64, Y64, W, b, temperature=temperature, weight_decay=weight_decay, anchor=anchor
-        )[0]
         report.update(measured)
     return W, b
