@@ -9,8 +9,8 @@
 Every method is fitted on the 701 SIB-200 train pairs of the language (captured once, at every
 layer, and kept in ~/.cache/lingalign/bench/<model>/, never in the repository), then scored on
 dev data only: XStoryCloze train (the dev split; a seeded stratified sample of --dev-n stories),
-option log-likelihood, at each strength in --alphas, every position; and answer-language
-fidelity of greedy continuations of --fid-n dev stories. The rule (the method and strength with
+option log-likelihood, at each strength in --alphas, every position (unless the config has
+another policy); and answer-language fidelity of greedy continuations of --fid-n dev stories. The rule (the method and strength with
 the best mean dev accuracy over the screened languages among those whose fidelity stays within
 2 points of no transform's) is then measured on the test splits of XStoryCloze and SIB-200,
 with the no-transform and English numbers of bench/downstream.py. One JSON record per
@@ -42,7 +42,8 @@ DEV_N = 40  # the screening sample; a larger --dev-n checks a screened setting w
 # (the one layer at half the depth, as ITLC), "stages" (staged's two ranges; "stages-all" with
 # both on every token) or "middle-stages" (the middle layer, then staged's late range). Vectors applied
 # at many layers compound through the residual stream (on Gemma, langvec-mid and staged at
-# strength 1 turned every dev continuation into a loop), so those are screened weaker.
+# strength 1 turned every dev continuation into a loop), so those are screened weaker. "all" is
+# every layer (INCLINE).
 CONFIGS: dict[str, tuple[str, str, tuple[float, ...]]] = {
     "contrastive-auto": ("contrastive", "auto", (0.5, 1.0)),  # the default until now
     "langvec-middle": ("langvec", "middle", (0.5, 1.0)),
@@ -57,12 +58,16 @@ CONFIGS: dict[str, tuple[str, str, tuple[float, ...]]] = {
     "langvec-mid-prompt": ("langvec", "mid", (0.1, 0.25, 0.5)),
     "langvec-middle-prompt": ("langvec", "middle", (0.5, 1.0)),
     "contrastive-auto-prompt": ("contrastive", "auto", (0.5, 1.0)),
+    "incline-all": ("incline", "all", (0.25, 0.5, 1.0)),  # as published: at the last prompt token
+    "ridge-auto": ("ridge", "auto", (0.5, 1.0)),
 }
 # Configs that apply another config's transform to the prompt's tokens only (position policy
 # "prompt"): the answer's own tokens are left as the model makes them and only read the aligned
 # prompt through attention, which may keep the answer in the prompt's language.
 PROMPT_ONLY = {"langvec-mid-prompt": "langvec-mid", "langvec-middle-prompt": "langvec-middle",
                "contrastive-auto-prompt": "contrastive-auto"}
+# the position policy of the configs that are not applied to every token (PROMPT_ONLY's is "prompt")
+POSITIONS = {"incline-all": "last", **{name: "prompt" for name in PROMPT_ONLY}}
 DESCRIPTIONS = {
     "contrastive-auto": "contrastive map at the layer chosen on held-out retrieval (fit's default)",
     "langvec-middle": "language vector (ReCoVeR, norms kept) at the middle layer",
@@ -74,6 +79,8 @@ DESCRIPTIONS = {
     "staged-middle-light": "staged-middle with its second stage at a fifth of the first's strength (--anchor-strength 0.2)",
     "meanshift-middle": "mean difference added at the middle layer",
     "contrastive-auto-shuffled": "contrastive-auto fitted on shuffled pairs (the control)",
+    "incline-all": "INCLINE as published: least-squares map (no bias) at every layer, at the prompt's last token only",
+    "ridge-auto": "ridge map (lambda chosen on held-out pairs) at the layer chosen on held-out retrieval",
     **{name: f"{base} on the prompt's tokens only (the options' and generated tokens untouched)"
        for name, base in PROMPT_ONLY.items()},
 }
@@ -108,7 +115,7 @@ def fit_config(name: str, X: Any, Y: Any, lang: str, n_layer: int) -> Any:
             info["layer_choice"] = choice
             return lingalign.Transform.fit(X, Y, method=method, layers=[layer], source_lang=lang, fit_info=info)
         layers = {"mid": align, "middle": [n_layer // 2], "stages": align, "stages-all": align,
-                  "middle-stages": [n_layer // 2]}[where]
+                  "middle-stages": [n_layer // 2], "all": list(range(n_layer))}[where]
         extra = {"anchor_layers": anchor, "anchor_strength": ANCHOR_STRENGTH.get(name, 1.0)} if method == "staged" else {}
         t = lingalign.Transform.fit(X, Y, method=method, layers=layers, source_lang=lang, fit_info=info, **extra)
         return dataclasses.replace(t, generated_layers=()) if where == "stages-all" else t
@@ -117,7 +124,7 @@ def fit_config(name: str, X: Any, Y: Any, lang: str, n_layer: int) -> Any:
 def configured(llm: Any, model: str, name: str, lang: str, alpha: float) -> Any:
     """The config's transform for the language at strength alpha, with the config's position policy."""
     t = transform_for(llm, model, PROMPT_ONLY.get(name, name), lang)
-    return dataclasses.replace(t, alpha=alpha, positions="prompt" if name in PROMPT_ONLY else "all")
+    return dataclasses.replace(t, alpha=alpha, positions=POSITIONS.get(name, "all"))
 
 
 def transform_for(llm: Any, model: str, name: str, lang: str) -> Any:
@@ -306,7 +313,7 @@ def report() -> None:
              "Made by `python bench/methods.py` (records in `bench/results/methods/<model>/`); this page by "
              "`python bench/methods.py --report`. Each method fitted on the 701 SIB-200 train pairs of the "
              "language; *dev*: XStoryCloze train (its dev split), a seeded stratified sample, option "
-             "log-likelihood, every position; fidelity: share of greedy continuations of dev stories in the "
+             "log-likelihood, every position unless the method says otherwise; fidelity: share of greedy continuations of dev stories in the "
              "story's language (py3langid), and of looping ones. The standard error of an accuracy p on n items "
              "is sqrt(p(1-p)/n): about 0.08 at n = 40.", "",
              "Methods: " + "; ".join(f"*{name}*: {DESCRIPTIONS[name]}" for name in CONFIGS) + ".", ""]
