@@ -10,10 +10,11 @@ Every method is fitted on the 701 SIB-200 train pairs of the language (captured 
 layer, and kept in ~/.cache/lingalign/bench/<model>/, never in the repository), then scored on
 dev data only: XStoryCloze train (the dev split; a seeded stratified sample of --dev-n stories),
 option log-likelihood, at each strength in --alphas, every position (unless the config has
-another policy); and answer-language fidelity of greedy continuations of --fid-n dev stories. The rule (the method and strength with
-the best mean dev accuracy over the screened languages among those whose fidelity stays within
-2 points of no transform's) is then measured on the test splits of XStoryCloze and SIB-200,
-with the no-transform and English numbers of bench/downstream.py. One JSON record per
+another policy); and answer-language fidelity of greedy continuations of --fid-n dev stories.
+The rule (the method and strength with the best mean dev accuracy over the screened languages
+among those whose fidelity stays within 2 points of no transform's) is then measured on the
+test splits of XStoryCloze and SIB-200, with the no-transform and English numbers of
+bench/downstream.py. One JSON record per
 measurement under bench/results/methods/<model>/; an interrupted run continues where it stopped.
 """
 
@@ -313,8 +314,8 @@ def report() -> None:
              "Made by `python bench/methods.py` (records in `bench/results/methods/<model>/`); this page by "
              "`python bench/methods.py --report`. Each method fitted on the 701 SIB-200 train pairs of the "
              "language; *dev*: XStoryCloze train (its dev split), a seeded stratified sample, option "
-             "log-likelihood, every position unless the method says otherwise; fidelity: share of greedy continuations of dev stories in the "
-             "story's language (py3langid), and of looping ones. The standard error of an accuracy p on n items "
+             "log-likelihood, every position unless the method says otherwise; fidelity: share of greedy "
+             "continuations of dev stories in the story's language (py3langid), and of looping ones. The standard error of an accuracy p on n items "
              "is sqrt(p(1-p)/n): about 0.08 at n = 40.", "",
              "Methods: " + "; ".join(f"*{name}*: {DESCRIPTIONS[name]}" for name in CONFIGS) + ".", ""]
     for model_dir in sorted(p for p in RESULTS.glob("*") if p.is_dir()):
