@@ -165,6 +165,9 @@ def report() -> None:
             cells.insert(1, f"{at1['sib200']:.3f} / {at1['combined']:.3f}" if at1 else "")
             lines.append(f"| {r['lang']}{hidden} | {r['layer']} | {r['alpha']:g} | {r['pairs']['sib200']} / "
                          f"{r['pairs']['combined']} | " + " | ".join(cells) + " |")
+        if len(recs) < 2:
+            lines.append("")
+            continue  # a mean of one language is its row
         mean = {c: {m: sum(r[c][m] for r in recs) / len(recs) for m in ("retrieval_top1", "accuracy")}
                 for c in ("none", "sib200", "combined")}
         at1 = [r["retrieval_at_1"] for r in recs if "retrieval_at_1" in r]
