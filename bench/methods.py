@@ -14,8 +14,8 @@ another policy); and answer-language fidelity of greedy continuations of --fid-n
 The rule (the method and strength with the best mean dev accuracy over the screened languages
 among those whose fidelity stays within 2 points of no transform's) is then measured on the
 test splits of XStoryCloze and SIB-200, with the no-transform and English numbers of
-bench/downstream.py. One JSON record per
-measurement under bench/results/methods/<model>/; an interrupted run continues where it stopped.
+bench/downstream.py. One JSON record per measurement under bench/results/methods/<model>/; an
+interrupted run continues where it stopped.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ CONFIGS: dict[str, tuple[str, str, tuple[float, ...]]] = {
 # prompt through attention, which may keep the answer in the prompt's language.
 PROMPT_ONLY = {"langvec-mid-prompt": "langvec-mid", "langvec-middle-prompt": "langvec-middle",
                "contrastive-auto-prompt": "contrastive-auto"}
-# the position policy of the configs that are not applied to every token (PROMPT_ONLY's is "prompt")
+# the position policy of each config not applied to every token
 POSITIONS = {"incline-all": "last", **{name: "prompt" for name in PROMPT_ONLY}}
 DESCRIPTIONS = {
     "contrastive-auto": "contrastive map at the layer chosen on held-out retrieval (fit's default)",
@@ -315,8 +315,8 @@ def report() -> None:
              "`python bench/methods.py --report`. Each method fitted on the 701 SIB-200 train pairs of the "
              "language; *dev*: XStoryCloze train (its dev split), a seeded stratified sample, option "
              "log-likelihood, every position unless the method says otherwise; fidelity: share of greedy "
-             "continuations of dev stories in the story's language (py3langid), and of looping ones. The standard error of an accuracy p on n items "
-             "is sqrt(p(1-p)/n): about 0.08 at n = 40.", "",
+             "continuations of dev stories in the story's language (py3langid), and of looping ones. The "
+             "standard error of an accuracy p on n items is sqrt(p(1-p)/n): about 0.08 at n = 40.", "",
              "Methods: " + "; ".join(f"*{name}*: {DESCRIPTIONS[name]}" for name in CONFIGS) + ".", ""]
     for model_dir in sorted(p for p in RESULTS.glob("*") if p.is_dir()):
         model = model_dir.name
