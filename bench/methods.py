@@ -4,10 +4,12 @@
     python bench/methods.py --model qwen2.5-coder-1.5b --langs sw --test     # the rule on test
     python bench/methods.py --model qwen2.5-coder-1.5b --langs sw --configs contrastive-auto --alphas 0.5 --dev-n 200
                                                                             # a screened setting on 200 dev stories
+    python bench/methods.py --langs en --configs "" --dev-n 200             # English: the same 200 stories
     python bench/methods.py --report                                        # docs/methods.md
 
-Every method is fitted on the 701 SIB-200 train pairs of the language (captured once, at every
-layer, and kept in ~/.cache/lingalign/bench/<model>/, never in the repository), then scored on
+Every method is fitted on the 701 SIB-200 train pairs of the language (the *-stories configs: on
+the sentences of the dev stories outside the largest dev sample, in-domain pairs), captured once,
+at every layer, and kept in ~/.cache/lingalign/bench/<model>/, never in the repository, then scored on
 dev data only: XStoryCloze train (the dev split; a seeded stratified sample of --dev-n stories),
 option log-likelihood, at each strength in --alphas, every position (unless the config has
 another policy); and answer-language fidelity of greedy continuations of --fid-n dev stories.
@@ -32,12 +34,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from downstream import RESULTS as DOWNSTREAM, SIB_OF, captures, dev_file, test_file  # noqa: E402
+from downstream import CACHE, RESULTS as DOWNSTREAM, SIB_OF, captures, dev_file, test_file  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "methods"
 DOC = ROOT / "docs" / "methods.md"
 MAX_FIDELITY_DROP = 0.02
 DEV_N = 40  # the screening sample; a larger --dev-n checks a screened setting with a sign test
+# the largest dev sample screened (it holds the 40-story one); the dev stories outside it are the
+# in-domain fitting data of the *-stories configs, so no dev item scored was fitted on
+STORY_DEV_N = 200
 # name -> (method, where, strengths screened): where is "auto" (the layer choice on held-out
 # retrieval), "mid" (staged's alignment layers: a quarter to two thirds of the depth), "middle"
 # (the one layer at half the depth, as ITLC), "stages" (staged's two ranges; "stages-all" with
@@ -61,6 +66,7 @@ CONFIGS: dict[str, tuple[str, str, tuple[float, ...]]] = {
     "contrastive-auto-prompt": ("contrastive", "auto", (0.5, 1.0)),
     "incline-all": ("incline", "all", (0.25, 0.5, 1.0)),  # as published: at the last prompt token
     "ridge-auto": ("ridge", "auto", (0.5, 1.0)),
+    "contrastive-auto-stories": ("contrastive", "auto", (0.5, 1.0)),  # fitted on in-domain story pairs
 }
 # Configs that apply another config's transform to the prompt's tokens only (position policy
 # "prompt"): the answer's own tokens are left as the model makes them and only read the aligned
@@ -82,6 +88,8 @@ DESCRIPTIONS = {
     "contrastive-auto-shuffled": "contrastive-auto fitted on shuffled pairs (the control)",
     "incline-all": "INCLINE as published: least-squares map (no bias) at every layer, at the prompt's last token only",
     "ridge-auto": "ridge map (lambda chosen on held-out pairs) at the layer chosen on held-out retrieval",
+    "contrastive-auto-stories": "contrastive-auto fitted on the sentences of the XStoryCloze dev stories outside "
+                                f"the {STORY_DEV_N}-story dev sample (in-domain pairs, instead of SIB-200 train)",
     **{name: f"{base} on the prompt's tokens only (the options' and generated tokens untouched)"
        for name, base in PROMPT_ONLY.items()},
 }
@@ -99,14 +107,60 @@ def record(path: Path, rec: dict[str, Any]) -> None:
     print(f"  {path.stem}: " + ", ".join(f"{k} {v:.3f}" for k, v in rec.get("summary", {}).items()), flush=True)
 
 
-def fit_config(name: str, X: Any, Y: Any, lang: str, n_layer: int) -> Any:
+def story_sentences(lang: str) -> list[str]:
+    """The sentences (the four of the story and both endings) of the XStoryCloze dev stories
+    outside the STORY_DEV_N-story dev sample, in file order. The files of all languages hold the
+    same stories with the same labels, so the sample, and these sentences, are parallel."""
+    from lingalign.tasks import load_task
+
+    dev = dev_file("xstorycloze", lang)
+    scored = {it.uid for it in load_task(dev, limit=STORY_DEV_N, seed=0).items}
+    return [text for it in load_task(dev).items if it.uid not in scored
+            for text in (*(v for _, v in it.fields), *it.options)]
+
+
+def story_captures(llm: Any, model: str, lang: str) -> Any:
+    """story_sentences(lang) captured at every layer, cached on disk (never in the repository); a
+    lock lets two runs (one a language) share the English capture instead of both making it."""
+    import fcntl
+
+    import lingalign
+
+    path = CACHE / model / f"xstorycloze-{lang}-fit.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            return lingalign.Captures.load(path)
+        sentences = story_sentences(lang)
+        print(f"  capturing {len(sentences)} XStoryCloze {lang} sentences", flush=True)
+        t0 = time.time()
+        caps = lingalign.capture(llm, sentences, progress=False)
+        caps.save(path)
+        print(f"  captured in {time.time() - t0:.0f} s", flush=True)
+        return caps
+
+
+def fit_pairs(llm: Any, model: str, name: str, lang: str) -> tuple[Any, Any, str]:
+    """The config's fitting pairs for the language (source and English captures) and their name."""
+    if name.endswith("-stories"):
+        X, Y = story_captures(llm, model, lang), story_captures(llm, model, "en")
+        if len(X) != len(Y):
+            raise SystemExit(f"XStoryCloze {lang} and en dev files hold different stories "
+                             f"({len(X)} != {len(Y)} sentences)")
+        return X, Y, f"XStoryCloze dev stories outside the {STORY_DEV_N}-story dev sample"
+    sib = SIB_OF[lang]
+    return captures(llm, model, sib), captures(llm, model, "eng_Latn"), "SIB-200 train"
+
+
+def fit_config(name: str, X: Any, Y: Any, lang: str, n_layer: int, data: str = "SIB-200 train") -> Any:
     import lingalign
     from lingalign.blas import blas_threads
     from lingalign.fit import choose_layer, default_stages, shuffled_pairs
 
     method, where, _ = CONFIGS[name]
     align, anchor = default_stages(range(n_layer), n_layer)
-    info: dict[str, Any] = {"data": "SIB-200 train", "pairs": len(X), "config": name}
+    info: dict[str, Any] = {"data": data, "pairs": len(X), "config": name}
     with blas_threads():
         if where.startswith("auto"):
             if where.endswith("shuffled"):
@@ -136,9 +190,9 @@ def transform_for(llm: Any, model: str, name: str, lang: str) -> Any:
     path = RESULTS / model / "transforms" / f"{sib}-{name}.gguf"
     if path.is_file():
         return lingalign.Transform.load(path)
-    X, Y = captures(llm, model, sib), captures(llm, model, "eng_Latn")
+    X, Y, data = fit_pairs(llm, model, name, lang)
     t0 = time.time()
-    t = fit_config(name, X, Y, sib.split("_")[0], _llama.n_layer(llm))
+    t = fit_config(name, X, Y, sib.split("_")[0], _llama.n_layer(llm), data)
     print(f"  fitted {name} for {sib} in {time.time() - t0:.1f} s", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     t.save(path)
@@ -294,26 +348,43 @@ def larger_dev_table(model: str, recs: list[dict[str, Any]]) -> list[str]:
     rows = []
     for r in sorted(larger, key=lambda r: (r["lang"], r["n"], r["config"] != "none", r["config"], r["alpha"])):
         b, f = base.get((r["lang"], r["n"])), r["fidelity"]
-        test = " | "  # no transform itself, or no no-transform record to compare with
+        en = base.get(("en", r["n"]))
+        test = " | | "  # no transform itself, or no no-transform record to compare with
         if b is not None and r is not b:
             fixed, broken = changed_answers(r["correct"], b["correct"])
-            test = f"{fixed} / {broken} | {sign_test_p(fixed, broken):.3f}"
+            test = f"{fixed} / {broken} | {sign_test_p(fixed, broken):.3f} | {english_right(r, b, en)}"
+        elif r is b and en is not None and r is not en:
+            wrong = [not c for c in b["correct"]]
+            test = f" | | {sum(w and e for w, e in zip(wrong, en['correct']))} of {sum(wrong)} wrong"
         rows.append(f"| {r['lang']} | {r['config']} | {r['alpha']:g} | {r['n']} | {r['accuracy']:.3f} | {test} | "
                     f"{f['fidelity']:.2f} | {f['looping']:.2f} |")
     if not rows:
         return []
     return ["", f"## {model}: screened settings on a larger dev sample", "",
             "Fixed / broken: dev items the setting answers right and no transform wrong, and the reverse; p: the "
-            "one-sided sign test `lingalign tune` requires below 0.05 before it keeps a setting.", "",
-            "| language | method | alpha | n | accuracy | fixed / broken | p | fidelity | looping |",
-            "|---|---|---|---|---|---|---|---|---|", *rows]
+            "one-sided sign test `lingalign tune` requires below 0.05 before it keeps a setting. *English right*: "
+            "of the fixed and of the broken items, how many the model answers right when it reads the same story "
+            "in English (language en); on the no-transform rows, of the items answered wrong. A transform that "
+            "lets the model read the language as it reads English would fix mostly items English gets right.", "",
+            "| language | method | alpha | n | accuracy | fixed / broken | p | English right | fidelity | looping |",
+            "|---|---|---|---|---|---|---|---|---|---|", *rows]
+
+
+def english_right(r: dict[str, Any], base: dict[str, Any], en: dict[str, Any] | None) -> str:
+    """'f / b': of the items r fixes and of those it breaks against base, how many the English
+    record answers right ('' without an English record of the same items)."""
+    if en is None:
+        return ""
+    fixed = sum(c and not b and e for c, b, e in zip(r["correct"], base["correct"], en["correct"]))
+    broken = sum(b and not c and e for c, b, e in zip(r["correct"], base["correct"], en["correct"]))
+    return f"{fixed} / {broken}"
 
 
 def report() -> None:
     lines = ["# Methods side by side, downstream", "",
              "Made by `python bench/methods.py` (records in `bench/results/methods/<model>/`); this page by "
              "`python bench/methods.py --report`. Each method fitted on the 701 SIB-200 train pairs of the "
-             "language; *dev*: XStoryCloze train (its dev split), a seeded stratified sample, option "
+             "language unless it says otherwise; *dev*: XStoryCloze train (its dev split), a seeded stratified sample, option "
              "log-likelihood, every position unless the method says otherwise; fidelity: share of greedy "
              "continuations of dev stories in the story's language (py3langid), and of looping ones. The "
              "standard error of an accuracy p on n items is sqrt(p(1-p)/n): about 0.08 at n = 40.", "",
