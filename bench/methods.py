@@ -8,8 +8,9 @@
     python bench/methods.py --report                                        # docs/methods.md
 
 Every method is fitted on the 701 SIB-200 train pairs of the language (the *-stories configs: on
-the sentences of the dev stories outside the largest dev sample, in-domain pairs), captured once,
-at every layer, and kept in ~/.cache/lingalign/bench/<model>/, never in the repository, then scored on
+the sentences of the dev stories outside the largest dev sample, in-domain pairs), captured
+once, at every layer, and kept in ~/.cache/lingalign/bench/<model>/, never in the repository,
+then scored on
 dev data only: XStoryCloze train (the dev split; a seeded stratified sample of --dev-n stories),
 option log-likelihood, at each strength in --alphas, every position (unless the config has
 another policy); and answer-language fidelity of greedy continuations of --fid-n dev stories.
@@ -30,7 +31,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -119,26 +120,31 @@ def story_sentences(lang: str) -> list[str]:
             for text in (*(v for _, v in it.fields), *it.options)]
 
 
-def story_captures(llm: Any, model: str, lang: str) -> Any:
-    """story_sentences(lang) captured at every layer, cached on disk (never in the repository); a
-    lock lets two runs (one a language) share the English capture instead of both making it."""
+def cached_capture(llm: Any, path: Path, texts: Callable[[], list[str]], what: str) -> Any:
+    """The texts captured at every layer, kept at `path` (outside the repository). A lock lets two
+    runs (one a language) share a capture both need, the English one, instead of both making it."""
     import fcntl
 
     import lingalign
 
-    path = CACHE / model / f"xstorycloze-{lang}-fit.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.is_file():
             return lingalign.Captures.load(path)
-        sentences = story_sentences(lang)
-        print(f"  capturing {len(sentences)} XStoryCloze {lang} sentences", flush=True)
+        listed = texts()
+        print(f"  capturing {len(listed)} {what}", flush=True)
         t0 = time.time()
-        caps = lingalign.capture(llm, sentences, progress=False)
+        caps = lingalign.capture(llm, listed, progress=False)
         caps.save(path)
         print(f"  captured in {time.time() - t0:.0f} s", flush=True)
         return caps
+
+
+def story_captures(llm: Any, model: str, lang: str) -> Any:
+    """story_sentences(lang) captured at every layer, cached."""
+    return cached_capture(llm, CACHE / model / f"xstorycloze-{lang}-fit.npz", lambda: story_sentences(lang),
+                          f"XStoryCloze {lang} sentences")
 
 
 def fit_pairs(llm: Any, model: str, name: str, lang: str) -> tuple[Any, Any, str]:
@@ -384,8 +390,8 @@ def report() -> None:
     lines = ["# Methods side by side, downstream", "",
              "Made by `python bench/methods.py` (records in `bench/results/methods/<model>/`); this page by "
              "`python bench/methods.py --report`. Each method fitted on the 701 SIB-200 train pairs of the "
-             "language unless it says otherwise; *dev*: XStoryCloze train (its dev split), a seeded stratified sample, option "
-             "log-likelihood, every position unless the method says otherwise; fidelity: share of greedy "
+             "language unless it says otherwise; *dev*: XStoryCloze train (its dev split), a seeded stratified "
+             "sample, option log-likelihood, every position unless the method says otherwise; fidelity: share of greedy "
              "continuations of dev stories in the story's language (py3langid), and of looping ones. The "
              "standard error of an accuracy p on n items is sqrt(p(1-p)/n): about 0.08 at n = 40.", "",
              "Methods: " + "; ".join(f"*{name}*: {DESCRIPTIONS[name]}" for name in CONFIGS) + ".", ""]

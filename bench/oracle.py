@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import fcntl
 import json
 import sys
 import time
@@ -40,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 from downstream import CACHE, SIB_OF, dev_file  # noqa: E402
-from methods import RESULTS as METHODS, STORY_DEV_N, english_right  # noqa: E402
+from methods import RESULTS as METHODS, STORY_DEV_N, cached_capture, english_right  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "oracle"
 DOC = ROOT / "docs" / "oracle.md"
@@ -49,20 +48,10 @@ KINDS = ("oracle", "language", "content", "mismatched")
 
 def contexts(llm: Any, model: str, lang: str, items: Any) -> Any:
     """The stories' contexts (as the likelihood protocol reads them) captured at every layer, cached."""
-    import lingalign
     from lingalign.tasks import likelihood_prompt
 
-    path = CACHE / model / f"xstorycloze-{lang}-dev{len(items)}-contexts.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:  # runs for two languages share the English one
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.is_file():
-            return lingalign.Captures.load(path)
-        t0 = time.time()
-        caps = lingalign.capture(llm, [likelihood_prompt(it, lang).context for it in items], progress=False)
-        caps.save(path)
-        print(f"  captured {len(items)} {lang} story contexts in {time.time() - t0:.0f} s", flush=True)
-        return caps
+    return cached_capture(llm, CACHE / model / f"xstorycloze-{lang}-dev{len(items)}-contexts.npz",
+                          lambda: [likelihood_prompt(it, lang).context for it in items], f"{lang} story contexts")
 
 
 def shifts(src: Any, en: Any, layer: int, kind: str) -> Any:
@@ -168,11 +157,11 @@ def report() -> None:
              "Made by `python bench/oracle.py` (records in `bench/results/oracle/<model>/`); this page by "
              "`python bench/oracle.py --report`.", "",
              *(line for par in __doc__.split("\n\n")[2:4] for line in (" ".join(par.split()), "")),
-             "Shift: the mean length of the added "
-             "vector (alpha times the difference), against the mean length of the stories' mean states at "
-             "that layer. Fixed / broken against no transform on the same items; p: the one-sided sign test; "
-             "English right: of the fixed and of the broken items, how many the model answers right in "
-             "English (bench/methods.py's English record of the same stories).", ""]
+             "Shift: the mean length of the added vector (alpha times the difference), against the mean "
+             "length of the stories' mean states at that layer. Fixed / broken against no transform on the "
+             "same items; p: the one-sided sign test; English right: of the fixed and of the broken items, how "
+             "many the model answers right in English (bench/methods.py's English record of the same "
+             "stories).", ""]
     for model_dir in sorted(p for p in RESULTS.glob("*") if p.is_dir()):
         recs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(model_dir.glob("*.json"))]
         en_path = METHODS / model_dir.name / f"dev-en-none-0-n{STORY_DEV_N}.json"
@@ -185,8 +174,8 @@ def report() -> None:
             none = json.loads((METHODS / model_dir.name / f"dev-{r['lang']}-none-0-n{r['n']}.json")
                               .read_text(encoding="utf-8"))
             lines.append(f"| {r['lang']} | {r['layer']} | {r['kind']} | {r.get('alpha', 1.0):g} | {r['n']} | "
-                         f"{r['accuracy_without']:.3f} | "
-                         f"{r['accuracy']:.3f} | {r['fixed']} / {r['broken']} | {r['sign_p']:.3f} | "
+                         f"{r['accuracy_without']:.3f} | {r['accuracy']:.3f} | {r['fixed']} / {r['broken']} | "
+                         f"{r['sign_p']:.3f} | "
                          f"{english_right(r, none, en)} | {r.get('alpha', 1.0) * r['shift_norm_mean']:.1f} / "
                          f"{r['state_norm_mean']:.1f} |")
         lines.append("")
