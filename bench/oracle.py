@@ -21,7 +21,8 @@ of all the stories' differences (the language-level mean shift, what meanshift f
 `mismatched` adds another story's difference (the same kind and size of shift, without the
 item's own content). Layers: `default` is the layer fit's default chooses for the language
 (bench/methods.py's contrastive-auto transform, fitted on SIB-200 train), or give numbers;
---alpha scales the vectors (default 1: the full difference). The contexts are captured once (the
+--alpha scales the vectors (default 1: the full difference); --positions prompt leaves the
+endings' own tokens alone (they still read the moved story). The contexts are captured once (the
 story's four sentences, as the likelihood protocol reads them) and cached outside the
 repository. One record per language, layer, kind and strength in bench/results/oracle/<model>/.
 """
@@ -70,15 +71,16 @@ def shifts(src: Any, en: Any, layer: int, kind: str) -> Any:
     return diff
 
 
-def oracle_transform(vector: Any, layer: int, fitted: Any, lang: str, alpha: float = 1.0) -> Any:
-    """A one-layer meanshift transform adding `vector` (times alpha) at every position."""
+def oracle_transform(vector: Any, layer: int, fitted: Any, lang: str, alpha: float = 1.0,
+                     positions: str = "all") -> Any:
+    """A one-layer meanshift transform adding `vector` (times alpha) at the positions."""
     import numpy as np
 
     import lingalign
     from lingalign.layer import LayerMap
 
     return lingalign.Transform(layers={layer: LayerMap(vector=np.ascontiguousarray(vector))}, model=fitted.model,
-                               method="meanshift", source_lang=lang, alpha=alpha)
+                               method="meanshift", source_lang=lang, alpha=alpha, positions=positions)
 
 
 def check(llm: Any, lang: str, items: Any, src: Any, en: Any, layer: int, fitted: Any, n: int) -> None:
@@ -127,19 +129,20 @@ def run(args: argparse.Namespace, llm: Any) -> None:
                 continue
             for kind in args.kinds:
                 strength = "" if args.alpha == 1 else f"-a{args.alpha:g}"
-                path = out / f"{lang}-layer{layer}-{kind}{strength}.json"
+                where = "" if args.positions == "all" else f"-{args.positions}"
+                path = out / f"{lang}-layer{layer}-{kind}{strength}{where}.json"
                 if path.is_file():
                     continue
                 vectors = shifts(src, en, layer, kind)
                 t0 = time.time()
                 correct = []
                 for k, item in enumerate(items.items):
-                    t = oracle_transform(vectors[k], layer, fitted, lang, args.alpha)
+                    t = oracle_transform(vectors[k], layer, fitted, lang, args.alpha, args.positions)
                     correct += eval_choice(llm, [item], lang=lang, transform=t)["correct"]
                 fixed, broken = changed_answers(correct, none["correct"])
                 acc = sum(correct) / len(correct)
                 rec = {"command": command, "model": args.model, "lang": lang, "layer": layer, "kind": kind,
-                       "alpha": args.alpha,
+                       "alpha": args.alpha, "positions": args.positions,
                        "n": len(correct), "accuracy": acc, "accuracy_without": none["accuracy"], "fixed": fixed,
                        "broken": broken, "sign_p": sign_test_p(fixed, broken), "correct": correct,
                        "shift_norm_mean": float(np.linalg.norm(vectors, axis=1).mean()),  # before alpha
@@ -167,13 +170,15 @@ def report() -> None:
         en_path = METHODS / model_dir.name / f"dev-en-none-0-n{STORY_DEV_N}.json"
         en = json.loads(en_path.read_text(encoding="utf-8")) if en_path.is_file() else None
         lines += [f"## {model_dir.name}", "",
-                  "| language | layer | kind | alpha | n | no transform | with | fixed / broken | p | English right "
-                  "| shift / state |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in sorted(recs, key=lambda r: (r["lang"], r["layer"], KINDS.index(r["kind"]), -r.get("alpha", 1.0))):
+                  "| language | layer | kind | alpha | positions | n | no transform | with | fixed / broken | p "
+                  "| English right | shift / state |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(recs, key=lambda r: (r["lang"], r["layer"], KINDS.index(r["kind"]), -r.get("alpha", 1.0),
+                                             r.get("positions", "all"))):
             none = json.loads((METHODS / model_dir.name / f"dev-{r['lang']}-none-0-n{r['n']}.json")
                               .read_text(encoding="utf-8"))
-            lines.append(f"| {r['lang']} | {r['layer']} | {r['kind']} | {r.get('alpha', 1.0):g} | {r['n']} | "
+            lines.append(f"| {r['lang']} | {r['layer']} | {r['kind']} | {r.get('alpha', 1.0):g} | "
+                         f"{r.get('positions', 'all')} | {r['n']} | "
                          f"{r['accuracy_without']:.3f} | {r['accuracy']:.3f} | {r['fixed']} / {r['broken']} | "
                          f"{r['sign_p']:.3f} | "
                          f"{english_right(r, none, en)} | {r.get('alpha', 1.0) * r['shift_norm_mean']:.1f} / "
@@ -190,6 +195,8 @@ def main() -> None:
     ap.add_argument("--layers", default="default", help="'default' (the layer fit's default chooses) or numbers")
     ap.add_argument("--kinds", default=",".join(KINDS), help=f"of {', '.join(KINDS)}")
     ap.add_argument("--alpha", type=float, default=1.0, help="strength of the added vectors")
+    ap.add_argument("--positions", default="all", choices=("all", "prompt"),
+                    help="prompt: the story's tokens only, the endings read as the model makes them")
     ap.add_argument("--check", type=int, default=0, metavar="N",
                     help="instead of scoring: show that the oracle moves the first N stories onto their translations")
     ap.add_argument("--threads", type=int, default=1)
