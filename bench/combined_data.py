@@ -29,7 +29,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from downstream import CACHE, DATA, DEV, HIDDEN, RESULTS as DOWNSTREAM, captures, default_transform  # noqa: E402
+from downstream import CACHE, DATA, DEV, HIDDEN, RESULTS as DOWNSTREAM, cached_capture, captures  # noqa: E402
+from downstream import default_transform  # noqa: E402
 from downstream import fidelity_file, test_file  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "combined_data"
@@ -43,19 +44,10 @@ FIDELITY_PROMPTS = 12
 
 def ntrex_captures(llm: Any, model: str, code: str) -> Any:
     """The 1997 NTREX sentences of a language captured at every layer, cached on disk."""
-    import lingalign
     from lingalign.data import read_lines
 
-    path = CACHE / model / f"ntrex-{code}.npz"
-    if path.is_file():
-        return lingalign.Captures.load(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"  capturing NTREX {code}", flush=True)
-    t0 = time.time()
-    caps = lingalign.capture(llm, read_lines(DATA / "ntrex" / f"ntrex.{code}.txt"), progress=False)
-    caps.save(path)
-    print(f"  captured NTREX {code} in {time.time() - t0:.0f} s", flush=True)
-    return caps
+    return cached_capture(llm, CACHE / model / f"ntrex-{code}.npz",
+                          lambda: read_lines(DATA / "ntrex" / f"ntrex.{code}.txt"), f"NTREX {code} sentences")
 
 
 def stacked(a: Any, b: Any) -> Any:

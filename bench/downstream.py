@@ -23,7 +23,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -111,20 +111,34 @@ class Recorder:
         print(f"  {key}: " + ", ".join(f"{k} {v:.3f}" for k, v in record.get("summary", {}).items()), flush=True)
 
 
+def cached_capture(llm: Any, path: Path, texts: Callable[[], list[str]], what: str) -> Any:
+    """The texts captured at every layer, kept at `path` (outside the repository). A lock lets two
+    runs (one a language) share a capture both need, the English one, instead of both making it."""
+    import fcntl
+
+    import lingalign
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            return lingalign.Captures.load(path)
+        listed = texts()
+        print(f"  capturing {len(listed)} {what}", flush=True)
+        t0 = time.time()
+        caps = lingalign.capture(llm, listed, progress=False)
+        caps.save(path)
+        print(f"  captured in {time.time() - t0:.0f} s", flush=True)
+        return caps
+
+
 def captures(llm: Any, model: str, sib: str) -> Any:
     """The SIB-200 train sentences of `sib` captured at every layer, cached on disk (never in
     the repository): a Qwen capture of 701 sentences takes about 15 minutes on one thread."""
-    import lingalign
     from lingalign.data import read_lines
 
-    path = CACHE / model / f"{sib}-train.npz"
-    if path.is_file():
-        return lingalign.Captures.load(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"  capturing {sib} train", flush=True)
-    caps = lingalign.capture(llm, read_lines(sib_train(sib)), progress=False)
-    caps.save(path)
-    return caps
+    return cached_capture(llm, CACHE / model / f"{sib}-train.npz", lambda: read_lines(sib_train(sib)),
+                          f"SIB-200 {sib} train sentences")
 
 
 def default_transform(llm: Any, model: str, sib: str) -> Path:

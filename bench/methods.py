@@ -31,11 +31,11 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from downstream import CACHE, RESULTS as DOWNSTREAM, SIB_OF, captures, dev_file, test_file  # noqa: E402
+from downstream import CACHE, RESULTS as DOWNSTREAM, SIB_OF, cached_capture, captures, dev_file, test_file  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "methods"
 DOC = ROOT / "docs" / "methods.md"
@@ -118,27 +118,6 @@ def story_sentences(lang: str) -> list[str]:
     scored = {it.uid for it in load_task(dev, limit=STORY_DEV_N, seed=0).items}
     return [text for it in load_task(dev).items if it.uid not in scored
             for text in (*(v for _, v in it.fields), *it.options)]
-
-
-def cached_capture(llm: Any, path: Path, texts: Callable[[], list[str]], what: str) -> Any:
-    """The texts captured at every layer, kept at `path` (outside the repository). A lock lets two
-    runs (one a language) share a capture both need, the English one, instead of both making it."""
-    import fcntl
-
-    import lingalign
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.is_file():
-            return lingalign.Captures.load(path)
-        listed = texts()
-        print(f"  capturing {len(listed)} {what}", flush=True)
-        t0 = time.time()
-        caps = lingalign.capture(llm, listed, progress=False)
-        caps.save(path)
-        print(f"  captured in {time.time() - t0:.0f} s", flush=True)
-        return caps
 
 
 def story_captures(llm: Any, model: str, lang: str) -> Any:

@@ -39,8 +39,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from downstream import CACHE, SIB_OF, dev_file  # noqa: E402
-from methods import RESULTS as METHODS, STORY_DEV_N, cached_capture, english_right  # noqa: E402
+from downstream import CACHE, SIB_OF, cached_capture, dev_file  # noqa: E402
+from methods import RESULTS as METHODS, STORY_DEV_N, english_right  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "oracle"
 DOC = ROOT / "docs" / "oracle.md"
@@ -71,19 +71,20 @@ def shifts(src: Any, en: Any, layer: int, kind: str) -> Any:
     return diff
 
 
-def oracle_transform(vector: Any, layer: int, fitted: Any, lang: str, alpha: float = 1.0,
+def oracle_transform(vector: Any, layer: int, model: Any, lang: str, alpha: float = 1.0,
                      positions: str = "all") -> Any:
-    """A one-layer meanshift transform adding `vector` (times alpha) at the positions."""
+    """A one-layer meanshift transform for the model (its fingerprint) adding `vector` (times
+    alpha) at the positions."""
     import numpy as np
 
     import lingalign
     from lingalign.layer import LayerMap
 
-    return lingalign.Transform(layers={layer: LayerMap(vector=np.ascontiguousarray(vector))}, model=fitted.model,
+    return lingalign.Transform(layers={layer: LayerMap(vector=np.ascontiguousarray(vector))}, model=model,
                                method="meanshift", source_lang=lang, alpha=alpha, positions=positions)
 
 
-def check(llm: Any, lang: str, items: Any, src: Any, en: Any, layer: int, fitted: Any, n: int) -> None:
+def check(llm: Any, lang: str, items: Any, src: Any, en: Any, layer: int, model: Any, n: int) -> None:
     """Reads the first n stories again with their oracle vector live: their mean state at the
     layer must now be their English translation's (printed: the largest error, and the largest
     difference the vector removes)."""
@@ -94,7 +95,7 @@ def check(llm: Any, lang: str, items: Any, src: Any, en: Any, layer: int, fitted
 
     vectors = shifts(src, en, layer, "oracle")
     for k in range(min(n, len(items))):
-        t = oracle_transform(vectors[k], layer, fitted, lang)
+        t = oracle_transform(vectors[k], layer, model, lang)
         moved = lingalign.capture(llm, [likelihood_prompt(items[k], lang).context], layers=[layer], transform=t,
                                   progress=False).layer(layer)[0]
         error = np.abs(moved - en.layer(layer)[k]).max()
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace, llm: Any) -> None:
                   else [int(x) for x in args.layers.split(",")])
         for layer in layers:
             if args.check:
-                check(llm, lang, items.items, src, en, layer, fitted, args.check)
+                check(llm, lang, items.items, src, en, layer, fitted.model, args.check)
                 continue
             for kind in args.kinds:
                 strength = "" if args.alpha == 1 else f"-a{args.alpha:g}"
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace, llm: Any) -> None:
                 t0 = time.time()
                 correct = []
                 for k, item in enumerate(items.items):
-                    t = oracle_transform(vectors[k], layer, fitted, lang, args.alpha, args.positions)
+                    t = oracle_transform(vectors[k], layer, fitted.model, lang, args.alpha, args.positions)
                     correct += eval_choice(llm, [item], lang=lang, transform=t)["correct"]
                 fixed, broken = changed_answers(correct, none["correct"])
                 acc = sum(correct) / len(correct)
@@ -169,14 +170,16 @@ def report() -> None:
         recs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(model_dir.glob("*.json"))]
         en_path = METHODS / model_dir.name / f"dev-en-none-0-n{STORY_DEV_N}.json"
         en = json.loads(en_path.read_text(encoding="utf-8")) if en_path.is_file() else None
+        nones = {(lang, n): json.loads((METHODS / model_dir.name / f"dev-{lang}-none-0-n{n}.json")
+                                       .read_text(encoding="utf-8"))
+                 for lang, n in {(r["lang"], r["n"]) for r in recs}}
         lines += [f"## {model_dir.name}", "",
                   "| language | layer | kind | alpha | positions | n | no transform | with | fixed / broken | p "
                   "| English right | shift / state |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(recs, key=lambda r: (r["lang"], r["layer"], KINDS.index(r["kind"]), -r.get("alpha", 1.0),
                                              r.get("positions", "all"))):
-            none = json.loads((METHODS / model_dir.name / f"dev-{r['lang']}-none-0-n{r['n']}.json")
-                              .read_text(encoding="utf-8"))
+            none = nones[(r["lang"], r["n"])]
             lines.append(f"| {r['lang']} | {r['layer']} | {r['kind']} | {r.get('alpha', 1.0):g} | "
                          f"{r.get('positions', 'all')} | {r['n']} | "
                          f"{r['accuracy_without']:.3f} | {r['accuracy']:.3f} | {r['fixed']} / {r['broken']} | "
