@@ -240,6 +240,11 @@ class Prompt:
     chat: bool = False  # context is a user message, to be wrapped in the chat template
 
 
+def story(item: ChoiceItem) -> str:
+    """An XStoryCloze item's four sentences as one text (empty ones left out)."""
+    return " ".join(s for s in (item.field(f"sentence{k}") for k in range(1, 5)) if s)
+
+
 def likelihood_prompt(item: ChoiceItem, lang: str) -> Prompt:
     """The options as continuations of the item's own text, as lm-evaluation-harness builds them."""
     if item.task == "xcopa":
@@ -250,7 +255,7 @@ def likelihood_prompt(item: ChoiceItem, lang: str) -> Prompt:
         context = f"{premise} {cause if item.field('question') == 'cause' else effect}"
         conts = tuple(" " + o[:1].lower() + o[1:] for o in item.options)
     elif item.task == "xstorycloze":
-        context = " ".join(item.field(f"sentence{k}") for k in range(1, 5))
+        context = story(item)
         conts = tuple(" " + o for o in item.options)
     else:
         context = f"{item.field('text')}\nTopic:"
@@ -268,8 +273,7 @@ def letter_prompt(item: ChoiceItem, order: Sequence[int], *, chat: bool) -> Prom
     if item.task == "xcopa":
         body = f"Premise: {item.field('premise')}\nWhat is the {item.field('question')}?\n{listed}"
     elif item.task == "xstorycloze":
-        story = " ".join(item.field(f"sentence{k}") for k in range(1, 5))
-        body = f"Story: {story}\nWhich sentence ends the story?\n{listed}"
+        body = f"Story: {story(item)}\nWhich sentence ends the story?\n{listed}"
     else:
         body = f"Text: {item.field('text')}\nWhat is the topic of the text?\n{listed}"
     instruction = f"{body}\nAnswer with {choices} only."
