@@ -1,23 +1,27 @@
 """Does the model know what the weak language's words mean? Its own translation into English, measured.
 
-    python bench/self_translate.py --model qwen2.5-coder-1.5b --langs sw,id [--threads 1]
-    python bench/self_translate.py --report   # docs/self_translate.md from the records
+    python bench/self_translate.py --model qwen2.5-coder-1.5b --task xstorycloze --langs sw,id [--threads 1]
+    python bench/self_translate.py --task sib200     # SIB-200's six dev languages
+    python bench/self_translate.py --report          # docs/self_translate.md from the records
 
 The oracle (bench/oracle.py) showed that moving a story's mean hidden state onto its English
 translation's does not help the model choose the right ending. The simplest explanation is that
-the model does not know what the story says. This measures that directly, on the same 200
-XStoryCloze dev stories a language that bench/methods.py and bench/oracle.py score: the model
-translates each story and each of its two endings into English (its chat template, greedy, the
-instruction "Translate this <language> text into English. Reply with the translation only."),
-and is then scored on its own translation, in English, with the likelihood protocol: the
-translate-test baseline of Etxaniz et al. (2023, "Do multilingual language models think better
-in English?"), which needs no fitting, no parallel data and no hook. chrF (character 6-grams,
-beta 2, in points) compares each translated story with the dataset's English story.
+the model does not know what the story says. This measures that directly: the model translates
+each item into English (its chat template, greedy, the instruction "Translate this <language>
+text into English. Reply with the translation only.") and is then scored on its own
+translation, in English, with the likelihood protocol: the translate-test baseline of Etxaniz et
+al. (2023, "Do multilingual language models think better in English?"), which needs no fitting,
+no parallel data and no hook. Items: the same 200 XStoryCloze dev stories a language that
+bench/methods.py and bench/oracle.py score (the story and each ending translated), and SIB-200's
+99 dev sentences a language (the text translated; the options are English topic names).
 
-If the model translates well, the meaning is there and reading its own English helps; if its
-"translations" share little with the real story, no shift of its hidden states can supply what
-it never understood. Translations are cached outside the repository (they are derived from
-evaluation data); records in bench/results/self_translate/<model>/ hold the scores only.
+chrF (character 6-grams, beta 2, in points, equal to sacrebleu's) compares each translation with
+the dataset's English; the untranslated text scores what names and numbers alone share with it.
+If the model translates well, the meaning is there and reading its own English may help; if its
+"translations" share little more with the real text than the untranslated text does, no shift
+of its hidden states can supply what it never understood. Translations are cached outside the
+repository (they are derived from evaluation data); records in
+bench/results/self_translate/<model>/ hold the scores only.
 """
 
 from __future__ import annotations
@@ -38,8 +42,12 @@ from methods import RESULTS as METHODS, STORY_DEV_N, english_right  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "self_translate"
 DOC = ROOT / "docs" / "self_translate.md"
-NAMES = {"sw": "Swahili", "id": "Indonesian", "zh": "Chinese", "es": "Spanish", "ru": "Russian", "ar": "Arabic",
-         "hi": "Hindi"}
+TASKS = ("xstorycloze", "sib200")
+ENGLISH = {"xstorycloze": "en", "sib200": "eng_Latn"}
+DEV_LANGS = {"xstorycloze": "sw,id", "sib200": "swh_Latn,ind_Latn,zho_Hans,tur_Latn,yor_Latn,hau_Latn"}
+NAMES = {"swh": "Swahili", "ind": "Indonesian", "cmn": "Chinese", "spa": "Spanish", "tur": "Turkish", "yor": "Yoruba",
+         "hau": "Hausa", "rus": "Russian", "ara": "Arabic", "hin": "Hindi", "deu": "German", "ita": "Italian",
+         "vie": "Vietnamese", "jpn": "Japanese"}
 INSTRUCTION = "Translate this {name} text into English. Reply with the translation only.\n\n{text}"
 
 
@@ -71,99 +79,151 @@ def translate(llm: Any, text: str, name: str) -> str:
     return " ".join(r["choices"][0]["message"]["content"].split())
 
 
-def translations(llm: Any, model: str, lang: str, items: Any) -> list[dict[str, Any]]:
-    """{'story', 'endings'} in English for each item, made once and cached (one line an item, so
-    an interrupted run resumes)."""
+def source_text(item: Any) -> str:
+    """What is translated of an item: its story (XStoryCloze) or its text (SIB-200)."""
     from lingalign.tasks import story
 
-    path = CACHE / model / f"xstorycloze-{lang}-dev{len(items)}-self-translated.jsonl"
+    return story(item) if item.task == "xstorycloze" else item.field("text")
+
+
+def translations(llm: Any, model: str, task: str, lang: str, items: Any) -> list[dict[str, Any]]:
+    """{'text', 'options'} in English for each item (SIB-200's options, English topic names, are
+    kept), made once and cached (one line an item, so an interrupted run resumes)."""
+    path = CACHE / model / f"{task}-{lang}-dev{len(items)}-self-translated.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+    from lingalign.data import normalize_lang
+
+    name = NAMES[normalize_lang(lang)]
     t0 = time.time()
     with path.open("a", encoding="utf-8") as out:
         for k, item in enumerate(items[len(done):], start=len(done)):
-            row = {"uid": item.uid, "story": translate(llm, story(item), NAMES[lang]),
-                   "endings": [translate(llm, o, NAMES[lang]) for o in item.options]}
+            options = ([translate(llm, o, name) for o in item.options] if task == "xstorycloze"
+                       else list(item.options))
+            row = {"uid": item.uid, "text": translate(llm, source_text(item), name), "options": options}
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             out.flush()
             done.append(row)
             if (k + 1) % 20 == 0:
-                print(f"  {lang}: {k + 1} / {len(items)} translated ({time.time() - t0:.0f} s)", flush=True)
+                print(f"  {task} {lang}: {k + 1} / {len(items)} translated ({time.time() - t0:.0f} s)", flush=True)
     if [r["uid"] for r in done] != [it.uid for it in items]:
-        raise SystemExit(f"{path} holds other stories than the {lang} dev sample: delete it")
+        raise SystemExit(f"{path} holds other items than the {task} {lang} dev sample: delete it")
     return done
 
 
 def as_english(item: Any, row: dict[str, Any]) -> Any:
-    """The item with its story (all in sentence1) and endings replaced by the translation."""
+    """The item with its text (a story: all in sentence1) and options replaced by the translation."""
     from lingalign.tasks import ChoiceItem
 
-    fields = (("sentence1", row["story"]), ("sentence2", ""), ("sentence3", ""), ("sentence4", ""))
-    return ChoiceItem(task=item.task, uid=item.uid, fields=fields, options=tuple(row["endings"]), label=item.label)
+    fields = ((("sentence1", row["text"]), ("sentence2", ""), ("sentence3", ""), ("sentence4", ""))
+              if item.task == "xstorycloze" else (("text", row["text"]),))
+    return ChoiceItem(task=item.task, uid=item.uid, fields=fields, options=tuple(row["options"]), label=item.label)
+
+
+def dev_items(task: str, lang: str) -> Any:
+    """The dev sample scored: bench/methods.py's 200 XStoryCloze stories, or SIB-200's dev split."""
+    from lingalign.tasks import load_task
+
+    limit = STORY_DEV_N if task == "xstorycloze" else None
+    return load_task(dev_file(task, lang), limit=limit, seed=0).items
+
+
+def plain_path(model: str, task: str, lang: str, n: int) -> Path:
+    """Where the record of the model's answers to the n dev items as they are (no transform) is:
+    bench/methods.py's for its XStoryCloze stories, else one this script makes."""
+    if task == "xstorycloze":
+        return METHODS / model / f"dev-{lang}-none-0-n{n}.json"
+    return RESULTS / model / f"{task}-{lang}-none-n{n}.json"
+
+
+def plain(llm: Any, model: str, task: str, lang: str, items: Any, command: str) -> dict[str, Any]:
+    """The record of the model's answers to the items as they are, made here once where
+    bench/methods.py has none."""
+    from lingalign.evaluate import eval_choice
+
+    path = plain_path(model, task, lang, len(items))
+    if not path.is_file():
+        correct = eval_choice(llm, items, lang=lang)["correct"]
+        rec = {"command": command, "model": model, "task": task, "lang": lang, "n": len(correct),
+               "accuracy": sum(correct) / len(correct), "correct": correct}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def run(args: argparse.Namespace, llm: Any) -> None:
     from lingalign.evaluate import eval_choice
+    from lingalign.fidelity import is_looping
     from lingalign.metrics import changed_answers, sign_test_p
-    from lingalign.tasks import load_task, story
 
     command = " ".join(["python bench/self_translate.py", *sys.argv[1:]])
-    en_items = load_task(dev_file("xstorycloze", "en"), limit=STORY_DEV_N, seed=0).items
+    english = ENGLISH[args.task]
+    en_items = dev_items(args.task, english)
+    plain(llm, args.model, args.task, english, en_items, command)
     for lang in args.langs:
-        path = RESULTS / args.model / f"{lang}-n{STORY_DEV_N}.json"
+        path = RESULTS / args.model / f"{args.task}-{lang}-n{len(en_items)}.json"
         if path.is_file():
             continue
-        none = json.loads((METHODS / args.model / f"dev-{lang}-none-0-n{STORY_DEV_N}.json").read_text(encoding="utf-8"))
-        items = load_task(dev_file("xstorycloze", lang), limit=STORY_DEV_N, seed=0).items
+        items = dev_items(args.task, lang)
         if [it.uid for it in items] != [it.uid for it in en_items]:
-            raise SystemExit(f"the {lang} and en dev samples hold different stories")
+            raise SystemExit(f"the {lang} and {english} dev samples hold different items")
+        none = plain(llm, args.model, args.task, lang, items, command)
+        rows = translations(llm, args.model, args.task, lang, items)
+        scores = [chrf(r["text"], source_text(e)) for r, e in zip(rows, en_items)]
+        copied = [chrf(source_text(it), source_text(e)) for it, e in zip(items, en_items)]
         t0 = time.time()
-        rows = translations(llm, args.model, lang, items)
-        seconds = time.time() - t0
-        scores = [chrf(r["story"], story(e)) for r, e in zip(rows, en_items)]
-        ending_scores = [chrf(h, ref) for r, e in zip(rows, en_items) for h, ref in zip(r["endings"], e.options)]
-        t1 = time.time()
         correct = eval_choice(llm, [as_english(it, r) for it, r in zip(items, rows)], lang="en")["correct"]
         fixed, broken = changed_answers(correct, none["correct"])
-        rec = {"command": command, "model": args.model, "lang": lang, "n": len(correct),
+        rec = {"command": command, "model": args.model, "task": args.task, "lang": lang, "n": len(correct),
                "accuracy": sum(correct) / len(correct), "accuracy_without": none["accuracy"],
                "fixed": fixed, "broken": broken, "sign_p": sign_test_p(fixed, broken), "correct": correct,
-               "chrf_story": sum(scores) / len(scores), "chrf_endings": sum(ending_scores) / len(ending_scores),
-               "chrf_stories": [round(s, 1) for s in scores],
-               "translate_seconds": round(seconds, 1), "score_seconds": round(time.time() - t1, 1),
+               "chrf": sum(scores) / len(scores), "chrf_items": [round(s, 1) for s in scores],
+               "chrf_untranslated": sum(copied) / len(copied),
+               "looping": sum(is_looping(r["text"]) for r in rows) / len(rows),
+               "score_seconds": round(time.time() - t0, 1),
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if args.task == "xstorycloze":
+            ending_scores = [chrf(h, ref) for r, e in zip(rows, en_items) for h, ref in zip(r["options"], e.options)]
+            rec["chrf_endings"] = sum(ending_scores) / len(ending_scores)
         path.write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
-        print(f"  {lang}: self-translated accuracy {rec['accuracy']:.3f} (without {none['accuracy']:.3f}), "
-              f"fixed {fixed} / broken {broken}, p {rec['sign_p']:.3f}; chrF story {rec['chrf_story']:.1f}, "
-              f"endings {rec['chrf_endings']:.1f}", flush=True)
+        print(f"  {args.task} {lang}: self-translated accuracy {rec['accuracy']:.3f} (without {none['accuracy']:.3f}), "
+              f"fixed {fixed} / broken {broken}, p {rec['sign_p']:.3f}; chrF {rec['chrf']:.1f} "
+              f"(untranslated {rec['chrf_untranslated']:.1f})", flush=True)
 
 
 def report() -> None:
+    def read(path: Path) -> dict[str, Any] | None:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
     lines = ["# The model's own translation into English", "",
              "Made by `python bench/self_translate.py` (records in `bench/results/self_translate/<model>/`); this "
              "page by `python bench/self_translate.py --report`.", "",
-             *(line for par in __doc__.split("\n\n")[1:3] for line in (" ".join(par.split()), "")),
-             "No transform / English: the model reading the same stories in the language and in the dataset's "
-             "English (bench/methods.py's records). Fixed / broken against no transform; p: the one-sided sign "
-             "test; English right: of the fixed and of the broken items, how many the model answers right in "
-             "the dataset's English. chrF: the translated story and endings against the dataset's English.", ""]
+             *(line for par in __doc__.split("\n\n")[1:4] for line in (" ".join(par.split()), "")),
+             "No transform / English: the model reading the same items in the language and in the dataset's "
+             "English. Fixed / broken against no transform; p: the one-sided sign test; English right: of the "
+             "fixed and of the broken items, how many the model answers right in the dataset's English. chrF: "
+             "the translated story or text (and XStoryCloze's endings) against the dataset's English "
+             "(untranslated: the item's own text against it); looping: the share of translated texts that "
+             "repeat themselves.", ""]
     for model_dir in sorted(p for p in RESULTS.glob("*") if p.is_dir()):
-        en_path = METHODS / model_dir.name / f"dev-en-none-0-n{STORY_DEV_N}.json"
-        en = json.loads(en_path.read_text(encoding="utf-8")) if en_path.is_file() else None
-        lines += [f"## {model_dir.name}", "",
-                  "| language | n | no transform | own translation | English | fixed / broken | p | English right "
-                  "| chrF story | chrF endings |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for p in sorted(model_dir.glob("*.json")):
-            r = json.loads(p.read_text(encoding="utf-8"))
-            none = json.loads((METHODS / model_dir.name / f"dev-{r['lang']}-none-0-n{r['n']}.json")
-                              .read_text(encoding="utf-8"))
-            lines.append(f"| {r['lang']} | {r['n']} | {r['accuracy_without']:.3f} | {r['accuracy']:.3f} | "
-                         f"{en['accuracy']:.3f} | {r['fixed']} / {r['broken']} | {r['sign_p']:.3f} | "
-                         f"{english_right(r, none, en)} | {r['chrf_story']:.1f} | {r['chrf_endings']:.1f} |"
-                         if en else "")
-        lines.append("")
+        lines += [f"## {model_dir.name}", ""]
+        for task in TASKS:
+            recs = [r for r in (read(p) for p in sorted(model_dir.glob(f"{task}-*-n*.json"))) if r and "chrf" in r]
+            if not recs:
+                continue
+            lines += [f"### {task}", "",
+                      "| language | n | no transform | own translation | English | fixed / broken | p | English right "
+                      "| chrF | chrF untranslated | chrF endings | looping |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            for r in recs:
+                none = read(plain_path(model_dir.name, task, r["lang"], r["n"]))
+                en = read(plain_path(model_dir.name, task, ENGLISH[task], r["n"]))
+                endings = f"{r['chrf_endings']:.1f}" if "chrf_endings" in r else ""
+                lines.append(f"| {r['lang']} | {r['n']} | {r['accuracy_without']:.3f} | {r['accuracy']:.3f} | "
+                             f"{en['accuracy']:.3f} | {r['fixed']} / {r['broken']} | {r['sign_p']:.3f} | "
+                             f"{english_right(r, none, en)} | {r['chrf']:.1f} | {r['chrf_untranslated']:.1f} | "
+                             f"{endings} | {r['looping']:.2f} |" if en and none else "")
+            lines.append("")
     DOC.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"written to {DOC}")
 
@@ -171,7 +231,8 @@ def report() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
-    ap.add_argument("--langs", default="sw", help=f"XStoryCloze languages, comma-separated (of {', '.join(NAMES)})")
+    ap.add_argument("--task", default="xstorycloze", choices=TASKS)
+    ap.add_argument("--langs", help="the task's language codes, comma-separated (default: its dev languages)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--report", action="store_true")
     args = ap.parse_args()
@@ -179,9 +240,12 @@ def main() -> None:
     if args.report:
         report()
         return
-    args.langs = args.langs.split(",")
-    if set(args.langs) - set(NAMES):
-        raise SystemExit(f"unknown language(s) {sorted(set(args.langs) - set(NAMES))} (of {', '.join(NAMES)})")
+    from lingalign.data import normalize_lang
+
+    args.langs = (args.langs or DEV_LANGS[args.task]).split(",")
+    unknown = [lang for lang in args.langs if normalize_lang(lang) not in NAMES]
+    if unknown:
+        raise SystemExit(f"no language name for {', '.join(unknown)} (known: {', '.join(sorted(NAMES))})")
     from lingalign.hook import open_model
 
     llm = open_model(args.model, n_ctx=1024, n_threads=args.threads, n_threads_batch=args.threads)

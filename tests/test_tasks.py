@@ -87,6 +87,10 @@ def test_prompts_of_each_protocol():
     assert letter.continuations == (" A", " B") and letter.option_of == (1, 0)
     assert letter_prompt(item, forward, chat=True).continuations == ("A", "B")
 
+    story = ChoiceItem("xstorycloze", "2", (("sentence1", "A. B."), ("sentence2", ""), ("sentence3", "C."),
+                                           ("sentence4", "D.")), ("E.", "F."), 1)
+    assert likelihood_prompt(story, "en").context == "A. B. C. D."  # an empty sentence adds no space
+    assert "Story: A. B. C. D.\n" in letter_prompt(story, forward, chat=True).context
 
 def test_predictions_and_gap_arithmetic_on_hand_made_numbers():
     sums = [np.array([-4.0, -6.0]), np.array([-9.0, -6.0]), np.array([-2.0, -2.0])]
