@@ -382,7 +382,8 @@ def report() -> None:
              "gain does not pass a one-sided sign test at 0.05 over the items it changes); *gap "
              "closed*: (with - without) / (English - without), shown where English leads by 5 points or more.", "",
              "The newer methods side by side on task dev data, and the rule chosen there measured on test: "
-             "[methods.md](methods.md).", ""]
+             "[methods.md](methods.md). Outside the hook, the model reading its own English translation of each "
+             "item (translate-test): [self_translate.md](self_translate.md).", ""]
     for model, recs in records.items():
         lines += [f"## {model}", ""]
         for task in DEV:
