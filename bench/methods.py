@@ -10,8 +10,7 @@
 Every method is fitted on the 701 SIB-200 train pairs of the language (the *-stories configs: on
 the sentences of the dev stories outside the largest dev sample, in-domain pairs), captured
 once, at every layer, and kept in ~/.cache/lingalign/bench/<model>/, never in the repository,
-then scored on
-dev data only: XStoryCloze train (the dev split; a seeded stratified sample of --dev-n stories),
+then scored on dev data only: XStoryCloze train (the dev split; a seeded stratified sample of --dev-n stories),
 option log-likelihood, at each strength in --alphas, every position (unless the config has
 another policy); and answer-language fidelity of greedy continuations of --fid-n dev stories.
 The rule (the method and strength with the best mean dev accuracy over the screened languages

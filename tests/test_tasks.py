@@ -92,6 +92,7 @@ def test_prompts_of_each_protocol():
     assert likelihood_prompt(story, "en").context == "A. B. C. D."  # an empty sentence adds no space
     assert "Story: A. B. C. D.\n" in letter_prompt(story, forward, chat=True).context
 
+
 def test_predictions_and_gap_arithmetic_on_hand_made_numbers():
     sums = [np.array([-4.0, -6.0]), np.array([-9.0, -6.0]), np.array([-2.0, -2.0])]
     counts = [np.array([1, 4]), np.array([3, 3]), np.array([1, 1])]

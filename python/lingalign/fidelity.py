@@ -19,7 +19,7 @@ from typing import Any
 from .data import normalize_lang, read_lines
 from .errors import LingalignError
 from .route import identify
-from .tasks import detect_task, load_task
+from .tasks import detect_task, load_task, story
 
 MAX_LOOP_WORDS = 12  # the longest repeated phrase looked for
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -35,7 +35,7 @@ def read_prompts(path: str | os.PathLike[str], *, limit: int | None = None, seed
         task = None
     if task == "xstorycloze":
         items = load_task(p, limit=limit, seed=seed).items
-        return [" ".join(it.field(f"sentence{k}") for k in range(1, 5)) for it in items]
+        return [story(it) for it in items]
     if task == "sib200":
         return [it.field("text") for it in load_task(p, limit=limit, seed=seed).items]
     if task == "xcopa":
