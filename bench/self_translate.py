@@ -32,55 +32,23 @@ import datetime
 import json
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(1, str(ROOT / "python"))
 from downstream import CACHE, MIN_GAP, RESULTS as DOWNSTREAM, dev_file, english_file, test_file  # noqa: E402
 from methods import RESULTS as METHODS, STORY_DEV_N, english_right  # noqa: E402
+
+from lingalign.language_check import READS_CHRF, chrf, language_name, translate  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "self_translate"
 DOC = ROOT / "docs" / "self_translate.md"
 TASKS = ("xstorycloze", "sib200")
 ENGLISH = {"xstorycloze": "en", "sib200": "eng_Latn"}
 DEV_LANGS = {"xstorycloze": "sw,id", "sib200": "swh_Latn,ind_Latn,zho_Hans,tur_Latn,yor_Latn,hau_Latn"}
-NAMES = {"swh": "Swahili", "ind": "Indonesian", "cmn": "Chinese", "spa": "Spanish", "tur": "Turkish", "yor": "Yoruba",
-         "hau": "Hausa", "rus": "Russian", "ara": "Arabic", "hin": "Hindi", "deu": "German", "ita": "Italian",
-         "vie": "Vietnamese", "jpn": "Japanese"}
-# chosen on the dev rows: the dev languages whose own translation reaches it gain there, those
-# below (chrF 20-25) do not; any value from 26 to 42 picks the same languages
-RULE_CHRF = 40.0
-INSTRUCTION = "Translate this {name} text into English. Reply with the translation only.\n\n{text}"
-
-
-def chrf(hypothesis: str, reference: str, order: int = 6, beta: float = 2.0) -> float:
-    """Sentence chrF in points (Popovic 2015; sacrebleu's defaults: character n-grams of 1 to 6
-    with whitespace removed, precision and recall averaged over the orders, recall weighted by beta)."""
-    hyp, ref = "".join(hypothesis.split()), "".join(reference.split())
-    precisions, recalls = [], []
-    for n in range(1, order + 1):
-        h = Counter(hyp[i:i + n] for i in range(len(hyp) - n + 1))
-        r = Counter(ref[i:i + n] for i in range(len(ref) - n + 1))
-        if not h or not r:
-            continue
-        match = sum((h & r).values())
-        precisions.append(match / sum(h.values()))
-        recalls.append(match / sum(r.values()))
-    if not precisions:
-        return 0.0
-    p, r = sum(precisions) / len(precisions), sum(recalls) / len(recalls)
-    return 0.0 if p + r == 0 else 100 * (1 + beta**2) * p * r / (beta**2 * p + r)
-
-
-def translate(llm: Any, text: str, name: str) -> str:
-    """The model's greedy translation of text into English (at most 1.5 times the source's tokens
-    plus 16, so a looping answer ends)."""
-    budget = int(1.5 * len(llm.tokenize(text.encode("utf-8"), add_bos=False))) + 16
-    r = llm.create_chat_completion(messages=[{"role": "user", "content": INSTRUCTION.format(name=name, text=text)}],
-                                   temperature=0.0, max_tokens=budget)
-    return " ".join(r["choices"][0]["message"]["content"].split())
+RULE_CHRF = READS_CHRF  # chosen on the dev rows this script records (lingalign.language_check)
 
 
 def source_text(item: Any) -> str:
@@ -93,12 +61,10 @@ def source_text(item: Any) -> str:
 def translations(llm: Any, model: str, task: str, split: str, lang: str, items: Any) -> list[dict[str, Any]]:
     """{'text', 'options'} in English for each item (SIB-200's options, English topic names, are
     kept), made once and cached (one line an item, so an interrupted run resumes)."""
-    from lingalign.data import normalize_lang
-
     path = CACHE / model / f"{task}-{lang}-{split}{len(items)}-self-translated.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
-    name = NAMES[normalize_lang(lang)]
+    name = language_name(lang)
     t0 = time.time()
     with path.open("a", encoding="utf-8") as out:
         for k, item in enumerate(items[len(done):], start=len(done)):
@@ -145,9 +111,10 @@ def samples(model: str, task: str, split: str, lang: str) -> tuple[Any, Any]:
 
 def plain_path(model: str, task: str, split: str, lang: str, n: int) -> Path:
     """Where the record of the model's answers to the n items as they are (no transform) is:
-    bench/methods.py's for its XStoryCloze dev stories, else one this script makes."""
-    if task == "xstorycloze" and split == "dev":
-        return METHODS / model / f"dev-{lang}-none-0-n{n}.json"
+    bench/methods.py's for its XStoryCloze dev stories where it has one, else one this script makes."""
+    methods = METHODS / model / f"dev-{lang}-none-0-n{n}.json"
+    if task == "xstorycloze" and split == "dev" and methods.is_file():
+        return methods
     return RESULTS / model / f"{task}-{split}-{lang}-none-n{n}.json"
 
 
@@ -285,16 +252,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--report", action="store_true")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "python"))
     if args.report:
         report()
         return
-    from lingalign.data import normalize_lang
-
     args.langs = (args.langs or DEV_LANGS[args.task]).split(",")
-    unknown = [lang for lang in args.langs if normalize_lang(lang) not in NAMES]
+    unknown = [lang for lang in args.langs if language_name(lang) is None]
     if unknown:
-        raise SystemExit(f"no language name for {', '.join(unknown)} (known: {', '.join(sorted(NAMES))})")
+        raise SystemExit(f"no language name for {', '.join(unknown)} (lingalign.data.LANGUAGE_NAMES)")
     from lingalign.hook import open_model
 
     llm = open_model(args.model, n_ctx=1024, n_threads=args.threads, n_threads_batch=args.threads)

@@ -86,6 +86,7 @@ def test_demo_runs_and_reports(capsys):
     assert "Swahili" in out and "Tamil" in out and "mean" in out
     # each answer says its language (and loops), so a wrong-language answer is never shown as a success
     assert out.count("(in ") + out.count("(no words") >= 2 and "aligned:" in out
+    assert "4. Does the model read Swahili?" in out and "reads Swahili" in out
 
 
 def test_run_with_shipped_transform_by_language(capsys):

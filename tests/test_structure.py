@@ -16,7 +16,8 @@ import lingalign
 PACKAGE = Path(lingalign.__file__).parent
 # numpy only: reading, fitting and writing transforms never needs the model runtime
 CORE_MODULES = ("errors", "model", "layer", "transform", "fit", "metrics", "captures", "contrastive", "experts",
-                "controlvector", "gguf_io", "data", "sites", "models", "stats", "tasks", "plots", "progress", "blas")
+                "controlvector", "gguf_io", "data", "sites", "models", "stats", "tasks", "plots", "progress", "blas",
+                "language_check")
 
 
 @pytest.mark.parametrize("module", CORE_MODULES)

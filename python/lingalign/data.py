@@ -24,6 +24,21 @@ LANGUAGE_NAMES = {
     "tur": "Turkish",
     "swh": "Swahili",
     "tam": "Tamil",
+    "yor": "Yoruba",
+    "hau": "Hausa",
+    "rus": "Russian",
+    "ara": "Arabic",
+    "hin": "Hindi",
+    "ita": "Italian",
+    "vie": "Vietnamese",
+    "jpn": "Japanese",
+    "fra": "French",
+    "por": "Portuguese",
+    "kor": "Korean",
+    "pol": "Polish",
+    "nld": "Dutch",
+    "tha": "Thai",
+    "est": "Estonian",
 }
 
 

@@ -10,6 +10,9 @@
 3. A task, when its data is there (`--task-data`, or ../shared/data/xstorycloze from the working
    directory): a few dozen XStoryCloze stories in Swahili scored without and with the
    transform, against the same stories in English.
+4. Does the model read Swahili? `lingalign check` on held-out embedded sentences: the model's own
+   English translations scored with chrF against the real ones. Where it barely reads the
+   language, no transform here has made its answers better (docs/language_check.md).
 
 With another known model (`--model qwen2.5-coder-1.5b`) the retrieval table is left out (it
 re-reads 1,900 sentences at every layer: minutes on a laptop) and the transform is the one
@@ -34,6 +37,7 @@ from .transform import Transform
 
 N_FIT = 160
 N_TASK = 24
+N_CHECK = 12
 DEMO_PROMPT = ("swh", "Swali: Jua huchomoza upande gani?\nJibu:")
 TASK_FILES = ("xstorycloze/sw.eval.tsv", "xstorycloze/en.eval.tsv")
 
@@ -144,6 +148,18 @@ def _task(llm: Any, t: Transform, files: tuple[Path, Path]) -> None:
     print("  Larger measurements, per language and method: docs/downstream.md and docs/methods.md.\n")
 
 
+def _reads(llm: Any) -> None:
+    from .language_check import check_language
+
+    eng, swh = read_lines(embedded_path("eng"))[N_FIT:], read_lines(embedded_path("swh"))[N_FIT:]
+    r = check_language(llm, swh[:N_CHECK], eng[:N_CHECK], "swh")
+    print(f"4. Does the model read Swahili? (lingalign check: {r.n} held-out embedded sentences translated into "
+          "English, greedy)")
+    print(f"  chrF against the real English: {r.chrf:.1f}   untranslated: {r.chrf_untranslated:.1f}")
+    print(f"  e.g. {swh[0]!r} -> {r.translations[0]!r}")
+    print(f"  {r.verdict()}\n")
+
+
 def run_demo(model: str | None = None, threads: int | None = None, n_gpu_layers: int = 0,
              task_data: str | None = None) -> int:
     start = time.time()
@@ -161,5 +177,6 @@ def run_demo(model: str | None = None, threads: int | None = None, n_gpu_layers:
         print("3. A task: no XStoryCloze data found (give --task-data DIR with xstorycloze/sw.eval.tsv and en.eval.tsv)\n")
     else:
         _task(llm, t, files)
+    _reads(llm)
     print(f"done in {time.time() - start:.0f} s")
     return 0

@@ -1,0 +1,201 @@
+"""Does `lingalign check` tell which languages a model reads? Its verdict, set beside test accuracy.
+
+    python bench/language_check.py --model qwen2.5-coder-1.5b --task sib200 [--langs ...] [--threads 1]
+    python bench/language_check.py --task xstorycloze     # also: xcopa, embedded (the packaged corpus)
+    python bench/language_check.py --report               # docs/language_check.md from the records
+
+`lingalign check` lets the model translate 24 sentences of a language into English and scores its
+translations with chrF against the reference English (lingalign.language_check). Its threshold,
+chrF 40, was chosen once on bench/self_translate.py's dev rows: the dev languages whose own
+translation reached it gained from reading that translation, those below did not. This script
+runs exactly that check, on every language of a task (dev and hidden), with the first items of
+the task's dev split (SIB-200's dev sentences, XStoryCloze's train stories, XCOPA's val premises,
+each beside the dataset's English), and the report sets each verdict beside what
+bench/downstream.py measured on the task's test split: the model's accuracy with no transform,
+with English, and the default transform's change. If the check works, the languages it says the
+model barely reads are those with the large gaps to English, where no method here has gained.
+Records (scores, no text: the translations are of evaluation data) in
+bench/results/language_check/<model>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(1, str(ROOT / "python"))
+from downstream import DATA, DEV, HIDDEN, RESULTS as DOWNSTREAM, dev_file  # noqa: E402
+
+from lingalign.language_check import DEFAULT_SENTENCES, READS_CHRF, check_language, chrf  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "language_check"
+SELF_TRANSLATE = ROOT / "bench" / "results" / "self_translate"
+DOC = ROOT / "docs" / "language_check.md"
+TASKS = ("sib200", "xstorycloze", "xcopa", "embedded")
+
+
+def task_langs(task: str) -> list[str]:
+    from lingalign.data import EMBEDDED_LANGUAGES
+
+    if task == "embedded":
+        return [lang for lang in EMBEDDED_LANGUAGES if lang != "eng"]
+    return DEV[task] + HIDDEN[task]
+
+
+def pairs(task: str, lang: str, n: int) -> tuple[list[str], list[str]]:
+    """The first n dev sentences (stories, premises) of a language and their English."""
+    from lingalign.data import embedded_path, read_pairs
+    from lingalign.tasks import load_task, story
+
+    if task == "embedded":
+        return read_pairs(embedded_path(lang), embedded_path("eng"), limit=n)
+    if task == "sib200":
+        return read_pairs(dev_file(task, lang), dev_file(task, "eng_Latn"), limit=n)
+    english = dev_file(task, "en") if task == "xstorycloze" else DATA / "xcopa-en" / lang / f"val.{lang}.jsonl"
+    items, en_items = load_task(dev_file(task, lang)).items[:n], load_task(english).items[:n]
+    if [it.uid for it in items] != [it.uid for it in en_items]:
+        raise SystemExit(f"{task} {lang}: the dev items and their English are not the same items")
+    text = story if task == "xstorycloze" else (lambda it: it.field("premise"))
+    return [text(it) for it in items], [text(it) for it in en_items]
+
+
+def run(args: argparse.Namespace) -> None:
+    from lingalign.hook import open_model
+
+    command = " ".join(["python bench/language_check.py", *sys.argv[1:]])
+    llm = None
+    for lang in args.langs:
+        path = RESULTS / args.model / f"{args.task}-{lang}-n{args.n}.json"
+        if path.is_file():
+            continue
+        if llm is None:
+            llm = open_model(args.model, n_ctx=1024, n_threads=args.threads, n_threads_batch=args.threads)
+        src, tgt = pairs(args.task, lang, args.n)
+        result = check_language(llm, src, tgt, lang)
+        rec = {"command": command, "model": args.model, "task": args.task, **result.as_dict(), "lang": lang,
+               "chrf_items": [round(chrf(h, r), 1) for h, r in zip(result.translations, tgt)],
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
+        print(f"  {args.task} {lang}: chrF {result.chrf:.1f} (untranslated {result.chrf_untranslated:.1f}), "
+              f"{'reads' if result.reads else 'barely reads'}; {result.seconds:.0f} s", flush=True)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation (ties get their mean rank)."""
+    import numpy as np
+
+    def ranks(v: list[float]) -> Any:
+        a = np.asarray(v, dtype=np.float64)
+        order = a.argsort(kind="stable")
+        r = np.empty(len(a))
+        r[order] = np.arange(len(a), dtype=np.float64)
+        for value in np.unique(a):
+            r[a == value] = r[a == value].mean()
+        return r
+
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
+
+
+def test_row(model: str, task: str, lang: str) -> dict[str, Any]:
+    """bench/downstream.py's test numbers for a language (likelihood protocol), where it has them."""
+    recs = DOWNSTREAM / model
+    none = _read(recs / f"{task}-{lang}-likelihood-none.json")
+    default = _read(recs / f"{task}-{lang}-likelihood-default.json")
+    english = _read(recs / f"{task}-{lang}-likelihood-english.json") or _read(recs / f"{task}-en-likelihood-english.json")
+    out: dict[str, Any] = {}
+    if none:
+        out["none"], out["n"] = none["accuracy"], none["n"]
+    if english:
+        out["english"] = english["accuracy"]
+    if none and default:
+        out["change"] = default["accuracy"] - none["accuracy"]
+    if none and english:
+        out["gap"] = english["accuracy"] - none["accuracy"]
+    return out
+
+
+def report() -> None:
+    lines = ["# Does the model read the language? `lingalign check`", "",
+             "Made by `python bench/language_check.py` (records in `bench/results/language_check/<model>/`); this "
+             "page by `python bench/language_check.py --report`.", "",
+             *(line for par in __doc__.split("\n\n")[1:3] for line in (" ".join(par.split()), "")),
+             f"chrF: the model's translations of the first {DEFAULT_SENTENCES} dev items (SIB-200 sentences, "
+             "XStoryCloze stories, XCOPA premises, the embedded corpus's sentences) against the dataset's English, "
+             "averaged over items; untranslated: the items as they are against the same English. Test columns from "
+             "bench/downstream.py (likelihood protocol, its test samples): accuracy with no transform, with the "
+             "dataset's English, the gap between them, and the default transform's change (points). Dev languages "
+             "are those downstream.py chose settings on; the others are its hidden set.", ""]
+    for model_dir in sorted(p for p in RESULTS.glob("*") if p.is_dir()):
+        model = model_dir.name
+        lines += [f"## {model}", ""]
+        for task in TASKS:
+            recs = [r for r in (_read(p) for p in sorted(model_dir.glob(f"{task}-*.json"))) if r]
+            if not recs:
+                continue
+            langs = task_langs(task)
+            recs.sort(key=lambda r: langs.index(r["lang"]) if r["lang"] in langs else len(langs))
+            lines += [f"### {task}", "",
+                      "| language | set | n | chrF | untranslated | verdict | no transform | English | gap | "
+                      "default transform | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+            chrfs, gaps, nones = [], [], []
+            for r in recs:
+                t = test_row(model, task, r["lang"]) if task != "embedded" else {}
+                where = "" if task == "embedded" else ("dev" if r["lang"] in DEV[task] else "hidden")
+                cells = [f"{t['none']:.3f}" if "none" in t else "", f"{t['english']:.3f}" if "english" in t else "",
+                         f"{100 * t['gap']:+.1f}" if "gap" in t else "",
+                         f"{100 * t['change']:+.1f}" if "change" in t else ""]
+                lines.append(f"| {r['lang']} | {where} | {r['n']} | {r['chrf']:.1f} | {r['chrf_untranslated']:.1f} | "
+                             f"{'reads' if r['reads'] else 'barely reads'} | {' | '.join(cells)} | {r['seconds']:.0f} |")
+                if "gap" in t:
+                    chrfs.append(r["chrf"])
+                    gaps.append(t["gap"])
+                    nones.append(t["none"])
+            lines.append("")
+            if len(chrfs) >= 4:
+                reads = [g for c, g in zip(chrfs, gaps) if c >= READS_CHRF]
+                barely = [g for c, g in zip(chrfs, gaps) if c < READS_CHRF]
+                mean = lambda v: f"{100 * sum(v) / len(v):+.1f}" if v else "none"  # noqa: E731
+                lines += [f"Over the {len(chrfs)} languages with test records: Spearman's rank correlation of chrF "
+                          f"with the gap to English {spearman(chrfs, gaps):+.2f}, with no-transform accuracy "
+                          f"{spearman(chrfs, nones):+.2f}. Mean gap where the check says *reads*: {mean(reads)} "
+                          f"points ({len(reads)} languages); *barely reads*: {mean(barely)} ({len(barely)}).", ""]
+        dev = [(r, _read(SELF_TRANSLATE / model / f"sib200-dev-{r['lang']}-n99.json"))
+               for r in (_read(p) for p in sorted(model_dir.glob("sib200-*.json"))) if r]
+        dev = [(r, full) for r, full in dev if full]
+        if dev:
+            lines += [f"Against the full dev split: the check's {dev[0][0]['n']} SIB-200 sentences and "
+                      "bench/self_translate.py's 99 (the rows its threshold was chosen on): " +
+                      "; ".join(f"{r['lang']} {r['chrf']:.1f} vs {full['chrf']:.1f}" for r, full in dev) + ".", ""]
+    DOC.write_text("\n".join(lines), encoding="utf-8")
+    print(f"written to {DOC}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--task", choices=TASKS, default="sib200")
+    ap.add_argument("--langs", help="language codes, comma-separated (default: the task's dev and hidden languages)")
+    ap.add_argument("--n", type=int, default=DEFAULT_SENTENCES, help=f"items a language (default {DEFAULT_SENTENCES})")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--report", action="store_true")
+    args = ap.parse_args()
+    if args.report:
+        report()
+        return
+    args.langs = args.langs.split(",") if args.langs else task_langs(args.task)
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
