@@ -3,6 +3,7 @@
     python bench/self_translate.py --model qwen2.5-coder-1.5b --task xstorycloze --langs sw,id [--threads 1]
     python bench/self_translate.py --task sib200     # SIB-200's six dev languages
     python bench/self_translate.py --task sib200 --split test   # downstream.py's test samples
+    python bench/self_translate.py --task xcopa      # XCOPA's four dev languages
     python bench/self_translate.py --report          # docs/self_translate.md from the records
 
 The oracle (bench/oracle.py) showed that moving a story's mean hidden state onto its English
@@ -14,7 +15,8 @@ translation, in English, with the likelihood protocol: the translate-test baseli
 al. (2023, "Do multilingual language models think better in English?"), which needs no fitting,
 no parallel data and no hook. Items: the same 200 XStoryCloze dev stories a language that
 bench/methods.py and bench/oracle.py score (the story and each ending translated), and SIB-200's
-99 dev sentences a language (the text translated; the options are English topic names).
+99 dev sentences a language (the text translated; the options are English topic names), and
+XCOPA's 100 val items a language (the premise and both alternatives translated).
 
 chrF (character 6-grams, beta 2, in points, equal to sacrebleu's) compares each translation with
 the dataset's English; the untranslated text scores what names and numbers alone share with it.
@@ -38,24 +40,33 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(1, str(ROOT / "python"))
-from downstream import CACHE, MIN_GAP, RESULTS as DOWNSTREAM, dev_file, english_file, test_file  # noqa: E402
+from downstream import CACHE, DATA, MIN_GAP, RESULTS as DOWNSTREAM, dev_file, english_file, test_file  # noqa: E402
 from methods import RESULTS as METHODS, STORY_DEV_N, english_right  # noqa: E402
 
 from lingalign.language_check import READS_CHRF, chrf, language_name, translate  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "self_translate"
 DOC = ROOT / "docs" / "self_translate.md"
-TASKS = ("xstorycloze", "sib200")
-ENGLISH = {"xstorycloze": "en", "sib200": "eng_Latn"}
-DEV_LANGS = {"xstorycloze": "sw,id", "sib200": "swh_Latn,ind_Latn,zho_Hans,tur_Latn,yor_Latn,hau_Latn"}
+TASKS = ("xstorycloze", "sib200", "xcopa")
+DEV_LANGS = {"xstorycloze": "sw,id", "sib200": "swh_Latn,ind_Latn,zho_Hans,tur_Latn,yor_Latn,hau_Latn",
+             "xcopa": "sw,id,zh,tr"}
 RULE_CHRF = READS_CHRF  # chosen on the dev rows this script records (lingalign.language_check)
 
 
+def english_of(task: str, lang: str) -> str:
+    """The name the records give the English counterpart of a language's items: the task's English,
+    or for XCOPA, whose English is each language's own translation of its items, "en-<lang>"."""
+    return {"xstorycloze": "en", "sib200": "eng_Latn"}.get(task, f"en-{lang}")
+
+
 def source_text(item: Any) -> str:
-    """What is translated of an item: its story (XStoryCloze) or its text (SIB-200)."""
+    """What is translated of an item besides its options: its story (XStoryCloze), its text
+    (SIB-200) or its premise (XCOPA)."""
     from lingalign.tasks import story
 
-    return story(item) if item.task == "xstorycloze" else item.field("text")
+    if item.task == "xstorycloze":
+        return story(item)
+    return item.field("text" if item.task == "sib200" else "premise")
 
 
 def translations(llm: Any, model: str, task: str, split: str, lang: str, items: Any) -> list[dict[str, Any]]:
@@ -68,8 +79,8 @@ def translations(llm: Any, model: str, task: str, split: str, lang: str, items: 
     t0 = time.time()
     with path.open("a", encoding="utf-8") as out:
         for k, item in enumerate(items[len(done):], start=len(done)):
-            options = ([translate(llm, o, name) for o in item.options] if task == "xstorycloze"
-                       else list(item.options))
+            options = (list(item.options) if task == "sib200"  # English topic names
+                       else [translate(llm, o, name) for o in item.options])
             row = {"uid": item.uid, "text": translate(llm, source_text(item), name), "options": options}
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             out.flush()
@@ -82,24 +93,30 @@ def translations(llm: Any, model: str, task: str, split: str, lang: str, items: 
 
 
 def as_english(item: Any, row: dict[str, Any]) -> Any:
-    """The item with its text (a story: all in sentence1) and options replaced by the translation."""
+    """The item with its text (a story: all in sentence1; a premise) and options replaced by the translation."""
     from lingalign.tasks import ChoiceItem
 
-    fields = ((("sentence1", row["text"]), ("sentence2", ""), ("sentence3", ""), ("sentence4", ""))
-              if item.task == "xstorycloze" else (("text", row["text"]),))
+    if item.task == "xstorycloze":
+        fields: tuple[tuple[str, str], ...] = (("sentence1", row["text"]), ("sentence2", ""), ("sentence3", ""),
+                                               ("sentence4", ""))
+    elif item.task == "xcopa":
+        fields = (("premise", row["text"]), ("question", item.field("question")))
+    else:
+        fields = (("text", row["text"]),)
     return ChoiceItem(task=item.task, uid=item.uid, fields=fields, options=tuple(row["options"]), label=item.label)
 
 
 def samples(model: str, task: str, split: str, lang: str) -> tuple[Any, Any]:
     """The items scored and their English counterparts. dev: bench/methods.py's 200 XStoryCloze
-    stories, or SIB-200's dev split; test: bench/downstream.py's test sample of the language (its
-    size read from downstream's no-transform record, the same seed)."""
+    stories, or SIB-200's dev split, or XCOPA's val split; test: bench/downstream.py's test sample
+    of the language (its size read from downstream's no-transform record, the same seed)."""
     from lingalign.tasks import load_task
 
     if split == "dev":
         limit = STORY_DEV_N if task == "xstorycloze" else None
         items = load_task(dev_file(task, lang), limit=limit, seed=0).items
-        en_items = load_task(dev_file(task, ENGLISH[task]), limit=limit, seed=0).items
+        english = DATA / "xcopa-en" / lang / f"val.{lang}.jsonl" if task == "xcopa" else dev_file(task, english_of(task, lang))
+        en_items = load_task(english, limit=limit, seed=0).items
     else:
         n = json.loads((DOWNSTREAM / model / f"{task}-{lang}-likelihood-none.json").read_text(encoding="utf-8"))["n"]
         items = load_task(test_file(task, lang), limit=n, seed=0).items
@@ -125,7 +142,7 @@ def plain(llm: Any, model: str, task: str, split: str, lang: str, items: Any, co
 
     path = plain_path(model, task, split, lang, len(items))
     if not path.is_file():
-        correct = eval_choice(llm, items, lang=lang)["correct"]
+        correct = eval_choice(llm, items, lang="en" if lang.startswith("en-") else lang)["correct"]
         rec = {"command": command, "model": model, "task": task, "split": split, "lang": lang, "n": len(correct),
                "accuracy": sum(correct) / len(correct), "correct": correct}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +162,7 @@ def run(args: argparse.Namespace, llm: Any) -> None:
         path = RESULTS / args.model / f"{task}-{split}-{lang}-n{len(items)}.json"
         if path.is_file():
             continue
-        plain(llm, args.model, task, split, ENGLISH[task], en_items, command)
+        plain(llm, args.model, task, split, english_of(task, lang), en_items, command)
         none = plain(llm, args.model, task, split, lang, items, command)
         rows = translations(llm, args.model, task, split, lang, items)
         scores = [chrf(r["text"], source_text(e)) for r, e in zip(rows, en_items)]
@@ -213,7 +230,7 @@ def report() -> None:
                 changes, gaps = [], []
                 for r in recs:
                     none = read(plain_path(model_dir.name, task, split, r["lang"], r["n"]))
-                    en = read(plain_path(model_dir.name, task, split, ENGLISH[task], r["n"]))
+                    en = read(plain_path(model_dir.name, task, split, english_of(task, r["lang"]), r["n"]))
                     if not (none and en):
                         continue
                     endings = f"{r['chrf_endings']:.1f}" if "chrf_endings" in r else ""
