@@ -28,6 +28,19 @@ def conversion(request):
         _core.testing.set_portable_kernels(False)
 
 
+SRC = ["hola amigo", "buenos dias", "la casa es azul", "me gusta el cafe", "donde esta el tren", "tengo hambre"]
+TGT = ["hello friend", "good morning", "the house is blue", "i like coffee", "where is the train", "i am hungry"]
+
+
+@pytest.fixture
+def texts(tmp_path: Path) -> tuple[Path, Path]:
+    """Six Spanish sentences and their English, as two line-aligned files."""
+    src, tgt = tmp_path / "src.txt", tmp_path / "tgt.txt"
+    src.write_text("\n".join(SRC) + "\n", encoding="utf-8")
+    tgt.write_text("\n".join(TGT) + "\n", encoding="utf-8")
+    return src, tgt
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_llama(tmp_path_factory.mktemp("models") / "tiny.gguf")

@@ -11,16 +11,6 @@ import lingalign
 from lingalign import Transform
 from lingalign.cli import main
 
-SRC = ["hola amigo", "buenos dias", "la casa es azul", "me gusta el cafe", "donde esta el tren", "tengo hambre"]
-TGT = ["hello friend", "good morning", "the house is blue", "i like coffee", "where is the train", "i am hungry"]
-
-
-@pytest.fixture
-def texts(tmp_path):
-    src, tgt = tmp_path / "src.txt", tmp_path / "tgt.txt"
-    src.write_text("\n".join(SRC) + "\n", encoding="utf-8")
-    tgt.write_text("\n".join(TGT) + "\n", encoding="utf-8")
-    return src, tgt
 
 
 def test_capture_writes_activations(tiny_model, texts, tmp_path, capsys):

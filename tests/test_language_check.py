@@ -77,14 +77,6 @@ def test_unpaired_or_no_sentences_are_refused():
         check_language(Translator({}), [], [])
 
 
-@pytest.fixture
-def texts(tmp_path):
-    src, tgt = tmp_path / "src.txt", tmp_path / "tgt.txt"
-    src.write_text("\n".join(SRC) + "\n", encoding="utf-8")
-    tgt.write_text("\n".join(TGT) + "\n", encoding="utf-8")
-    return src, tgt
-
-
 def test_check_command_on_a_tiny_base_model(tiny_model, texts, capsys):
     # the tiny model has no chat template: it continues "Spanish: ...\nEnglish:" (its text is noise)
     assert main(["check", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(texts[1]),
