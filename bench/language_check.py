@@ -115,13 +115,13 @@ def test_row(model: str, task: str, lang: str) -> dict[str, Any]:
     english = _read(recs / f"{task}-{lang}-likelihood-english.json") or _read(recs / f"{task}-en-likelihood-english.json")
     out: dict[str, Any] = {}
     if none:
-        out["none"], out["n"] = none["accuracy"], none["n"]
+        out["none"], out["n"] = none["summary"]["accuracy"], none["n"]
     if english:
-        out["english"] = english["accuracy"]
+        out["english"] = english["summary"]["accuracy"]
     if none and default:
-        out["change"] = default["accuracy"] - none["accuracy"]
+        out["change"] = default["summary"]["accuracy"] - out["none"]
     if none and english:
-        out["gap"] = english["accuracy"] - none["accuracy"]
+        out["gap"] = out["english"] - out["none"]
     return out
 
 
@@ -129,7 +129,7 @@ def report() -> None:
     lines = ["# Does the model read the language? `lingalign check`", "",
              "Made by `python bench/language_check.py` (records in `bench/results/language_check/<model>/`); this "
              "page by `python bench/language_check.py --report`.", "",
-             *(line for par in __doc__.split("\n\n")[1:3] for line in (" ".join(par.split()), "")),
+             " ".join(__doc__.split("\n\n")[2].split()), "",
              f"chrF: the model's translations of the first {DEFAULT_SENTENCES} dev items (SIB-200 sentences, "
              "XStoryCloze stories, XCOPA premises, the embedded corpus's sentences) against the dataset's English, "
              "averaged over items; untranslated: the items as they are against the same English. Test columns from "
@@ -169,7 +169,7 @@ def report() -> None:
                 lines += [f"Over the {len(chrfs)} languages with test records: Spearman's rank correlation of chrF "
                           f"with the gap to English {spearman(chrfs, gaps):+.2f}, with no-transform accuracy "
                           f"{spearman(chrfs, nones):+.2f}. Mean gap where the check says *reads*: {mean(reads)} "
-                          f"points ({len(reads)} languages); *barely reads*: {mean(barely)} ({len(barely)}).", ""]
+                          f"points (languages: {len(reads)}); *barely reads*: {mean(barely)} ({len(barely)}).", ""]
         dev = [(r, _read(SELF_TRANSLATE / model / f"sib200-dev-{r['lang']}-n99.json"))
                for r in (_read(p) for p in sorted(model_dir.glob("sib200-*.json"))) if r]
         dev = [(r, full) for r, full in dev if full]

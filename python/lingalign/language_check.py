@@ -97,10 +97,11 @@ class LanguageCheck:
         """One line for people: what the numbers mean for this language."""
         who = self.name or self.lang
         if self.reads:
-            return (f"the model reads {who}: its translations reach chrF {READS_CHRF:.0f}, the level at which reading "
-                    "its own translation helped on dev data (docs/language_check.md)")
-        return (f"the model barely reads {who}: its translations stay below chrF {READS_CHRF:.0f}; for such languages "
-                "nothing lingalign does has made answers better (docs/language_check.md)")
+            return (f"the model reads {who}: its translations reach chrF {READS_CHRF:.0f} (what that means for "
+                    "answers, per model and task: docs/language_check.md)")
+        return (f"the model barely reads {who}: its translations stay below chrF {READS_CHRF:.0f}. Where a model "
+                "barely reads a language, its gap to English is largest, and nothing here (a transform, or reading "
+                "its own translation) has narrowed it (docs/language_check.md)")
 
     def as_dict(self) -> dict[str, Any]:
         return {"lang": self.lang, "name": self.name, "n": self.n, "chrf": round(self.chrf, 2),
