@@ -90,6 +90,9 @@ def test_check_command_on_a_tiny_base_model(tiny_model, texts, capsys):
 
 
 def test_check_command_refuses_bad_input(tiny_model, texts, tmp_path, capsys):
+    long = tmp_path / "long.txt", tmp_path / "long-en.txt"
+    long[0].write_text("hola\n" + " ".join(["palabra"] * 3000) + "\n", encoding="utf-8")
+    long[1].write_text("hello\nword\n", encoding="utf-8")
     cases = [
         (["check", "--model", str(tiny_model), "--src", str(texts[0])], "both --src and --tgt"),
         (["check", "--model", str(tiny_model)], "give --lang"),
@@ -97,6 +100,7 @@ def test_check_command_refuses_bad_input(tiny_model, texts, tmp_path, capsys):
         (["check", "--model", str(tiny_model), "--lang", "yo"], "no embedded data"),
         (["check", "--model", str(tiny_model), "--lang", "sw", "--limit", "0"], "--limit must be at least 1"),
         (["check", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(tmp_path / "none.txt")], "not found"),
+        (["check", "--model", str(tiny_model), "--src", str(long[0]), "--tgt", str(long[1])], "source sentence 2: Requested tokens"),
     ]
     for args, message in cases:
         capsys.readouterr()

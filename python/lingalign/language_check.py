@@ -122,7 +122,10 @@ def check_language(llm: Any, src: Sequence[str], tgt: Sequence[str], lang: str |
     t0 = time.perf_counter()
     out = []
     for k, text in enumerate(src):
-        out.append(translate(llm, text, name))
+        try:
+            out.append(translate(llm, text, name))
+        except ValueError as e:  # llama-cpp-python: the prompt and its budget exceed the context
+            raise LingalignError(f"source sentence {k + 1}: {e}") from None
         if on_sentence is not None:
             on_sentence(k)
     seconds = time.perf_counter() - t0

@@ -14,6 +14,7 @@ from .common import load_llm
 from .options import Parents
 
 EXAMPLES = 2  # translations printed beside their reference
+CONTEXT = 2048  # tokens: a paragraph, its translation and the instruction
 
 
 def register(subparsers: Any, parents: Parents) -> None:
@@ -54,7 +55,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ..progress import Progress
 
     src, tgt = _pairs(args)
-    llm = load_llm(args)
+    llm = load_llm(args, n_ctx=CONTEXT)
     with Progress(len(src), None, "translating", min_total=1) as bar:
         result = check_language(llm, src, tgt, args.lang, on_sentence=lambda _: bar.update())
     if args.json:
