@@ -64,12 +64,12 @@ def test_file(task: str, lang: str) -> Path:
     return task_file(task, lang, "test")
 
 
-def english_file(task: str, lang: str) -> Path:
-    if task == "xstorycloze":
-        return DATA / "xstorycloze" / "en.eval.tsv"
-    if task == "sib200":
-        return DATA / "sib200" / "eng_Latn" / "test.tsv"
-    return DATA / "xcopa-en" / lang / f"test.{lang}.jsonl"
+def english_file(task: str, lang: str, split: str = "test") -> Path:
+    """The English counterpart of a language's test or dev split: the task's English, or for XCOPA
+    that language's own English translation of its items."""
+    if task == "xcopa":
+        return DATA / "xcopa-en" / lang / f"{'test' if split == 'test' else 'val'}.{lang}.jsonl"
+    return task_file(task, "en" if task == "xstorycloze" else "eng_Latn", split)
 
 
 def dev_file(task: str, lang: str) -> Path:

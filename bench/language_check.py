@@ -30,9 +30,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(1, str(ROOT / "python"))
-from downstream import DATA, DEV, HIDDEN, RESULTS as DOWNSTREAM, dev_file  # noqa: E402
+from downstream import DEV, HIDDEN, _records as downstream_records, dev_file, english_file, english_record  # noqa: E402
 
-from lingalign.language_check import DEFAULT_SENTENCES, READS_CHRF, check_language, chrf  # noqa: E402
+from lingalign.language_check import DEFAULT_SENTENCES, READS_CHRF, check_language  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "language_check"
 SELF_TRANSLATE = ROOT / "bench" / "results" / "self_translate"
@@ -51,18 +51,16 @@ def task_langs(task: str) -> list[str]:
 def pairs(task: str, lang: str, n: int) -> tuple[list[str], list[str]]:
     """The first n dev sentences (stories, premises) of a language and their English."""
     from lingalign.data import embedded_path, read_pairs
-    from lingalign.tasks import load_task, story
+    from lingalign.tasks import item_text, load_task
 
     if task == "embedded":
         return read_pairs(embedded_path(lang), embedded_path("eng"), limit=n)
     if task == "sib200":
-        return read_pairs(dev_file(task, lang), dev_file(task, "eng_Latn"), limit=n)
-    english = dev_file(task, "en") if task == "xstorycloze" else DATA / "xcopa-en" / lang / f"val.{lang}.jsonl"
-    items, en_items = load_task(dev_file(task, lang)).items[:n], load_task(english).items[:n]
+        return read_pairs(dev_file(task, lang), english_file(task, lang, "dev"), limit=n)
+    items, en_items = load_task(dev_file(task, lang)).items[:n], load_task(english_file(task, lang, "dev")).items[:n]
     if [it.uid for it in items] != [it.uid for it in en_items]:
         raise SystemExit(f"{task} {lang}: the dev items and their English are not the same items")
-    text = story if task == "xstorycloze" else (lambda it: it.field("premise"))
-    return [text(it) for it in items], [text(it) for it in en_items]
+    return [item_text(it) for it in items], [item_text(it) for it in en_items]
 
 
 def run(args: argparse.Namespace) -> None:
@@ -79,7 +77,7 @@ def run(args: argparse.Namespace) -> None:
         src, tgt = pairs(args.task, lang, args.n)
         result = check_language(llm, src, tgt, lang)
         rec = {"command": command, "model": args.model, "task": args.task, **result.as_dict(), "lang": lang,
-               "chrf_items": [round(chrf(h, r), 1) for h, r in zip(result.translations, tgt)],
+               "chrf_items": [round(s, 1) for s in result.scores],
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
@@ -107,12 +105,12 @@ def spearman(x: list[float], y: list[float]) -> float:
     return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
 
 
-def test_row(model: str, task: str, lang: str) -> dict[str, Any]:
-    """bench/downstream.py's test numbers for a language (likelihood protocol), where it has them."""
-    recs = DOWNSTREAM / model
-    none = _read(recs / f"{task}-{lang}-likelihood-none.json")
-    default = _read(recs / f"{task}-{lang}-likelihood-default.json")
-    english = _read(recs / f"{task}-{lang}-likelihood-english.json") or _read(recs / f"{task}-en-likelihood-english.json")
+def test_row(recs: dict[str, dict[str, Any]], task: str, lang: str) -> dict[str, Any]:
+    """bench/downstream.py's test numbers for a language (likelihood protocol), where its records
+    `recs` (one model's) have them."""
+    none = recs.get(f"{task}-{lang}-likelihood-none")
+    default = recs.get(f"{task}-{lang}-likelihood-default")
+    english = english_record(recs, task, lang)
     out: dict[str, Any] = {}
     if none:
         out["none"], out["n"] = none["summary"]["accuracy"], none["n"]
@@ -136,6 +134,7 @@ def report() -> None:
              "bench/downstream.py (likelihood protocol, its test samples): accuracy with no transform, with the "
              "dataset's English, the gap between them, and the default transform's change (points). Dev languages "
              "are those downstream.py chose settings on; the others are its hidden set.", ""]
+    downstream = downstream_records()
     for model_dir in sorted(p for p in RESULTS.glob("*") if p.is_dir()):
         model = model_dir.name
         lines += [f"## {model}", ""]
@@ -150,7 +149,7 @@ def report() -> None:
                       "default transform | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
             chrfs, gaps, nones = [], [], []
             for r in recs:
-                t = test_row(model, task, r["lang"]) if task != "embedded" else {}
+                t = test_row(downstream.get(model, {}), task, r["lang"]) if task != "embedded" else {}
                 where = "" if task == "embedded" else ("dev" if r["lang"] in DEV[task] else "hidden")
                 cells = [f"{t['none']:.3f}" if "none" in t else "", f"{t['english']:.3f}" if "english" in t else "",
                          f"{100 * t['gap']:+.1f}" if "gap" in t else "",

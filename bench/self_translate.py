@@ -40,10 +40,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(1, str(ROOT / "python"))
-from downstream import CACHE, DATA, MIN_GAP, RESULTS as DOWNSTREAM, dev_file, english_file, test_file  # noqa: E402
+from downstream import CACHE, MIN_GAP, RESULTS as DOWNSTREAM, dev_file, english_file, test_file  # noqa: E402
 from methods import RESULTS as METHODS, STORY_DEV_N, english_right  # noqa: E402
 
 from lingalign.language_check import READS_CHRF, chrf, language_name, translate  # noqa: E402
+from lingalign.tasks import item_text  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "self_translate"
 DOC = ROOT / "docs" / "self_translate.md"
@@ -59,16 +60,6 @@ def english_of(task: str, lang: str) -> str:
     return {"xstorycloze": "en", "sib200": "eng_Latn"}.get(task, f"en-{lang}")
 
 
-def source_text(item: Any) -> str:
-    """What is translated of an item besides its options: its story (XStoryCloze), its text
-    (SIB-200) or its premise (XCOPA)."""
-    from lingalign.tasks import story
-
-    if item.task == "xstorycloze":
-        return story(item)
-    return item.field("text" if item.task == "sib200" else "premise")
-
-
 def translations(llm: Any, model: str, task: str, split: str, lang: str, items: Any) -> list[dict[str, Any]]:
     """{'text', 'options'} in English for each item (SIB-200's options, English topic names, are
     kept), made once and cached (one line an item, so an interrupted run resumes)."""
@@ -81,7 +72,7 @@ def translations(llm: Any, model: str, task: str, split: str, lang: str, items: 
         for k, item in enumerate(items[len(done):], start=len(done)):
             options = (list(item.options) if task == "sib200"  # English topic names
                        else [translate(llm, o, name) for o in item.options])
-            row = {"uid": item.uid, "text": translate(llm, source_text(item), name), "options": options}
+            row = {"uid": item.uid, "text": translate(llm, item_text(item), name), "options": options}
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             out.flush()
             done.append(row)
@@ -115,8 +106,7 @@ def samples(model: str, task: str, split: str, lang: str) -> tuple[Any, Any]:
     if split == "dev":
         limit = STORY_DEV_N if task == "xstorycloze" else None
         items = load_task(dev_file(task, lang), limit=limit, seed=0).items
-        english = DATA / "xcopa-en" / lang / f"val.{lang}.jsonl" if task == "xcopa" else dev_file(task, english_of(task, lang))
-        en_items = load_task(english, limit=limit, seed=0).items
+        en_items = load_task(english_file(task, lang, "dev"), limit=limit, seed=0).items
     else:
         n = json.loads((DOWNSTREAM / model / f"{task}-{lang}-likelihood-none.json").read_text(encoding="utf-8"))["n"]
         items = load_task(test_file(task, lang), limit=n, seed=0).items
@@ -165,8 +155,8 @@ def run(args: argparse.Namespace, llm: Any) -> None:
         plain(llm, args.model, task, split, english_of(task, lang), en_items, command)
         none = plain(llm, args.model, task, split, lang, items, command)
         rows = translations(llm, args.model, task, split, lang, items)
-        scores = [chrf(r["text"], source_text(e)) for r, e in zip(rows, en_items)]
-        copied = [chrf(source_text(it), source_text(e)) for it, e in zip(items, en_items)]
+        scores = [chrf(r["text"], item_text(e)) for r, e in zip(rows, en_items)]
+        copied = [chrf(item_text(it), item_text(e)) for it, e in zip(items, en_items)]
         t0 = time.time()
         correct = eval_choice(llm, [as_english(it, r) for it, r in zip(items, rows)], lang="en")["correct"]
         fixed, broken = changed_answers(correct, none["correct"])

@@ -11,7 +11,8 @@ from conftest import tiny_llm
 
 from lingalign import LingalignError
 from lingalign.evaluate import _log_softmax_rows, _encode, eval_choice, gap_closed, predictions
-from lingalign.tasks import ChoiceItem, letter_orders, letter_prompt, likelihood_prompt, load_task, stratified_sample
+from lingalign.tasks import (ChoiceItem, item_text, letter_orders, letter_prompt, likelihood_prompt, load_task,
+                             stratified_sample)
 
 STORY_HEADER = ("InputStoryid\tInputSentence1\tInputSentence2\tInputSentence3\tInputSentence4\t"
                 "RandomFifthSentenceQuiz1\tRandomFifthSentenceQuiz2\tAnswerRightEnding")
@@ -46,6 +47,8 @@ def test_each_format_parses_into_the_same_item_structure(files):
         assert isinstance(item, ChoiceItem) and item.options == options and item.label == label
     assert xcopa.items[0].uid == "7" and xcopa.items[0].field("question") == "effect"
     assert story.items[0].field("sentence4") == "D."
+    # what each item gives its reader besides the options
+    assert [item_text(t.items[0]) for t in (xcopa, story, sib)] == ["Mtu alifungua bomba.", "A. B. C. D.", "Mpira wa miguu."]
 
 
 @pytest.mark.parametrize("kind, text, message", [

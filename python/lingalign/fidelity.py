@@ -19,7 +19,7 @@ from typing import Any
 from .data import normalize_lang, read_lines
 from .errors import LingalignError
 from .route import identify
-from .tasks import detect_task, load_task, story
+from .tasks import detect_task, item_text, load_task
 
 MAX_LOOP_WORDS = 12  # the longest repeated phrase looked for
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -33,13 +33,10 @@ def read_prompts(path: str | os.PathLike[str], *, limit: int | None = None, seed
         task = detect_task(p)
     except LingalignError:
         task = None
-    if task == "xstorycloze":
-        items = load_task(p, limit=limit, seed=seed).items
-        return [story(it) for it in items]
-    if task == "sib200":
-        return [it.field("text") for it in load_task(p, limit=limit, seed=seed).items]
     if task == "xcopa":
         raise LingalignError(f"{p}: XCOPA items are no prompts to answer; use an XStoryCloze, SIB-200 or text file")
+    if task is not None:
+        return [item_text(it) for it in load_task(p, limit=limit, seed=seed).items]
     return read_lines(p, limit=limit)
 
 

@@ -73,20 +73,31 @@ def translate(llm: Any, text: str, name: str | None, *, chat: bool | None = None
         out = next((line for line in r["choices"][0]["text"].splitlines() if line.strip()), "")
     return " ".join((out or "").split())
 
+
 @dataclass(frozen=True)
 class LanguageCheck:
     """How well a model translated n sentences of a language into English."""
 
     lang: str
     name: str | None
-    chrf: float  # mean sentence chrF of the model's translations against the reference English
-    chrf_untranslated: float  # the same for the source sentences as they are: what names and numbers share
     translations: tuple[str, ...]
+    scores: tuple[float, ...]  # each translation's sentence chrF against its reference English
+    untranslated_scores: tuple[float, ...]  # the same for each source sentence as it is: what names and numbers share
     seconds: float
 
     @property
     def n(self) -> int:
         return len(self.translations)
+
+    @property
+    def chrf(self) -> float:
+        """Mean sentence chrF of the translations."""
+        return sum(self.scores) / len(self.scores)
+
+    @property
+    def chrf_untranslated(self) -> float:
+        """Mean sentence chrF of the untranslated sentences: the floor the translations start from."""
+        return sum(self.untranslated_scores) / len(self.untranslated_scores)
 
     @property
     def reads(self) -> bool:
@@ -129,7 +140,6 @@ def check_language(llm: Any, src: Sequence[str], tgt: Sequence[str], lang: str |
         if on_sentence is not None:
             on_sentence(k)
     seconds = time.perf_counter() - t0
-    scores = [chrf(h, r) for h, r in zip(out, tgt)]
-    floor = [chrf(s, r) for s, r in zip(src, tgt)]
-    return LanguageCheck(lang=normalize_lang(lang) if lang else "", name=name, chrf=sum(scores) / len(scores),
-                         chrf_untranslated=sum(floor) / len(floor), translations=tuple(out), seconds=seconds)
+    return LanguageCheck(lang=normalize_lang(lang) if lang else "", name=name, translations=tuple(out),
+                         scores=tuple(chrf(h, r) for h, r in zip(out, tgt)),
+                         untranslated_scores=tuple(chrf(s, r) for s, r in zip(src, tgt)), seconds=seconds)

@@ -245,6 +245,14 @@ def story(item: ChoiceItem) -> str:
     return " ".join(s for s in (item.field(f"sentence{k}") for k in range(1, 5)) if s)
 
 
+def item_text(item: ChoiceItem) -> str:
+    """What an item gives its reader besides the options: the story (XStoryCloze), the text
+    (SIB-200) or the premise (XCOPA)."""
+    if item.task == "xstorycloze":
+        return story(item)
+    return item.field("text" if item.task == "sib200" else "premise")
+
+
 def likelihood_prompt(item: ChoiceItem, lang: str) -> Prompt:
     """The options as continuations of the item's own text, as lm-evaluation-harness builds them."""
     if item.task == "xcopa":
