@@ -3,6 +3,7 @@
     python bench/language_check.py --model qwen2.5-coder-1.5b --task sib200 [--langs ...] [--threads 1]
     python bench/language_check.py --task xstorycloze     # also: xcopa, embedded (the packaged corpus)
     python bench/language_check.py --report               # docs/language_check.md from the records
+    python bench/language_check.py --ship                 # the verdicts into matrices/'s manifests
 
 `lingalign check` lets the model translate 24 sentences of a language into English and scores its
 translations with chrF against the reference English (lingalign.language_check). Its threshold,
@@ -87,6 +88,47 @@ def run(args: argparse.Namespace) -> None:
 
 def _read(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def sib_folder(code: str) -> str:
+    """SIB-200's folder of a shipped transform's language (ISO 639-3; Mandarin, cmn there, is zho_Hans here)."""
+    want = {"cmn": "zho"}.get(code, code)
+    found = [f for f in DEV["sib200"] + HIDDEN["sib200"] if f.split("_")[0] == want]
+    if not found:
+        raise SystemExit(f"no SIB-200 language of this script for {code!r}")
+    return found[0]
+
+
+def shipped_check(model: str, code: str) -> dict[str, Any]:
+    """The check's verdict on a shipped transform's language, for matrices/'s manifest: this
+    script's SIB-200 record (the first 24 dev sentences), the same data for every model."""
+    folder = sib_folder(code)
+    path = RESULTS / model / f"sib200-{folder}-n{DEFAULT_SENTENCES}.json"
+    rec = _read(path)
+    if rec is None:
+        raise SystemExit(f"no check record {path}: run python bench/language_check.py --model {model} "
+                         f"--task sib200 --langs {folder}")
+    return {"data": f"SIB-200 {folder} dev, first {rec['n']} sentences", "chrf": rec["chrf"],
+            "chrf_untranslated": rec["chrf_untranslated"], "reads": rec["reads"], "threshold": rec["threshold"],
+            "command": rec["command"]}
+
+
+def ship() -> None:
+    """Write shipped_check into the manifest of every shipped set (bench/make_matrices.py and
+    bench/methods.py --ship write it too when they remake a set)."""
+    from lingalign.models import DEFAULT_MODEL, KNOWN_MODELS
+
+    for model in KNOWN_MODELS:
+        path = ROOT / "matrices" / ("" if model == DEFAULT_MODEL else model) / "manifest.json"
+        if not path.is_file():
+            continue
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        for code, entry in manifest["transforms"].items():
+            entry["check"] = shipped_check(model, code)
+        sort_keys = manifest.get("command") == "python bench/make_matrices.py"  # as each writer writes it
+        path.write_text(json.dumps(manifest, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
+        print(f"written to {path}")
 
 
 def spearman(x: list[float], y: list[float]) -> float:
@@ -188,9 +230,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=DEFAULT_SENTENCES, help=f"items a language (default {DEFAULT_SENTENCES})")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--report", action="store_true")
+    ap.add_argument("--ship", action="store_true", help="record the check in every shipped set's manifest")
     args = ap.parse_args()
     if args.report:
         report()
+        return
+    if args.ship:
+        ship()
         return
     args.langs = args.langs.split(",") if args.langs else task_langs(args.task)
     run(args)

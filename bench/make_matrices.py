@@ -23,7 +23,9 @@ import lingalign
 from lingalign.data import lines_sha256, read_lines
 from lingalign.evaluate import retrieval_by_layer
 from lingalign.fit import DEFAULT_METHOD, choose_layer
-from methods_offline import captures, split_pairs  # bench/ is on sys.path when this script runs
+from lingalign.models import DEFAULT_MODEL
+from language_check import shipped_check  # bench/ is on sys.path when this script runs
+from methods_offline import captures, split_pairs
 from lingalign.tune import tune
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,6 +95,7 @@ def main() -> None:
             "fit": info["data"],
             "dev": f"tatoeba.{lang}-eng lines {fit_end + 1}-{half}",
             "measured": measured,
+            "check": shipped_check(DEFAULT_MODEL, lang),
         }
         manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         print(f"{lang}: last-layer top-1 {plain['last_top1']:.3f} -> {moved['last_top1']:.3f}, best-layer "

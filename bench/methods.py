@@ -292,6 +292,8 @@ def ship(model: str) -> None:
     manifest with their data, settings and test numbers."""
     import shutil
 
+    from language_check import shipped_check
+
     import lingalign
 
     out = RESULTS / model
@@ -317,7 +319,7 @@ def ship(model: str) -> None:
             "file": f"{code}-eng.gguf", "bytes": tested.stat().st_size, "method": t.method,
             "layers": sorted(t.layers), "alpha": t.alpha, "positions": t.positions, "precision": t.fit_info["precision"],
             "fit": f"SIB-200 {sib} train + eng_Latn train ({t.fit_info.get('pairs')} pairs)",
-            "rule": t.fit_info["rule"], "measured": measured}
+            "rule": t.fit_info["rule"], "measured": measured, "check": shipped_check(model, code)}
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"written to {dest}")
 

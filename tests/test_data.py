@@ -91,6 +91,27 @@ def test_run_with_a_shipped_transform_says_what_it_was_measured_to_do():
     assert shipped_task_results("xx", qwen) == []
 
 
+@pytest.mark.parametrize("model", ["gemma3-270m", "qwen2.5-coder-1.5b"])
+def test_every_shipped_language_says_whether_the_model_reads_it(model):
+    """Each shipped set's manifest records `lingalign check`'s chrF for its languages (SIB-200 dev,
+    bench/language_check.py --ship); `run --lang` prints it with the verdict that chrF gives."""
+    import json
+
+    from lingalign.data import shipped_dir, shipped_language_check
+
+    manifest = json.loads((shipped_dir(model) / "manifest.json").read_text(encoding="utf-8"))
+    for code, entry in manifest["transforms"].items():
+        c = entry["check"]
+        assert c["reads"] == (c["chrf"] >= c["threshold"]) and c["data"].startswith("SIB-200 ")
+        line = shipped_language_check(code, model)
+        assert line is not None and f"chrF {c['chrf']:.1f} (untranslated {c['chrf_untranslated']:.1f})" in line
+        assert ("barely reads" in line) == (not c["reads"])
+    assert shipped_language_check("xx", model) is None
+    if model == "qwen2.5-coder-1.5b":  # measured: Qwen barely reads Swahili, reads Indonesian
+        assert "barely reads" in shipped_language_check("sw", model)
+        assert "the model reads" in shipped_language_check("id", model)
+
+
 def test_sib200_tsv_files_are_read_as_parallel_sentences(tmp_path):
     from lingalign.data import read_pairs
 

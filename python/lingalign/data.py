@@ -114,6 +114,24 @@ def shipped_task_results(lang: str, model: str | os.PathLike[str] | None = None)
     return out
 
 
+def shipped_language_check(lang: str, model: str | os.PathLike[str] | None = None) -> str | None:
+    """What `lingalign check` measured of the model in the shipped <lang>-eng transform's
+    language, as the manifest records it (chrF of the model's own translations into English and
+    the verdict), one line; None when none is recorded."""
+    try:
+        manifest = json.loads((shipped_dir(model) / "manifest.json").read_text(encoding="utf-8"))
+        c = manifest["transforms"][normalize_lang(lang)]["check"]
+        chrf, floor, threshold, reads, data = (float(c["chrf"]), float(c["chrf_untranslated"]), float(c["threshold"]),
+                                               bool(c["reads"]), str(c["data"]))
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+    verdict = (f"the model reads the language (chrF {threshold:.0f} or more)" if reads else
+               f"the model barely reads the language (below chrF {threshold:.0f}); where a model barely reads "
+               "a language, no transform here has narrowed its gap to English (docs/language_check.md)")
+    return (f"lingalign check on {data}: the model's translations into English score chrF {chrf:.1f} "
+            f"(untranslated {floor:.1f}): {verdict}")
+
+
 def embedded_path(lang: str) -> Path:
     """Path of the embedded corpus file for `lang` (ISO 639-3 code)."""
     if lang not in EMBEDDED_LANGUAGES:

@@ -35,7 +35,7 @@ def register(subparsers: Any, parents: Parents) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..data import shipped_task_results, shipped_transform_path
+    from ..data import shipped_language_check, shipped_task_results, shipped_transform_path
     from ..hook import attach
     from ..transform import Transform
 
@@ -54,6 +54,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.transform:
             for line in shipped_task_results(args.lang, args.model):
                 print(f"lingalign: measured with this shipped transform, {line}", file=sys.stderr)
+            check = shipped_language_check(args.lang, args.model)
+            if check:
+                print(f"lingalign: measured of this model, {check}", file=sys.stderr)
     if auto:
         from ..route import Router
 
