@@ -260,12 +260,12 @@ def report() -> None:
                             if en["accuracy"] - r["accuracy_without"] >= MIN_GAP:
                                 gaps.setdefault(group, []).append(gap_closed(acc, r["accuracy_without"], en["accuracy"]))
                     lines.append(row)
-                for group, ch in changes.items():
+                for group, ch in sorted(changes.items()):  # dev, then hidden
                     gs = gaps.get(group, [])
                     gap = f"{100 * sum(gs) / len(gs):+.0f}% of the gap closed" if gs else "no gap to close"
                     drop = f"largest drop {-min(ch):.1f}" if min(ch) < 0 else "no language drops"
                     lines += ["", f"With the rule over the {len(ch)} {group} languages: mean change "
-                                  f"{sum(ch) / len(ch):+.1f} points, {drop}, {gap}."]
+                                  f"{round(sum(ch) / len(ch), 1) + 0.0:+.1f} points, {drop}, {gap}."]
                 lines.append("")
     DOC.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"written to {DOC}")
