@@ -4,6 +4,7 @@
     python bench/self_translate.py --task sib200     # SIB-200's six dev languages
     python bench/self_translate.py --task sib200 --split test   # downstream.py's test samples
     python bench/self_translate.py --task xcopa      # XCOPA's four dev languages
+    python bench/self_translate.py --task xcopa --split test --n 200 --langs zh   # a larger test sample
     python bench/self_translate.py --report          # docs/self_translate.md from the records
 
 The oracle (bench/oracle.py) showed that moving a story's mean hidden state onto its English
@@ -98,10 +99,11 @@ def as_english(item: Any, row: dict[str, Any]) -> Any:
     return ChoiceItem(task=item.task, uid=item.uid, fields=fields, options=tuple(row["options"]), label=item.label)
 
 
-def samples(model: str, task: str, split: str, lang: str) -> tuple[Any, Any]:
+def samples(model: str, task: str, split: str, lang: str, n: int | None = None) -> tuple[Any, Any]:
     """The items scored and their English counterparts. dev: bench/methods.py's 200 XStoryCloze
     stories, or SIB-200's dev split, or XCOPA's val split; test: bench/downstream.py's test sample
-    of the language (its size read from downstream's no-transform record, the same seed)."""
+    of the language (its size read from downstream's no-transform record, the same seed), or a
+    seeded sample of n items, which holds downstream's (lingalign.tasks.stratified_sample)."""
     from lingalign.tasks import load_task
 
     if split == "dev":
@@ -109,7 +111,7 @@ def samples(model: str, task: str, split: str, lang: str) -> tuple[Any, Any]:
         items = load_task(dev_file(task, lang), limit=limit, seed=0).items
         en_items = load_task(english_file(task, lang, "dev"), limit=limit, seed=0).items
     else:
-        n = json.loads((DOWNSTREAM / model / f"{task}-{lang}-likelihood-none.json").read_text(encoding="utf-8"))["n"]
+        n = n or downstream_n(model, task, lang)
         items = load_task(test_file(task, lang), limit=n, seed=0).items
         en_items = load_task(english_file(task, lang), limit=n, seed=0).items
     if [it.uid for it in items] != [it.uid for it in en_items]:
@@ -149,7 +151,7 @@ def run(args: argparse.Namespace, llm: Any) -> None:
     command = " ".join(["python bench/self_translate.py", *sys.argv[1:]])
     task, split = args.task, args.split
     for lang in args.langs:
-        items, en_items = samples(args.model, task, split, lang)
+        items, en_items = samples(args.model, task, split, lang, args.n)
         path = RESULTS / args.model / f"{task}-{split}-{lang}-n{len(items)}.json"
         if path.is_file():
             continue
@@ -178,6 +180,15 @@ def run(args: argparse.Namespace, llm: Any) -> None:
               f"(untranslated {rec['chrf_untranslated']:.1f})", flush=True)
 
 
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def downstream_n(model: str, task: str, lang: str) -> int:
+    """The size of bench/downstream.py's test sample of a language (its no-transform record's)."""
+    return int(json.loads((DOWNSTREAM / model / f"{task}-{lang}-likelihood-none.json").read_text(encoding="utf-8"))["n"])
+
+
 def rule_input(model: str, task: str, lang: str) -> tuple[dict[str, Any] | None, str]:
     """The record whose chrF the rule reads for a language, and what it is: this script's dev
     record where there is one (the dev languages), else bench/language_check.py's, i.e. what
@@ -198,12 +209,53 @@ def rule_translates(dev: dict[str, Any] | None) -> bool | None:
     return None if dev is None else dev["chrf"] >= RULE_CHRF
 
 
-def report() -> None:
+def task_table(model: str, task: str, split: str, recs: list[dict[str, Any]], title: str) -> list[str]:
+    """A task's table of records, and under a test table the rule's summary (dev, hidden)."""
     from lingalign.evaluate import gap_closed
 
-    def read(path: Path) -> dict[str, Any] | None:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not recs:
+        return []
+    lines = [title, "",
+             "| language | n | no transform | own translation | English | fixed / broken | p "
+             "| English right | chrF | chrF untranslated | chrF endings | looping |"
+             + (" with the rule |" if split == "test" else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if split == "test" else "")]
+    changes: dict[str, list[float]] = {}
+    gaps: dict[str, list[float]] = {}
+    for r in recs:
+        none = _read(plain_path(model, task, split, r["lang"], r["n"]))
+        en = _read(plain_path(model, task, split, english_of(task, r["lang"]), r["n"]))
+        if not (none and en):
+            continue
+        endings = f"{r['chrf_endings']:.1f}" if "chrf_endings" in r else ""
+        row = (f"| {r['lang']} | {r['n']} | {r['accuracy_without']:.3f} | {r['accuracy']:.3f} | "
+               f"{en['accuracy']:.3f} | {r['fixed']} / {r['broken']} | {r['sign_p']:.3f} | "
+               f"{english_right(r, none, en)} | {r['chrf']:.1f} | {r['chrf_untranslated']:.1f} | "
+               f"{endings} | {r['looping']:.2f} |")
+        if split == "test":
+            dev, source = rule_input(model, task, r["lang"])
+            translates = rule_translates(dev)
+            acc = r["accuracy"] if translates else r["accuracy_without"]
+            row += (" no dev record |" if dev is None else
+                    f" {acc:.3f} ({'translated' if translates else 'as it is'}, {source} chrF "
+                    f"{dev['chrf']:.1f}) |")
+            if dev is not None:
+                group = "hidden" if r["lang"] in HIDDEN[task] else "dev"
+                changes.setdefault(group, []).append(100 * (acc - r["accuracy_without"]))
+                if en["accuracy"] - r["accuracy_without"] >= MIN_GAP:
+                    gaps.setdefault(group, []).append(gap_closed(acc, r["accuracy_without"], en["accuracy"]))
+        lines.append(row)
+    for group, ch in sorted(changes.items()):  # dev, then hidden
+        gs = gaps.get(group, [])
+        gap = f"{100 * sum(gs) / len(gs):+.0f}% of the gap closed" if gs else "no gap to close"
+        drop = f"largest drop {-min(ch):.1f}" if min(ch) < 0 else "no language drops"
+        lines += ["", f"With the rule over the {len(ch)} {group} languages: mean change "
+                      f"{round(sum(ch) / len(ch), 1) + 0.0:+.1f} points, {drop}, {gap}."]
+    lines.append("")
+    return lines
 
+
+def report() -> None:
     lines = ["# The model's own translation into English", "",
              "Made by `python bench/self_translate.py` (records in `bench/results/self_translate/<model>/`); this "
              "page by `python bench/self_translate.py --report`.", "",
@@ -223,50 +275,19 @@ def report() -> None:
              "over bench/downstream.py's hidden ones (mean change in points, largest drop, mean gap closed "
              "where English leads by 5 points or more).", ""]
     for model_dir in sorted(p for p in RESULTS.glob("*") if p.is_dir()):
-        lines += [f"## {model_dir.name}", ""]
+        model = model_dir.name
+        lines += [f"## {model}", ""]
         for split in ("dev", "test"):
             for task in TASKS:
-                recs = [r for r in (read(p) for p in sorted(model_dir.glob(f"{task}-{split}-*-n*.json")))
+                recs = [r for r in (_read(p) for p in sorted(model_dir.glob(f"{task}-{split}-*-n*.json")))
                         if r and "chrf" in r]
-                if not recs:
+                if split == "dev":
+                    lines += task_table(model, task, split, recs, f"### {task}, {split}")
                     continue
-                lines += [f"### {task}, {split}", "",
-                          "| language | n | no transform | own translation | English | fixed / broken | p "
-                          "| English right | chrF | chrF untranslated | chrF endings | looping |"
-                          + (" with the rule |" if split == "test" else ""),
-                          "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if split == "test" else "")]
-                changes: dict[str, list[float]] = {}
-                gaps: dict[str, list[float]] = {}
-                for r in recs:
-                    none = read(plain_path(model_dir.name, task, split, r["lang"], r["n"]))
-                    en = read(plain_path(model_dir.name, task, split, english_of(task, r["lang"]), r["n"]))
-                    if not (none and en):
-                        continue
-                    endings = f"{r['chrf_endings']:.1f}" if "chrf_endings" in r else ""
-                    row = (f"| {r['lang']} | {r['n']} | {r['accuracy_without']:.3f} | {r['accuracy']:.3f} | "
-                           f"{en['accuracy']:.3f} | {r['fixed']} / {r['broken']} | {r['sign_p']:.3f} | "
-                           f"{english_right(r, none, en)} | {r['chrf']:.1f} | {r['chrf_untranslated']:.1f} | "
-                           f"{endings} | {r['looping']:.2f} |")
-                    if split == "test":
-                        dev, source = rule_input(model_dir.name, task, r["lang"])
-                        translates = rule_translates(dev)
-                        acc = r["accuracy"] if translates else r["accuracy_without"]
-                        row += (" no dev record |" if dev is None else
-                                f" {acc:.3f} ({'translated' if translates else 'as it is'}, {source} chrF "
-                                f"{dev['chrf']:.1f}) |")
-                        if dev is not None:
-                            group = "hidden" if r["lang"] in HIDDEN[task] else "dev"
-                            changes.setdefault(group, []).append(100 * (acc - r["accuracy_without"]))
-                            if en["accuracy"] - r["accuracy_without"] >= MIN_GAP:
-                                gaps.setdefault(group, []).append(gap_closed(acc, r["accuracy_without"], en["accuracy"]))
-                    lines.append(row)
-                for group, ch in sorted(changes.items()):  # dev, then hidden
-                    gs = gaps.get(group, [])
-                    gap = f"{100 * sum(gs) / len(gs):+.0f}% of the gap closed" if gs else "no gap to close"
-                    drop = f"largest drop {-min(ch):.1f}" if min(ch) < 0 else "no language drops"
-                    lines += ["", f"With the rule over the {len(ch)} {group} languages: mean change "
-                                  f"{round(sum(ch) / len(ch), 1) + 0.0:+.1f} points, {drop}, {gap}."]
-                lines.append("")
+                usual = [r for r in recs if r["n"] == downstream_n(model, task, r["lang"])]
+                lines += task_table(model, task, split, usual, f"### {task}, {split}")
+                lines += task_table(model, task, split, [r for r in recs if r not in usual],
+                                    f"### {task}, {split}, a larger sample (bench/downstream.py's items and more)")
     DOC.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"written to {DOC}")
 
@@ -277,12 +298,15 @@ def main() -> None:
     ap.add_argument("--task", default="xstorycloze", choices=TASKS)
     ap.add_argument("--split", default="dev", choices=("dev", "test"))
     ap.add_argument("--langs", help="the task's language codes, comma-separated (default: its dev languages)")
+    ap.add_argument("--n", type=int, help="test items a language (default: bench/downstream.py's sample)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--report", action="store_true")
     args = ap.parse_args()
     if args.report:
         report()
         return
+    if args.n is not None and (args.split != "test" or args.n < 1):
+        raise SystemExit("--n: a number of test items (>= 1), with --split test")
     args.langs = (args.langs or DEV_LANGS[args.task]).split(",")
     unknown = [lang for lang in args.langs if language_name(lang) is None]
     if unknown:
