@@ -44,7 +44,7 @@ sys.path.insert(1, str(ROOT / "python"))
 from downstream import CACHE, HIDDEN, MIN_GAP, RESULTS as DOWNSTREAM, dev_file, english_file, test_file  # noqa: E402
 from methods import RESULTS as METHODS, STORY_DEV_N, english_right  # noqa: E402
 
-from lingalign.language_check import READS_CHRF, chrf, language_name, translate  # noqa: E402
+from lingalign.language_check import DEFAULT_SENTENCES, READS_CHRF, chrf, language_name, translate  # noqa: E402
 from lingalign.tasks import item_text  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "self_translate"
@@ -197,10 +197,8 @@ def rule_input(model: str, task: str, lang: str) -> tuple[dict[str, Any] | None,
         rec = json.loads(path.read_text(encoding="utf-8"))
         if "chrf" in rec:
             return rec, "dev"
-    check = LANGUAGE_CHECK / model / f"{task}-{lang}-n24.json"
-    if check.is_file():
-        return json.loads(check.read_text(encoding="utf-8")), "check"
-    return None, ""
+    check = _read(LANGUAGE_CHECK / model / f"{task}-{lang}-n{DEFAULT_SENTENCES}.json")
+    return (check, "check") if check else (None, "")
 
 
 def rule_translates(dev: dict[str, Any] | None) -> bool | None:
