@@ -247,7 +247,7 @@ def task_table(model: str, task: str, split: str, recs: list[dict[str, Any]], ti
         gs = gaps.get(group, [])
         gap = f"{100 * sum(gs) / len(gs):+.0f}% of the gap closed" if gs else "no gap to close"
         drop = f"largest drop {-min(ch):.1f}" if min(ch) < 0 else "no language drops"
-        lines += ["", f"With the rule over the {len(ch)} {group} languages: mean change "
+        lines += ["", f"With the rule over the {len(ch)} {group} language{'s' if len(ch) > 1 else ''}: mean change "
                       f"{round(sum(ch) / len(ch), 1) + 0.0:+.1f} points, {drop}, {gap}."]
     lines.append("")
     return lines
