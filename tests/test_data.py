@@ -97,7 +97,8 @@ def test_every_shipped_language_says_whether_the_model_reads_it(model):
     bench/language_check.py --ship); `run --lang` prints it with the verdict that chrF gives."""
     import json
 
-    from lingalign.data import shipped_dir, shipped_language_check
+    from lingalign.data import shipped_dir
+    from lingalign.language_check import shipped_language_check
 
     manifest = json.loads((shipped_dir(model) / "manifest.json").read_text(encoding="utf-8"))
     for code, entry in manifest["transforms"].items():

@@ -11,6 +11,7 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from .errors import LingalignError
 
@@ -94,15 +95,22 @@ def shipped_transform_path(lang: str, model: str | os.PathLike[str] | None = Non
     return path
 
 
+def shipped_entry(lang: str, model: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The shipped manifest's entry for the <lang>-eng transform: its data, settings and what was
+    measured of it ({} when there is none)."""
+    try:
+        manifest = json.loads((shipped_dir(model) / "manifest.json").read_text(encoding="utf-8"))
+        entry = manifest["transforms"][normalize_lang(lang)]
+    except (OSError, KeyError, ValueError, TypeError):
+        return {}
+    return entry if isinstance(entry, dict) else {}
+
+
 def shipped_task_results(lang: str, model: str | os.PathLike[str] | None = None) -> list[str]:
     """What the shipped manifest records of the <lang>-eng transform on task test data, one line
     per task: accuracy without and with it (and answer-language fidelity), so that a user of a
     shipped transform sees what it was measured to do. [] when none is recorded."""
-    try:
-        manifest = json.loads((shipped_dir(model) / "manifest.json").read_text(encoding="utf-8"))
-        measured = manifest["transforms"][normalize_lang(lang)].get("measured", {})
-    except (OSError, KeyError, ValueError):
-        return []
+    measured = shipped_entry(lang, model).get("measured", {})
     out = []
     for name, m in sorted(measured.items()):
         if not isinstance(m, dict) or "accuracy" not in m or "accuracy_without" not in m:
@@ -112,24 +120,6 @@ def shipped_task_results(lang: str, model: str | os.PathLike[str] | None = None)
             line += f"; answers in the language {m['fidelity_without']:.2f} without, {m['fidelity']:.2f} with"
         out.append(line)
     return out
-
-
-def shipped_language_check(lang: str, model: str | os.PathLike[str] | None = None) -> str | None:
-    """What `lingalign check` measured of the model in the shipped <lang>-eng transform's
-    language, as the manifest records it (chrF of the model's own translations into English and
-    the verdict), one line; None when none is recorded."""
-    try:
-        manifest = json.loads((shipped_dir(model) / "manifest.json").read_text(encoding="utf-8"))
-        c = manifest["transforms"][normalize_lang(lang)]["check"]
-        chrf, floor, threshold, reads, data = (float(c["chrf"]), float(c["chrf_untranslated"]), float(c["threshold"]),
-                                               bool(c["reads"]), str(c["data"]))
-    except (OSError, KeyError, ValueError, TypeError):
-        return None
-    verdict = (f"the model reads the language (chrF {threshold:.0f} or more)" if reads else
-               f"the model barely reads the language (below chrF {threshold:.0f}); where a model barely reads "
-               "a language, no transform here has narrowed its gap to English (docs/language_check.md)")
-    return (f"lingalign check on {data}: the model's translations into English score chrF {chrf:.1f} "
-            f"(untranslated {floor:.1f}): {verdict}")
 
 
 def embedded_path(lang: str) -> Path:

@@ -10,13 +10,14 @@ and a few dozen parallel sentences; no fitting, no transform.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .data import LANGUAGE_NAMES, normalize_lang
+from .data import LANGUAGE_NAMES, normalize_lang, shipped_entry
 from .errors import LingalignError
 
 # Chosen once on dev data (bench/self_translate.py): the dev languages whose own translation
@@ -74,6 +75,17 @@ def translate(llm: Any, text: str, name: str | None, *, chat: bool | None = None
     return " ".join((out or "").split())
 
 
+def verdict(reads: bool, who: str, threshold: float = READS_CHRF) -> str:
+    """What a check's outcome means for the language `who`, for people (the check's last line, and
+    what `run --lang` says of a shipped transform's language)."""
+    if reads:
+        return (f"the model reads {who}: its translations reach chrF {threshold:.0f} (what that means for "
+                "answers, per model and task: docs/language_check.md)")
+    return (f"the model barely reads {who}: its translations stay below chrF {threshold:.0f}. Where a model "
+            "barely reads a language, its gap to English is largest, and nothing here (a transform, or reading "
+            "its own translation) has narrowed it (docs/language_check.md)")
+
+
 @dataclass(frozen=True)
 class LanguageCheck:
     """How well a model translated n sentences of a language into English."""
@@ -106,13 +118,7 @@ class LanguageCheck:
 
     def verdict(self) -> str:
         """One line for people: what the numbers mean for this language."""
-        who = self.name or self.lang
-        if self.reads:
-            return (f"the model reads {who}: its translations reach chrF {READS_CHRF:.0f} (what that means for "
-                    "answers, per model and task: docs/language_check.md)")
-        return (f"the model barely reads {who}: its translations stay below chrF {READS_CHRF:.0f}. Where a model "
-                "barely reads a language, its gap to English is largest, and nothing here (a transform, or reading "
-                "its own translation) has narrowed it (docs/language_check.md)")
+        return verdict(self.reads, self.name or self.lang)
 
     def as_dict(self) -> dict[str, Any]:
         return {"lang": self.lang, "name": self.name, "n": self.n, "chrf": round(self.chrf, 2),
@@ -143,3 +149,17 @@ def check_language(llm: Any, src: Sequence[str], tgt: Sequence[str], lang: str |
     return LanguageCheck(lang=normalize_lang(lang) if lang else "", name=name, translations=tuple(out),
                          scores=tuple(chrf(h, r) for h, r in zip(out, tgt)),
                          untranslated_scores=tuple(chrf(s, r) for s, r in zip(src, tgt)), seconds=seconds)
+
+
+def shipped_language_check(lang: str, model: str | os.PathLike[str] | None = None) -> str | None:
+    """What `lingalign check` measured of the model in the shipped <lang>-eng transform's
+    language, as the manifest records it (chrF of the model's own translations into English and
+    the verdict), one line; None when none is recorded."""
+    c = shipped_entry(lang, model).get("check")
+    try:
+        score, floor, threshold, reads, data = (float(c["chrf"]), float(c["chrf_untranslated"]), float(c["threshold"]),
+                                                bool(c["reads"]), str(c["data"]))
+    except (KeyError, ValueError, TypeError):
+        return None
+    return (f"lingalign check on {data}: the model's translations into English score chrF {score:.1f} "
+            f"(untranslated {floor:.1f}); {verdict(reads, language_name(lang) or normalize_lang(lang), threshold)}")

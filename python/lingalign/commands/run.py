@@ -35,8 +35,9 @@ def register(subparsers: Any, parents: Parents) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..data import shipped_language_check, shipped_task_results, shipped_transform_path
+    from ..data import shipped_task_results, shipped_transform_path
     from ..hook import attach
+    from ..language_check import shipped_language_check
     from ..transform import Transform
 
     if args.transform and args.lang:
