@@ -346,6 +346,11 @@ def run(args: argparse.Namespace) -> None:
 
 
 # -- the report ---------------------------------------------------------------------------------
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A JSON record of a bench script, None where there is none."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def _records() -> dict[str, dict[str, dict[str, Any]]]:
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for model_dir in sorted(RESULTS.glob("*")):

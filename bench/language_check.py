@@ -31,7 +31,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(1, str(ROOT / "python"))
-from downstream import DEV, HIDDEN, _records as downstream_records, dev_file, english_file, english_record  # noqa: E402
+from downstream import (DEV, HIDDEN, _records as downstream_records, dev_file, english_file,  # noqa: E402
+                        english_record, read_record)
 
 from lingalign.language_check import DEFAULT_SENTENCES, READS_CHRF, check_language  # noqa: E402
 
@@ -86,14 +87,11 @@ def run(args: argparse.Namespace) -> None:
               f"{'reads' if result.reads else 'barely reads'}; {result.seconds:.0f} s", flush=True)
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def sib_folder(code: str) -> str:
-    """SIB-200's folder of a shipped transform's language (ISO 639-3; Mandarin, cmn there, is zho_Hans here)."""
-    want = {"cmn": "zho"}.get(code, code)
-    found = [f for f in DEV["sib200"] + HIDDEN["sib200"] if f.split("_")[0] == want]
+    """SIB-200's folder of a shipped transform's language (any code lingalign.data.normalize_lang takes)."""
+    from lingalign.data import normalize_lang
+
+    found = [f for f in DEV["sib200"] + HIDDEN["sib200"] if normalize_lang(f) == normalize_lang(code)]
     if not found:
         raise SystemExit(f"no SIB-200 language of this script for {code!r}")
     return found[0]
@@ -104,7 +102,7 @@ def shipped_check(model: str, code: str) -> dict[str, Any]:
     script's SIB-200 record (the first 24 dev sentences), the same data for every model."""
     folder = sib_folder(code)
     path = RESULTS / model / f"sib200-{folder}-n{DEFAULT_SENTENCES}.json"
-    rec = _read(path)
+    rec = read_record(path)
     if rec is None:
         raise SystemExit(f"no check record {path}: run python bench/language_check.py --model {model} "
                          f"--task sib200 --langs {folder}")
@@ -181,7 +179,7 @@ def report() -> None:
         model = model_dir.name
         lines += [f"## {model}", ""]
         for task in TASKS:
-            recs = [r for r in (_read(p) for p in sorted(model_dir.glob(f"{task}-*.json"))) if r]
+            recs = [r for r in (read_record(p) for p in sorted(model_dir.glob(f"{task}-*.json"))) if r]
             if not recs:
                 continue
             langs = task_langs(task)
@@ -211,8 +209,8 @@ def report() -> None:
                           f"with the gap to English {spearman(chrfs, gaps):+.2f}, with no-transform accuracy "
                           f"{spearman(chrfs, nones):+.2f}. Mean gap where the check says *reads*: {mean(reads)} "
                           f"points (languages: {len(reads)}); *barely reads*: {mean(barely)} ({len(barely)}).", ""]
-        dev = [(r, _read(SELF_TRANSLATE / model / f"sib200-dev-{r['lang']}-n99.json"))
-               for r in (_read(p) for p in sorted(model_dir.glob("sib200-*.json"))) if r]
+        dev = [(r, read_record(SELF_TRANSLATE / model / f"sib200-dev-{r['lang']}-n99.json"))
+               for r in (read_record(p) for p in sorted(model_dir.glob("sib200-*.json"))) if r]
         dev = [(r, full) for r, full in dev if full]
         if dev:
             lines += [f"Against the full dev split: the check's {dev[0][0]['n']} SIB-200 sentences and "

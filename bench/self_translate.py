@@ -41,14 +41,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(1, str(ROOT / "python"))
-from downstream import CACHE, HIDDEN, MIN_GAP, RESULTS as DOWNSTREAM, dev_file, english_file, test_file  # noqa: E402
+from downstream import (CACHE, HIDDEN, MIN_GAP, RESULTS as DOWNSTREAM, dev_file, english_file,  # noqa: E402
+                        read_record, test_file)
+from language_check import RESULTS as LANGUAGE_CHECK  # noqa: E402
 from methods import RESULTS as METHODS, STORY_DEV_N, english_right  # noqa: E402
 
 from lingalign.language_check import DEFAULT_SENTENCES, READS_CHRF, chrf, language_name, translate  # noqa: E402
 from lingalign.tasks import item_text  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "self_translate"
-LANGUAGE_CHECK = ROOT / "bench" / "results" / "language_check"  # bench/language_check.py's records
 DOC = ROOT / "docs" / "self_translate.md"
 TASKS = ("xstorycloze", "sib200", "xcopa")
 DEV_LANGS = {"xstorycloze": "sw,id", "sib200": "swh_Latn,ind_Latn,zho_Hans,tur_Latn,yor_Latn,hau_Latn",
@@ -180,10 +181,6 @@ def run(args: argparse.Namespace, llm: Any) -> None:
               f"(untranslated {rec['chrf_untranslated']:.1f})", flush=True)
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def downstream_n(model: str, task: str, lang: str) -> int:
     """The size of bench/downstream.py's test sample of a language (its no-transform record's)."""
     return int(json.loads((DOWNSTREAM / model / f"{task}-{lang}-likelihood-none.json").read_text(encoding="utf-8"))["n"])
@@ -197,7 +194,7 @@ def rule_input(model: str, task: str, lang: str) -> tuple[dict[str, Any] | None,
         rec = json.loads(path.read_text(encoding="utf-8"))
         if "chrf" in rec:
             return rec, "dev"
-    check = _read(LANGUAGE_CHECK / model / f"{task}-{lang}-n{DEFAULT_SENTENCES}.json")
+    check = read_record(LANGUAGE_CHECK / model / f"{task}-{lang}-n{DEFAULT_SENTENCES}.json")
     return (check, "check") if check else (None, "")
 
 
@@ -221,8 +218,8 @@ def task_table(model: str, task: str, split: str, recs: list[dict[str, Any]], ti
     changes: dict[str, list[float]] = {}
     gaps: dict[str, list[float]] = {}
     for r in recs:
-        none = _read(plain_path(model, task, split, r["lang"], r["n"]))
-        en = _read(plain_path(model, task, split, english_of(task, r["lang"]), r["n"]))
+        none = read_record(plain_path(model, task, split, r["lang"], r["n"]))
+        en = read_record(plain_path(model, task, split, english_of(task, r["lang"]), r["n"]))
         if not (none and en):
             continue
         endings = f"{r['chrf_endings']:.1f}" if "chrf_endings" in r else ""
@@ -277,7 +274,7 @@ def report() -> None:
         lines += [f"## {model}", ""]
         for split in ("dev", "test"):
             for task in TASKS:
-                recs = [r for r in (_read(p) for p in sorted(model_dir.glob(f"{task}-{split}-*-n*.json")))
+                recs = [r for r in (read_record(p) for p in sorted(model_dir.glob(f"{task}-{split}-*-n*.json")))
                         if r and "chrf" in r]
                 if split == "dev":
                     lines += task_table(model, task, split, recs, f"### {task}, {split}")
