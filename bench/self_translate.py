@@ -240,13 +240,21 @@ def task_table(model: str, task: str, split: str, recs: list[dict[str, Any]], ti
                 if en["accuracy"] - r["accuracy_without"] >= MIN_GAP:
                     gaps.setdefault(group, []).append(gap_closed(acc, r["accuracy_without"], en["accuracy"]))
         lines.append(row)
-    for group, ch in sorted(changes.items()):  # dev, then hidden
+    lines += rule_summary(changes, gaps)
+    lines.append("")
+    return lines
+
+
+def rule_summary(changes: dict[str, list[float]], gaps: dict[str, list[float]], where: str = "") -> list[str]:
+    """The issue's goal measure under a test table, a line per group of languages (dev, then hidden):
+    mean change in points, largest drop, mean gap closed (changes in points, gaps as fractions)."""
+    lines = []
+    for group, ch in sorted(changes.items()):
         gs = gaps.get(group, [])
         gap = f"{100 * sum(gs) / len(gs):+.0f}% of the gap closed" if gs else "no gap to close"
         drop = f"largest drop {-min(ch):.1f}" if min(ch) < 0 else "no language drops"
-        lines += ["", f"With the rule over the {len(ch)} {group} language{'s' if len(ch) > 1 else ''}: mean change "
-                      f"{round(sum(ch) / len(ch), 1) + 0.0:+.1f} points, {drop}, {gap}."]
-    lines.append("")
+        lines += ["", f"With the rule over the {len(ch)} {group} language{'s' if len(ch) > 1 else ''}{where}: mean "
+                      f"change {round(sum(ch) / len(ch), 1) + 0.0:+.1f} points, {drop}, {gap}."]
     return lines
 
 
@@ -287,8 +295,10 @@ def report() -> None:
     print(f"written to {DOC}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main_of(doc: str, run_langs: Any, report_all: Any) -> None:
+    """The command line this script and bench/two_views.py share: --report, or run_langs(args, llm)
+    over --langs of --task (its dev languages by default)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
     ap.add_argument("--task", default="xstorycloze", choices=TASKS)
     ap.add_argument("--split", default="dev", choices=("dev", "test"))
@@ -298,7 +308,7 @@ def main() -> None:
     ap.add_argument("--report", action="store_true")
     args = ap.parse_args()
     if args.report:
-        report()
+        report_all()
         return
     if args.n is not None and (args.split != "test" or args.n < 1):
         raise SystemExit("--n: a number of test items (>= 1), with --split test")
@@ -309,7 +319,11 @@ def main() -> None:
     from lingalign.hook import open_model
 
     llm = open_model(args.model, n_ctx=1024, n_threads=args.threads, n_threads_batch=args.threads)
-    run(args, llm)
+    run_langs(args, llm)
+
+
+def main() -> None:
+    main_of(__doc__, run, report)
 
 
 if __name__ == "__main__":
