@@ -36,7 +36,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -295,7 +295,7 @@ def report() -> None:
     print(f"written to {DOC}")
 
 
-def main_of(doc: str, run_langs: Any, report_all: Any) -> None:
+def main_of(doc: str, run_langs: Callable[[argparse.Namespace, Any], None], report_all: Callable[[], None]) -> None:
     """The command line this script and bench/two_views.py share: --report, or run_langs(args, llm)
     over --langs of --task (its dev languages by default)."""
     ap = argparse.ArgumentParser(description=doc.split("\n")[0])

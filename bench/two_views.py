@@ -7,10 +7,9 @@
 bench/self_translate.py scores an item either as it is or through the model's own translation
 into English, and the rule that picks one (translate where `lingalign check`'s chrF reaches 40)
 gains in some languages and drops by up to 5 points in others. Reading both and adding up the
-two readings' evidence is the ensemble Artetxe et al. (2023, "Revisiting machine translation
-for cross-lingual classification") found better than either reading alone: where the
-translation is poor its reading is unsure and the item's own reading decides; where it is good
-it corrects the weak language's reading. Each option's score is its summed log-likelihood,
+two readings' evidence (an ensemble of the two, a product of experts) is meant to keep the
+gains without the drops: where the translation is poor its reading should be unsure and the
+item's own reading decide; where it is good it should correct the weak language's reading. Each option's score is its summed log-likelihood,
 normalized over the item's options (a log-softmax), in each reading; the combined score is
 (1 - w) * as-is + w * translated. The weight w and the chrF gate below which a language is read
 as it is only are chosen once, on the dev rows of XStoryCloze and SIB-200 (the issue's goal
