@@ -9,9 +9,9 @@ into English, and the rule that picks one (translate where `lingalign check`'s c
 gains in some languages and drops by up to 5 points in others. Reading both and adding up the
 two readings' evidence (an ensemble of the two, a product of experts) is meant to keep the
 gains without the drops: where the translation is poor its reading should be unsure and the
-item's own reading decide; where it is good it should correct the weak language's reading. Each option's score is its summed log-likelihood,
-normalized over the item's options (a log-softmax), in each reading; the combined score is
-(1 - w) * as-is + w * translated. The weight w and the chrF gate below which a language is read
+item's own reading decide; where it is good it should correct the weak language's reading.
+Each option's score is its summed log-likelihood, normalized over the item's options (a
+log-softmax), in each reading; the combined score is (1 - w) * as-is + w * translated. The weight w and the chrF gate below which a language is read
 as it is only are chosen once, on the dev rows of XStoryCloze and SIB-200 (the issue's goal
 tasks), and applied unchanged to test, to XCOPA and to the hidden languages.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import sys
 import time
@@ -95,8 +96,10 @@ def accuracy(rec: dict[str, Any], w: float) -> float:
     return sum(c) / len(c)
 
 
+@functools.lru_cache(maxsize=None)
 def gate_chrf(model: str, task: str, lang: str) -> float | None:
-    """The chrF the gate reads: self_translate's dev record where there is one, else `lingalign check`'s."""
+    """The chrF the gate reads: self_translate's dev record where there is one, else `lingalign check`'s
+    (read once a language: the report asks for it for every rule it weighs)."""
     rec, _ = rule_input(model, task, lang)
     return None if rec is None else float(rec["chrf"])
 
@@ -134,10 +137,10 @@ def choose_rule(model: str) -> tuple[float, float, dict[tuple[float, float], flo
 
 
 def task_table(model: str, task: str, split: str, recs: list[dict[str, Any]], w: float, gate: float,
-               title: str) -> list[str]:
-    """A task's table of records with the rule (w, gate) applied, and under a table of
-    bench/downstream.py's test samples the issue's goal measure (dev languages, hidden ones),
-    also at equal weights where the rule chose otherwise, marked as not chosen."""
+               title: str, summarize: bool) -> list[str]:
+    """A task's table of records with the rule (w, gate) applied, and with `summarize` (a table of
+    bench/downstream.py's test samples) the issue's goal measure under it (dev languages, hidden
+    ones), also at equal weights where the rule chose otherwise, marked as not chosen."""
     from lingalign.metrics import changed_answers, sign_test_p
 
     if not recs:
@@ -152,14 +155,14 @@ def task_table(model: str, task: str, split: str, recs: list[dict[str, Any]], w:
         ruled, as_is = correct(r, rule_weight(model, task, r["lang"], w, gate)), correct(r, 0.0)
         fixed, broken = changed_answers(ruled, as_is)
         chrf = gate_chrf(model, task, r["lang"])
-        lines.append(f"| {r['lang']} | {r['n']} | {accuracy(r, 0.0):.3f} | {accuracy(r, 1.0):.3f} | "
+        lines.append(f"| {r['lang']} | {r['n']} | {sum(as_is) / len(as_is):.3f} | {accuracy(r, 1.0):.3f} | "
                      f"{accuracy(r, 0.5):.3f} | {en['accuracy'] if en else float('nan'):.3f} | "
                      f"{sum(ruled) / len(ruled):.3f} | {fixed} / {broken} | {sign_test_p(fixed, broken):.3f} | "
                      f"{'' if chrf is None else f'{chrf:.1f}'} |")
-    usual = [r for r in recs if split == "test" and r["n"] == downstream_n(model, task, r["lang"])]
-    lines += rule_summary(*goal_measure(model, task, split, usual, w, gate))
-    if usual and w != 0.5:
-        lines += rule_summary(*goal_measure(model, task, split, usual, 0.5, gate), " at w = 0.5 (not chosen)")
+    if summarize:
+        lines += rule_summary(*goal_measure(model, task, split, recs, w, gate))
+        if w != 0.5:
+            lines += rule_summary(*goal_measure(model, task, split, recs, 0.5, gate), " at w = 0.5 (not chosen)")
     return lines + [""]
 
 
@@ -205,9 +208,10 @@ def report() -> None:
         for split in ("dev", "test"):
             for task, recs in records(model, split).items():
                 usual = [r for r in recs if split == "dev" or r["n"] == downstream_n(model, task, r["lang"])]
-                lines += task_table(model, task, split, usual, w, gate, f"### {task}, {split}")
+                lines += task_table(model, task, split, usual, w, gate, f"### {task}, {split}", split == "test")
                 lines += task_table(model, task, split, [r for r in recs if r not in usual], w, gate,
-                                    f"### {task}, {split}, a larger sample (bench/downstream.py's items and more)")
+                                    f"### {task}, {split}, a larger sample (bench/downstream.py's items and more)",
+                                    False)
     DOC.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"written to {DOC}")
 
