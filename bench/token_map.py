@@ -1,6 +1,7 @@
 """A map fitted on aligned words, not on sentence means: does a per-token change help?
 
-    python bench/token_map.py --langs swh_Latn,ind_Latn [--layers 8] [--alphas 0.5,1] [--threads 1]
+    python bench/token_map.py --langs swh_Latn,ind_Latn [--layers 8,12] [--alphas 0.5,1] [--threads 1]
+    python bench/token_map.py --split test --layers 12 --alphas 1 --kinds aligned   # dev's best, on test
     python bench/token_map.py --report     # docs/token_map.md from the records
 
 Every map and vector the product fits compares sentences' mean hidden states, and the oracle
@@ -259,8 +260,9 @@ def run(args: argparse.Namespace, llm: Any) -> None:
         none_path = out / f"sib200-{args.split}-{sib}-none.json"
         if not none_path.is_file():
             none = eval_choice(llm, items, lang=sib, progress=False)
-            none_path.write_text(json.dumps({"command": command, "lang": sib, "n": none["n"], "accuracy": none["accuracy"],
-                                             "correct": none["correct"]}, indent=1) + "\n", encoding="utf-8")
+            none_path.write_text(json.dumps({"command": command, "split": args.split, "lang": sib, "n": none["n"],
+                                             "accuracy": none["accuracy"], "correct": none["correct"]}, indent=1)
+                                 + "\n", encoding="utf-8")
         none = json.loads(none_path.read_text(encoding="utf-8"))
         X, Y, english, info = word_pairs(llm, args.model, sib, args.layers)
         print(f"  {sib}: {info['word_pairs']} word pairs of {info['source_words']} source words; "
@@ -315,12 +317,11 @@ def report() -> None:
                   "| split | language | layer | kind | alpha | word pairs | held-out MSE | n | no transform | with "
                   "| fixed / broken | p |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        order = ("dev", "test")
-        for r in sorted(recs, key=lambda r: (order.index(r.get("split", "dev")), r["lang"], r["layer"],
-                                             KINDS.index(r["kind"]), r["alpha"])):
-            lines.append(f"| {r.get('split', 'dev')} | {r['lang']} | {r['layer']} | {r['kind']} | {r['alpha']:g} | "
-                         f"{r['word_pairs']} of "
-                         f"{r['source_words']} | {r['heldout_mse_identity']:.2f} -> {r['heldout_mse_fitted']:.2f} | "
+        for r in sorted(recs, key=lambda r: (r["split"] != "dev", r["lang"], r["layer"], KINDS.index(r["kind"]),
+                                             r["alpha"])):
+            lines.append(f"| {r['split']} | {r['lang']} | {r['layer']} | {r['kind']} | {r['alpha']:g} | "
+                         f"{r['word_pairs']} of {r['source_words']} | "
+                         f"{r['heldout_mse_identity']:.2f} -> {r['heldout_mse_fitted']:.2f} | "
                          f"{r['n']} | {r['accuracy_without']:.3f} | {r['accuracy']:.3f} | {r['fixed']} / "
                          f"{r['broken']} | {r['sign_p']:.3f} |")
         lines.append("")
@@ -332,7 +333,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
     ap.add_argument("--langs", default="swh_Latn,ind_Latn", help=f"SIB-200 codes, of {', '.join(BITEXT)}")
-    ap.add_argument("--layers", default="8", help="layers to fit and apply the map at (one transform each)")
+    ap.add_argument("--layers", default="8,12", help="layers to fit and apply the map at (one transform each)")
     ap.add_argument("--alphas", default="0.5,1")
     ap.add_argument("--split", default="dev", choices=("dev", "test"), help="SIB-200 split scored (all its sentences)")
     ap.add_argument("--kinds", default=",".join(KINDS), help=f"of {', '.join(KINDS)}")
