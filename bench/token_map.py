@@ -162,11 +162,9 @@ def ibm1(src: list[list[str]], tgt: list[list[str]], iterations: int = IBM1_ITER
     return dict(t)
 
 
-def lexicon_bitext(sib: str) -> tuple[list[str], list[str]]:
-    """Every parallel sentence pair the language has here: SIB-200 train, NTREX, Tatoeba."""
-    from lingalign.data import read_pairs
-
-    src, en = read_pairs(sib_train(sib), sib_train("eng_Latn"))
+def lexicon_bitext(sib: str, sib_src: list[str], sib_en: list[str]) -> tuple[list[str], list[str]]:
+    """Every parallel sentence pair the language has here: its SIB-200 train pairs (given), NTREX, Tatoeba."""
+    src, en = list(sib_src), list(sib_en)
     ntrex, tatoeba = BITEXT[sib]
     src += (DATA / "ntrex" / f"ntrex.{ntrex}.txt").read_text(encoding="utf-8").splitlines()
     en += (DATA / "ntrex" / "ntrex.eng.txt").read_text(encoding="utf-8").splitlines()
@@ -197,18 +195,18 @@ def align(src_words: list[str], en_words: list[str], fwd: dict[tuple[str, str], 
 def word_pairs(llm: Any, model: str, sib: str, layers: list[int]) -> tuple[Any, Any, Any, dict[str, Any]]:
     """X, Y: float32 [rows, len(layers), width], the aligned source and English words of the 701
     SIB-200 train pairs and then the sinks (kept as they are); the English words' states (not
-    sinks); and what the alignment found."""
+    sinks, float16); and what the alignment found."""
     import numpy as np
 
     from lingalign.data import read_pairs
 
+    src_text, en_text = read_pairs(sib_train(sib), sib_train("eng_Latn"))
     t0 = time.time()
-    lex_src, lex_en = lexicon_bitext(sib)
+    lex_src, lex_en = lexicon_bitext(sib, src_text, en_text)
     s_words = [words_of(x) for x in lex_src]
     e_words = [words_of(x) for x in lex_en]
     fwd, bwd = ibm1(s_words, e_words), ibm1(e_words, s_words)
     lexicon_s = time.time() - t0
-    src_text, en_text = read_pairs(sib_train(sib), sib_train("eng_Latn"))
     src_w, src_states, src_off = cached_word_states(llm, model, sib, src_text, layers)
     en_w, en_states, en_off = cached_word_states(llm, model, "eng_Latn", en_text, layers)
     # The sequence's first token holds the attention sink (states 100x longer than a word's):
@@ -229,7 +227,7 @@ def word_pairs(llm: Any, model: str, sib: str, layers: list[int]) -> tuple[Any, 
             "examples": examples}
     X = np.concatenate([src_states[xs], keep]).astype(np.float32)
     Y = np.concatenate([en_states[ys], keep]).astype(np.float32)
-    return X, Y, en_states[~en_sink].astype(np.float32), info
+    return X, Y, en_states[~en_sink], info
 
 
 def sinks(states: Any) -> Any:
@@ -238,6 +236,10 @@ def sinks(states: Any) -> Any:
 
     norms = np.linalg.norm(states.astype(np.float32), axis=2)
     return (norms > 10 * np.median(norms, axis=0)).any(axis=1)
+
+
+def record_path(out: Path, split: str, sib: str, layer: int, kind: str, alpha: float) -> Path:
+    return out / f"sib200-{split}-{sib}-layer{layer}-{kind}-a{alpha:g}.json"
 
 
 def run(args: argparse.Namespace, llm: Any) -> None:
@@ -256,6 +258,11 @@ def run(args: argparse.Namespace, llm: Any) -> None:
     command = " ".join(["python bench/token_map.py", *sys.argv[1:]])
     model = fingerprint(llm.model_path)
     for sib in args.langs:
+        pending = {(layer, kind): [a for a in args.alphas
+                                   if not record_path(out, args.split, sib, layer, kind, a).is_file()]
+                   for layer in args.layers for kind in args.kinds}
+        if not any(pending.values()):
+            continue
         items = load_task(task_file("sib200", sib, args.split))
         none_path = out / f"sib200-{args.split}-{sib}-none.json"
         if not none_path.is_file():
@@ -269,27 +276,27 @@ def run(args: argparse.Namespace, llm: Any) -> None:
               f"e.g. {', '.join(info['examples'][:12])}", flush=True)
         for li, layer in enumerate(args.layers):
             for kind in args.kinds:
+                if not pending[(layer, kind)]:
+                    continue
                 Xk, Yk = X[:, li], Y[:, li]
                 if kind == "shuffled":
                     pairs = info["word_pairs"]
                     Yk = np.concatenate([Yk[np.random.default_rng(0).permutation(pairs)], Yk[pairs:]])
                 if kind == "keep-english":
-                    Xk, Yk = np.concatenate([Xk, english[:, li]]), np.concatenate([Yk, english[:, li]])
+                    kept = english[:, li].astype(np.float32)
+                    Xk, Yk = np.concatenate([Xk, kept]), np.concatenate([Yk, kept])
                 report: dict[str, float] = {}
                 W, b, lam = fit_ridge(Xk, Yk, report=report)
                 t = lingalign.Transform(layers={layer: LayerMap(matrix=W.astype(np.float32),
                                                                 bias=None if b is None else b.astype(np.float32))},
                                         model=model, method="ridge", source_lang=sib)
-                for alpha in args.alphas:
-                    path = out / f"sib200-{args.split}-{sib}-layer{layer}-{kind}-a{alpha:g}.json"
-                    if path.is_file():
-                        continue
+                for alpha in pending[(layer, kind)]:
+                    path = record_path(out, args.split, sib, layer, kind, alpha)
                     t0 = time.time()
                     res = eval_choice(llm, items, lang=sib, transform=t, alpha=alpha, progress=False)
                     fixed, broken = changed_answers(res["correct"], none["correct"])
                     rec = {"command": command, "model": args.model, "split": args.split, "lang": sib, "layer": layer,
-                           "kind": kind,
-                           "alpha": alpha, "lambda": lam, **report, **info, "n": res["n"],
+                           "kind": kind, "alpha": alpha, "lambda": lam, **report, **info, "n": res["n"],
                            "accuracy": res["accuracy"], "accuracy_without": none["accuracy"], "fixed": fixed,
                            "broken": broken, "sign_p": sign_test_p(fixed, broken), "correct": res["correct"],
                            "seconds": round(time.time() - t0, 1),
