@@ -301,8 +301,10 @@ def eval_choice(
     force: bool = False,
     progress: bool | None = None,
     chat: bool | None = None,
+    lexicon: Any = None,
 ) -> dict[str, Any]:
-    """Multiple choice accuracy, with `transform` active inside llama.cpp (see score_prompts).
+    """Multiple choice accuracy, with `transform` active inside llama.cpp (see score_prompts) and
+    each item's text read through `lexicon` (a lingalign.lexicon.Lexicon: its gloss before it).
 
     protocol "likelihood": the option with the highest summed log-likelihood (`accuracy`) and
     per-token mean (`accuracy_norm`); a tie counts as the first option; `correct` says per item
@@ -310,10 +312,10 @@ def eval_choice(
     INCLINE's English instruction with lettered options; each item scored in both option orders
     (`accuracy` over both, `accuracy_by_order`, `a_share`: the share of answers that are the first
     letter), with the model's chat template if it has one (`chat`, default: whether it does).
-    With `english` (the same items in English) and a transform, also `english_accuracy` (no
-    transform), `accuracy_without` and `gap_closed` = (with - without) / (English - without), and
-    whether the difference is evidence: `fixed` and `broken` (items right only with the transform,
-    and only without it) and `sign_p`, the one-sided sign test `tune` applies to them.
+    With `english` (the same items in English) and a transform or lexicon, also
+    `english_accuracy` (neither), `accuracy_without` and `gap_closed` = (with - without) /
+    (English - without), and whether the difference is evidence: `fixed` and `broken` (items
+    right only with them, and only without) and `sign_p`, the one-sided sign test `tune` applies.
     """
     if protocol not in PROTOCOLS:
         raise LingalignError(f"unknown protocol {protocol!r} (one of {', '.join(PROTOCOLS)})")
@@ -323,7 +325,13 @@ def eval_choice(
     listed = _as_items(items.items if isinstance(items, Task) else items)
     use_chat = _llama.has_chat_template(llm) if chat is None else chat
     kwargs = {"alpha": alpha, "positions": positions, "force": force, "progress": progress}
-    result = _score(llm, listed, lang, protocol, use_chat, transform=transform, **kwargs)
+    if lexicon is not None:
+        from .lexicon import gloss_item
+
+        read = [gloss_item(it, lexicon) for it in listed]
+    else:
+        read = listed
+    result = _score(llm, read, lang, protocol, use_chat, transform=transform, **kwargs)
     out: dict[str, Any] = {"task": task_name, "protocol": protocol, "lang": lang, "n": len(listed),
                            "chat_template": use_chat if protocol == "letter" else False, **result}
     out["accuracy_se"] = float(np.sqrt(out["accuracy"] * (1 - out["accuracy"]) / max(1, len(listed))))
@@ -333,7 +341,7 @@ def eval_choice(
             raise LingalignError("the English reference must hold the same items (same labels, same order)")
         en = _score(llm, en_items, "en", protocol, use_chat, transform=None, **kwargs)
         out["english_accuracy"] = en["accuracy"]
-        if transform is not None:
+        if transform is not None or lexicon is not None:
             plain = _score(llm, listed, lang, protocol, use_chat, transform=None, **kwargs)
             out["accuracy_without"] = without = plain["accuracy"]
             out["gap_closed"] = gap_closed(out["accuracy"], without, en["accuracy"])

@@ -143,17 +143,20 @@ def eval_fidelity(
     max_tokens: int = 48,
     chat: bool = False,
     examples: int = 3,
+    lexicon: Any = None,
 ) -> dict[str, Any]:
-    """Fidelity of greedy answers without and (given a transform) with it, on the same prompts:
+    """Fidelity of greedy answers without and (given a transform, or a lingalign.lexicon.Lexicon
+    that reads each prompt with its gloss before it) with them, on the same prompts:
     {"without": summary, "with": summary, "examples": [...]} (see summarize)."""
     with steered(llm, None):
         plain = generate_answers(llm, prompts, max_tokens=max_tokens, chat=chat)
     result: dict[str, Any] = {"without": summarize(plain, lang), "max_tokens": max_tokens, "chat": chat}
     rows = [{"prompt": p, "without": a} for p, a in zip(prompts[:examples], plain)]
-    if transform is not None:
+    if transform is not None or lexicon is not None:
+        read = [lexicon.annotate(p) for p in prompts] if lexicon is not None else list(prompts)
         with steered(llm, transform, alpha=alpha, positions=positions, force=force) as (steering, warnings):
             result["warnings"] = warnings
-            answers = generate_answers(llm, prompts, max_tokens=max_tokens, chat=chat)
+            answers = generate_answers(llm, read, max_tokens=max_tokens, chat=chat)
             result["settings"] = steering.active.summary() if steering.active is not None else {}
         result["with"] = summarize(answers, lang)
         for row, a in zip(rows, answers):

@@ -8,7 +8,7 @@ the hook) are imported inside the command functions, when a command runs.
 
 from __future__ import annotations
 
-from . import bench, capture, check, convert, demo, eval, export, fit, hub, info, models, run, serve, tune
+from . import bench, capture, check, convert, demo, eval, export, fit, hub, info, lexicon, models, run, serve, tune
 
 # In the order `lingalign --help` lists them (hub: pull, push, list).
-COMMANDS = (capture, fit, run, serve, eval, tune, check, export, convert, hub, info, models, bench, demo)
+COMMANDS = (capture, fit, lexicon, run, serve, eval, tune, check, export, convert, hub, info, models, bench, demo)

@@ -50,6 +50,8 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--seed", type=int, default=0, help="seed of the --limit sample (default 0)")
     own.add_argument("--lang", default=None, help="connector language for XCOPA (default: from the file name)")
     own.add_argument("--ctx", type=int, default=256, help="context size")
+    own.add_argument("--lexicon", default=None, metavar="FILE.tsv",
+                     help="read each item with its word-by-word English gloss before it (`lingalign lexicon`)")
     sp = evsub.add_parser("choice", parents=[own, parents.transform, json_output, parents.model],
                           help="multiple choice accuracy (XCOPA, XStoryCloze, SIB-200)")
     sp.set_defaults(func=cmd_eval_choice)
@@ -63,6 +65,8 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("-n", "--max-tokens", type=int, default=48, help="tokens per answer (default 48)")
     own.add_argument("--chat", action="store_true", help="ask in the model's chat template")
     own.add_argument("--ctx", type=int, default=512, help="context size")
+    own.add_argument("--lexicon", default=None, metavar="FILE.tsv",
+                     help="read each prompt with its word-by-word English gloss before it (`lingalign lexicon`)")
     sp = evsub.add_parser("fidelity", parents=[own, parents.transform, json_output, parents.model],
                           help="share of greedy answers in the prompts' language, with and without a transform")
     sp.set_defaults(func=cmd_eval_fidelity)
@@ -108,14 +112,16 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
 
 def cmd_eval_choice(args: argparse.Namespace) -> int:
     from ..evaluate import eval_choice
+    from ..lexicon import Lexicon
     from ..tasks import load_task
 
     task = load_task(args.data, task=args.task, limit=args.limit, seed=args.seed)
     english = load_task(args.english, task=task.name, limit=args.limit, seed=args.seed) if args.english else None
     transform = load_transform(args)
+    lexicon = Lexicon.load(args.lexicon) if args.lexicon else None
     llm = load_llm(args, n_ctx=args.ctx)
     result = eval_choice(llm, task, lang=args.lang, protocol=args.protocol, english=english, transform=transform,
-                         alpha=args.alpha, positions=args.positions, force=args.force)
+                         alpha=args.alpha, positions=args.positions, force=args.force, lexicon=lexicon)
     for w in result.pop("warnings"):
         print(f"lingalign: warning: {w}", file=sys.stderr)
     if args.json:
@@ -142,12 +148,14 @@ def cmd_eval_choice(args: argparse.Namespace) -> int:
 
 def cmd_eval_fidelity(args: argparse.Namespace) -> int:
     from ..fidelity import eval_fidelity, read_prompts
+    from ..lexicon import Lexicon
 
     prompts = read_prompts(args.data, limit=args.limit)
     transform = load_transform(args)
+    lexicon = Lexicon.load(args.lexicon) if args.lexicon else None
     llm = load_llm(args, n_ctx=args.ctx)
     result = eval_fidelity(llm, prompts, args.lang, transform=transform, alpha=args.alpha, positions=args.positions,
-                           force=args.force, max_tokens=args.max_tokens, chat=args.chat)
+                           force=args.force, max_tokens=args.max_tokens, chat=args.chat, lexicon=lexicon)
     for w in result.pop("warnings", []):
         print(f"lingalign: warning: {w}", file=sys.stderr)
     if args.json:
@@ -156,7 +164,7 @@ def cmd_eval_fidelity(args: argparse.Namespace) -> int:
     for which in ("without", "with"):
         if which in result:
             r = result[which]
-            print(f"{which + ' transform:':<19} fidelity {r['fidelity']:.3f}, English {r['english_share']:.3f}, "
+            print(f"{which + (' transform:' if args.lexicon is None else ':'):<19} fidelity {r['fidelity']:.3f}, English {r['english_share']:.3f}, "
                   f"looping {r['looping']:.3f}  (n={r['n']}, {r['lang']})")
     for row in result["examples"]:
         print(f"\nprompt:  {row['prompt'][:100]!r}")

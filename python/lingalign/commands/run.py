@@ -25,6 +25,8 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--chat", action="store_true",
                      help="send the prompt as a user message in the model's chat template (instruct models answer "
                           "it rather than continue it)")
+    own.add_argument("--lexicon", default=None, metavar="FILE.tsv",
+                     help="read the prompt with its word-by-word English gloss before it (`lingalign lexicon`)")
     own.add_argument("--device-maps", action="store_true",
                      help="apply the maps of offloaded layers on the GPU (see docs/install.md)")
     # run's --transform keeps its shorter help (eval's says where the transform is applied).
@@ -45,6 +47,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     auto = args.lang == "auto"
     path = args.transform or (shipped_transform_path(args.lang, args.model) if args.lang and not auto else None)
     transform = Transform.load(path) if path else None
+    prompt = args.prompt
+    if args.lexicon:
+        from ..lexicon import Lexicon
+
+        prompt = Lexicon.load(args.lexicon).annotate(prompt)
+        print(f"lingalign: the model reads: {prompt!r}", file=sys.stderr)
     llm = load_llm(args, n_ctx=args.ctx)
     steering = attach(llm)
     if args.device_maps:
@@ -67,11 +75,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         if not _llama.has_chat_template(llm):
             raise LingalignError("this model has no chat template: leave out --chat")
-        reply = llm.create_chat_completion(messages=[{"role": "user", "content": args.prompt}],
+        reply = llm.create_chat_completion(messages=[{"role": "user", "content": prompt}],
                                            max_tokens=args.n_predict, temperature=args.temperature, seed=args.seed)
         text = reply["choices"][0]["message"]["content"] or ""
     else:
-        text = llm(args.prompt, max_tokens=args.n_predict, temperature=args.temperature, seed=args.seed)["choices"][0]["text"]
+        text = llm(prompt, max_tokens=args.n_predict, temperature=args.temperature, seed=args.seed)["choices"][0]["text"]
     if auto:
         t = steering.transform
         print(f"lingalign: detected {steering.routed_language or 'unknown'}; transform: "

@@ -1,0 +1,159 @@
+"""The word lexicon: learned from parallel sentences, glossing prompts, its file, its commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_llm
+
+from lingalign import LingalignError
+from lingalign.cli import main
+from lingalign.evaluate import eval_choice
+from lingalign.lexicon import Lexicon, fit_lexicon, gloss_item, ibm1, words_of
+from lingalign.tasks import ChoiceItem, likelihood_prompt
+
+SOURCE = [f"w{k}x" for k in range(30)]
+ENGLISH = [f"e{k}y" for k in range(30)]
+
+
+def planted_bitext(n: int = 400, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Sentences of 3-8 words; each source word translates one English word, in another order,
+    with capitals and punctuation on the source side."""
+    rng = np.random.default_rng(seed)
+    src, tgt = [], []
+    for _ in range(n):
+        ks = rng.choice(len(SOURCE), size=int(rng.integers(3, 9)), replace=False)
+        order = rng.permutation(len(ks))
+        src.append(" ".join(SOURCE[ks[i]].capitalize() for i in order) + ".")
+        tgt.append(" ".join(ENGLISH[k] for k in ks))
+    return src, tgt
+
+
+def test_fit_recovers_a_planted_dictionary():
+    src, tgt = planted_bitext()
+    lex = fit_lexicon(src, tgt, source_lang="xx")
+    assert dict(lex.entries) == dict(zip(SOURCE, ENGLISH))
+    assert lex.meta["pairs"] == "400" and lex.source_lang == "xx"
+
+
+def test_ibm1_probabilities_are_distributions_and_em_sharpens_them():
+    src, tgt = planted_bitext(100)
+    s, e = [words_of(x) for x in src], [words_of(x) for x in tgt]
+    one, five = ibm1(s, e, 1), ibm1(s, e, 5)
+    for t in (one, five):  # t(s | e) sums to one over s, for each e
+        totals: dict[str, float] = {}
+        for (_, ew), p in t.items():
+            totals[ew] = totals.get(ew, 0.0) + p
+        assert all(v == pytest.approx(1.0) for v in totals.values())
+    assert five[(SOURCE[3], ENGLISH[3])] > one[(SOURCE[3], ENGLISH[3])]
+
+
+def test_gloss_replaces_known_words_and_keeps_the_rest():
+    lex = Lexicon("swh", {"paka": "cat", "anakula": "eats"})
+    assert lex.gloss("Paka anakula samaki, Nairobi 2024 !") == "cat eats samaki, Nairobi 2024 !"
+    assert lex.coverage("Paka anakula samaki") == pytest.approx(2 / 3)
+    assert lex.annotate("Paka anakula samaki") == "(cat eats samaki)\nPaka anakula samaki"
+    assert lex.annotate("Samaki tu.") == "Samaki tu."  # no word known: the prompt as it is
+    assert lex.coverage("...") == 0.0
+
+
+def test_gloss_item_annotates_the_text_and_keeps_the_options():
+    lex = Lexicon("swh", {"paka": "cat"})
+    story = ChoiceItem("xstorycloze", "1", (("sentence1", "Paka."), ("sentence2", "Mbwa."), ("sentence3", ""),
+                                            ("sentence4", "")), ("a b", "c d"), 1)
+    g = gloss_item(story, lex)
+    assert likelihood_prompt(g, "sw").context == "(cat Mbwa.)\nPaka. Mbwa." and g.options == story.options
+    assert g.label == 1 and g.uid == "1"
+    copa = ChoiceItem("xcopa", "2", (("premise", "Paka alikula."), ("question", "effect")), ("x.", "y."), 0)
+    assert gloss_item(copa, lex).field("premise") == "(cat alikula.)\nPaka alikula." and \
+        gloss_item(copa, lex).field("question") == "effect"
+
+
+def test_file_round_trip_and_bad_files(tmp_path):
+    src, tgt = planted_bitext(200)
+    lex = fit_lexicon(src, tgt, source_lang="xx")
+    p = tmp_path / "xx.tsv"
+    lex.save(p)
+    back = Lexicon.load(p)
+    assert back == lex
+    cases = {
+        "no magic": "paka\tcat\n",
+        "lexicon line": "# lingalign lexicon 1\npaka cat\n",
+        "not a lexicon word": "# lingalign lexicon 1\nPaka\tcat\n",
+        "no words": "# lingalign lexicon 1\n# source_lang=swh\n",
+    }
+    for what, text in cases.items():
+        bad = tmp_path / "bad.tsv"
+        bad.write_text(text, encoding="utf-8")
+        with pytest.raises(LingalignError, match=what if what != "no magic" else "not a lingalign lexicon"):
+            Lexicon.load(bad)
+    bad.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(LingalignError, match="not a lingalign lexicon"):
+        Lexicon.load(bad)
+    with pytest.raises(LingalignError, match="no such lexicon file"):
+        Lexicon.load(tmp_path / "missing.tsv")
+
+
+def test_fit_refuses_what_it_cannot_learn_from():
+    with pytest.raises(LingalignError, match="differ in length"):
+        fit_lexicon(["a b"], ["c d", "e"], source_lang="xx")
+    with pytest.raises(LingalignError, match="no sentence pairs"):
+        fit_lexicon([], [], source_lang="xx")
+    unspaced = ["这是一个没有空格的很长的句子它一直写下去没有任何停顿也没有空格分开每个词语所以看起来像一个词"] * 5
+    with pytest.raises(LingalignError, match="without spaces"):
+        fit_lexicon(unspaced, ["this is a sentence"] * 5, source_lang="zho_Hans")
+
+
+def test_lexicon_command_writes_a_file_and_refuses_bad_arguments(tmp_path, capsys):
+    src, tgt = planted_bitext(300)
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("\n".join(src[:150]) + "\n", encoding="utf-8")
+    b.write_text("\n".join(tgt[:150]) + "\n", encoding="utf-8")
+    c, d = tmp_path / "c.txt", tmp_path / "d.txt"
+    c.write_text("\n".join(src[150:]) + "\n", encoding="utf-8")
+    d.write_text("\n".join(tgt[150:]) + "\n", encoding="utf-8")
+    out = tmp_path / "lex.tsv"
+    assert main(["lexicon", "--src", str(a), "--tgt", str(b), "--src", str(c), "--tgt", str(d),
+                 "--src-lang", "xx", "--out", str(out)]) == 0
+    assert "30 words from 300 pairs" in capsys.readouterr().out
+    assert dict(Lexicon.load(out).entries) == dict(zip(SOURCE, ENGLISH))
+    assert main(["lexicon", "--src", str(a), "--tgt", str(b), "--src", str(c), "--src-lang", "xx",
+                 "--out", str(out)]) == 1
+    assert "give a --tgt for each --src" in capsys.readouterr().err
+    assert main(["lexicon", "--src", str(a), "--tgt", str(b), "--src-lang", "xx", "--out", str(out),
+                 "--min-prob", "0"]) == 1
+    assert "--min-prob" in capsys.readouterr().err
+
+
+def test_choice_with_a_lexicon_reads_each_item_through_it(tiny_model, monkeypatch):
+    """eval_choice with a lexicon scores the glossed items (the same numbers as scoring them
+    directly) and compares them with the items as they are: fixed, broken, gap closed."""
+    lex = Lexicon("xx", {"tap": "faucet", "glass": "cup"})
+    items = [ChoiceItem("xcopa", str(k), (("premise", p), ("question", "effect")), ("it broke.", "water flowed."), k % 2)
+             for k, p in enumerate(["the man opened the tap.", "the glass fell.", "the sun rose."])]
+    english = [ChoiceItem(it.task, it.uid, it.fields, it.options, it.label) for it in items]
+    llm = tiny_llm(tiny_model)
+    r = eval_choice(llm, items, lang="en", english=english, lexicon=lex, chat=False)
+    direct = eval_choice(llm, [gloss_item(it, lex) for it in items], lang="en", chat=False)
+    plain = eval_choice(llm, items, lang="en", chat=False)
+    assert r["correct"] == direct["correct"] and r["accuracy_without"] == plain["accuracy"]
+    assert {"fixed", "broken", "sign_p", "gap_closed"} <= set(r)
+
+
+def test_run_and_eval_read_prompts_through_a_lexicon(tiny_model, tmp_path, capsys):
+    lex = tmp_path / "xx.tsv"
+    Lexicon("xx", {"paka": "cat"}).save(lex)
+    assert main(["run", "--model", str(tiny_model), "-p", "paka mdogo", "-n", "4", "--lexicon", str(lex)]) == 0
+    assert "the model reads: '(cat mdogo)\\npaka mdogo'" in capsys.readouterr().err
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("paka mdogo\nmbwa mkubwa\n", encoding="utf-8")
+    assert main(["eval", "fidelity", "--model", str(tiny_model), "--data", str(prompts), "--lang", "sw", "-n", "4",
+                 "--lexicon", str(lex), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["with"]["n"] == out["without"]["n"] == 2
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("nothing\n", encoding="utf-8")
+    assert main(["run", "--model", str(tiny_model), "-p", "x", "--lexicon", str(bad)]) == 1
+    assert "not a lingalign lexicon" in capsys.readouterr().err
