@@ -122,6 +122,25 @@ def shipped_task_results(lang: str, model: str | os.PathLike[str] | None = None)
     return out
 
 
+def shipped_lexicon_path(lang: str) -> Path | None:
+    """The word lexicon shipped for a language (lexicons/<code>.tsv, learned by `python
+    bench/gloss.py --ship`; the same for every model), None when none is shipped."""
+    path = Path(str(resources.files("lingalign").joinpath("lexicons", f"{normalize_lang(lang)}.tsv")))
+    return path if path.is_file() else None
+
+
+def shipped_lexicon_entry(lang: str) -> dict[str, Any]:
+    """The shipped lexicons' manifest entry for a language: its data and what was measured with
+    it, per model ({} when there is none)."""
+    try:
+        manifest = json.loads(Path(str(resources.files("lingalign").joinpath("lexicons", "manifest.json")))
+                              .read_text(encoding="utf-8"))
+        entry = manifest["lexicons"][normalize_lang(lang)]
+    except (OSError, KeyError, ValueError, TypeError):
+        return {}
+    return entry if isinstance(entry, dict) else {}
+
+
 def embedded_path(lang: str) -> Path:
     """Path of the embedded corpus file for `lang` (ISO 639-3 code)."""
     if lang not in EMBEDDED_LANGUAGES:

@@ -25,8 +25,9 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--chat", action="store_true",
                      help="send the prompt as a user message in the model's chat template (instruct models answer "
                           "it rather than continue it)")
-    own.add_argument("--lexicon", default=None, metavar="FILE.tsv",
-                     help="read the prompt with its word-by-word English gloss before it (`lingalign lexicon`)")
+    own.add_argument("--lexicon", default=None, metavar="FILE.tsv|none",
+                     help="read the prompt with its word-by-word English gloss before it (`lingalign lexicon`); "
+                          "with --lang, the language's shipped lexicon is used unless this says none")
     own.add_argument("--device-maps", action="store_true",
                      help="apply the maps of offloaded layers on the GPU (see docs/install.md)")
     # run's --transform keeps its shorter help (eval's says where the transform is applied).
@@ -34,6 +35,30 @@ def register(subparsers: Any, parents: Parents) -> None:
     sp = subparsers.add_parser("run", parents=[own, transform, parents.model],
                                help="generate a completion, with a transform if given")
     sp.set_defaults(func=cmd_run)
+
+
+def read_through_lexicon(args: argparse.Namespace) -> str:
+    """The prompt as the model reads it: annotated with --lexicon's gloss, or with --lang's
+    shipped lexicon (saying what it was measured to do), or as it is."""
+    from ..data import shipped_lexicon_entry, shipped_lexicon_path, shipped_model_name
+    from ..lexicon import Lexicon
+
+    if args.lexicon == "none":
+        return str(args.prompt)
+    path = args.lexicon or (shipped_lexicon_path(args.lang) if args.lang and args.lang != "auto" else None)
+    if path is None:
+        return str(args.prompt)
+    lexicon = Lexicon.load(path)
+    if not args.lexicon:
+        measured = shipped_lexicon_entry(args.lang).get("measured", {}).get(shipped_model_name(args.model), {})
+        said = "; ".join(f"{k} (n={m['n']}): accuracy {m['accuracy_without']:.3f} without, {m['accuracy']:.3f} with"
+                         for k, m in sorted(measured.items()))
+        print(f"lingalign: reading the prompt through the shipped {lexicon.source_lang} lexicon ({len(lexicon)} words; "
+              f"--lexicon none turns it off)" + (f"; measured with this model, {said}" if said else ""),
+              file=sys.stderr)
+    prompt = lexicon.annotate(args.prompt)
+    print(f"lingalign: the model reads: {prompt!r}", file=sys.stderr)
+    return prompt
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -47,12 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     auto = args.lang == "auto"
     path = args.transform or (shipped_transform_path(args.lang, args.model) if args.lang and not auto else None)
     transform = Transform.load(path) if path else None
-    prompt = args.prompt
-    if args.lexicon:
-        from ..lexicon import Lexicon
-
-        prompt = Lexicon.load(args.lexicon).annotate(prompt)
-        print(f"lingalign: the model reads: {prompt!r}", file=sys.stderr)
+    prompt = read_through_lexicon(args)
     llm = load_llm(args, n_ctx=args.ctx)
     steering = attach(llm)
     if args.device_maps:
