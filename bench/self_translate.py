@@ -88,16 +88,9 @@ def translations(llm: Any, model: str, task: str, split: str, lang: str, items: 
 
 def as_english(item: Any, row: dict[str, Any]) -> Any:
     """The item with its text (a story: all in sentence1; a premise) and options replaced by the translation."""
-    from lingalign.tasks import ChoiceItem
+    from lingalign.tasks import with_text
 
-    if item.task == "xstorycloze":
-        fields: tuple[tuple[str, str], ...] = (("sentence1", row["text"]), ("sentence2", ""), ("sentence3", ""),
-                                               ("sentence4", ""))
-    elif item.task == "xcopa":
-        fields = (("premise", row["text"]), ("question", item.field("question")))
-    else:
-        fields = (("text", row["text"]),)
-    return ChoiceItem(task=item.task, uid=item.uid, fields=fields, options=tuple(row["options"]), label=item.label)
+    return with_text(item, row["text"], row["options"])
 
 
 def samples(model: str, task: str, split: str, lang: str, n: int | None = None) -> tuple[Any, Any]:

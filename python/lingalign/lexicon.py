@@ -173,14 +173,6 @@ def fit_lexicon(src: Sequence[str], tgt: Sequence[str], *, source_lang: str, tar
 def gloss_item(item: Any, lexicon: Lexicon) -> Any:
     """A task item (lingalign.tasks.ChoiceItem) as the model reads it with the lexicon: its text
     (the story, the premise, the SIB-200 text) annotated; the options as they are."""
-    from .tasks import ChoiceItem, item_text
+    from .tasks import item_text, with_text
 
-    new = lexicon.annotate(item_text(item))
-    if item.task == "xstorycloze":
-        fields: tuple[tuple[str, str], ...] = (("sentence1", new), ("sentence2", ""), ("sentence3", ""),
-                                               ("sentence4", ""))
-    elif item.task == "xcopa":
-        fields = (("premise", new), ("question", item.field("question")))
-    else:
-        fields = (("text", new),)
-    return ChoiceItem(task=item.task, uid=item.uid, fields=fields, options=item.options, label=item.label)
+    return with_text(item, lexicon.annotate(item_text(item)))

@@ -253,6 +253,20 @@ def item_text(item: ChoiceItem) -> str:
     return item.field("text" if item.task == "sib200" else "premise")
 
 
+def with_text(item: ChoiceItem, text: str, options: Sequence[str] | None = None) -> ChoiceItem:
+    """The item with what item_text reads replaced by `text` (a story all in sentence1; a premise,
+    its question kept; a SIB-200 text), and its options by `options` where given."""
+    if item.task == "xstorycloze":
+        fields: tuple[tuple[str, str], ...] = (("sentence1", text), ("sentence2", ""), ("sentence3", ""),
+                                               ("sentence4", ""))
+    elif item.task == "xcopa":
+        fields = (("premise", text), ("question", item.field("question")))
+    else:
+        fields = (("text", text),)
+    return ChoiceItem(task=item.task, uid=item.uid, fields=fields,
+                      options=item.options if options is None else tuple(options), label=item.label)
+
+
 def likelihood_prompt(item: ChoiceItem, lang: str) -> Prompt:
     """The options as continuations of the item's own text, as lm-evaluation-harness builds them."""
     if item.task == "xcopa":
