@@ -256,6 +256,29 @@ def test_each_request_equals_the_same_transform_in_process(server, reference, ki
             assert (report["alpha"], report["positions"]) == (alpha or 1.0, positions or reference.transforms[name].positions)
 
 
+@pytest.mark.parametrize("kind", ["completion", "chat"])
+def test_a_lexicon_request_reads_the_prompt_through_the_shipped_lexicon(server, reference, kind):
+    """With "lexicon", the model reads the prompt (the last user message) with its gloss before it:
+    exactly what the same Llama gives for the annotated prompt; a named transform still applies."""
+    from lingalign.data import shipped_lexicon_path
+    from lingalign.lexicon import Lexicon
+
+    swahili = "Watu wengi wanaishi karibu na bahari kaskazini mwa nchi."
+    annotated = Lexicon.load(shipped_lexicon_path("sw")).annotate(swahili)
+    assert annotated != swahili
+    for field, name in (({"lexicon": "sw"}, None), ({"lexicon": True}, None),
+                        ({"lexicon": True, "transform": "spa-eng"}, "spa-eng")):
+        text, report, _ = ask(server.main, kind, _body(kind, lingalign_field=field, prompt=swahili))
+        # lexicon true with a named transform: the transform's language (spa), whose lexicon is shipped
+        lang = "spa" if name else "swh"
+        expected_prompt = Lexicon.load(shipped_lexicon_path(lang)).annotate(swahili)
+        assert text == reference.text(kind, _body(kind, prompt=expected_prompt), name), field
+        assert report["lexicon"] == lang and report["transform"] == name
+    text, report, _ = ask(server.main, kind, _body(kind, lingalign_field={"lexicon": True}))  # English: none
+    assert report["lexicon"] is None and text == reference.text(kind, _body(kind), None)
+    _assert_no_traceback(server)
+
+
 def test_auto_routes_each_embedded_language_and_english_to_none(server, reference):
     client = server.main
     for lang in EMBEDDED_LANGUAGES:
@@ -345,6 +368,8 @@ BAD = [  # (raw JSON of the lingalign field, words of the message)
     ('"spa-eng"', '"lingalign" must be an object'),
     ('{"transform": 3}', "must be a transform name"),
     ('{"transfrom": "spa-eng"}', "unknown key 'transfrom'"),
+    ('{"lexicon": 3}', "must be true, false or a language code"),
+    ('{"lexicon": "xx"}', "no lexicon is shipped for 'xx'"),
 ]
 
 

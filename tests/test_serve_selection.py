@@ -16,7 +16,7 @@ from lingalign.data import EMBEDDED_LANGUAGES, embedded_path, read_lines
 from lingalign.errors import LingalignError, ModelMismatchError, RequestError
 from lingalign.model import ModelFingerprint, fingerprint
 from lingalign.serve.catalog import Catalog, read_transforms
-from lingalign.serve.selection import Ask, chat_text, completion_text, parse, select
+from lingalign.serve.selection import Ask, chat_text, completion_text, parse, select, with_lexicon
 
 LANGS = [lang for lang in EMBEDDED_LANGUAGES if lang != "eng"]
 
@@ -117,7 +117,7 @@ def test_select_named_auto_and_none(catalog):
     s = select(Ask("deu-eng", 0.25, "prompt"), catalog, None)
     assert (s.name, s.prepared.alpha, s.prepared.positions, s.language) == ("deu-eng", 0.25, "prompt", None)
     assert s.report() == {"transform": "deu-eng", "requested": "deu-eng", "language": None, "confidence": None,
-                          "alpha": 0.25, "positions": "prompt"}
+                          "alpha": 0.25, "positions": "prompt", "lexicon": None}
     assert s.headers() == {"x-lingalign-transform": "deu-eng"}
     none = select(Ask(None), catalog, "Mi madre cocina.")
     assert none.prepared is None and none.headers() == {"x-lingalign-transform": "none"}
@@ -174,3 +174,28 @@ def test_the_server_extra_missing_is_one_line_with_the_install_command(monkeypat
     monkeypatch.setitem(sys.modules, "fastapi", None)  # as if not installed
     with pytest.raises(LingalignError, match=r'needs the server extra: pip install "lingalign\[server\]" \(\w+ is missing\)$'):
         lingalign.serve.create_app(lingalign.serve.ServeConfig())
+
+
+def test_lexicon_key_parses_selects_and_annotates_the_last_user_message(catalog):
+    from lingalign.lexicon import Lexicon
+
+    assert parse({"lingalign": {"lexicon": True}}, None) == Ask(None, lexicon=True)
+    assert parse({"lingalign": {"lexicon": "sw"}}, "auto") == Ask("auto", lexicon="sw")
+    assert parse({"lingalign": {"lexicon": None}}, None) == Ask(None)
+    for bad, words in ((3, "must be true, false or a language code"), ("xx", "no lexicon is shipped for 'xx'")):
+        with pytest.raises(RequestError, match=words):
+            parse({"lingalign": {"lexicon": bad}}, None)
+    swahili = "Watu wengi wanaishi karibu na bahari kaskazini mwa nchi."
+    s = select(Ask(None, lexicon=True), catalog, swahili)
+    assert s.name is None and s.lexicon is not None and s.report()["lexicon"] == "swh" and s.report()["language"] is None
+    assert select(Ask(None, lexicon=True), catalog, "My mother is cooking a meal in the kitchen.").lexicon is None
+    assert select(Ask(None), catalog, swahili).lexicon is None
+    assert select(Ask("deu-eng", lexicon=True), catalog, swahili).report()["lexicon"] == "deu"  # the transform's
+    lex = Lexicon("swh", {"paka": "cat"})
+    assert with_lexicon({"prompt": "paka"}, lex, chat=False) == {"prompt": "(cat)\npaka"}
+    assert with_lexicon({"prompt": "paka"}, None, chat=False) == {"prompt": "paka"}
+    messages = [{"role": "user", "content": "paka"}, {"role": "assistant", "content": "paka"},
+                {"role": "user", "content": [{"type": "text", "text": "paka"}, {"type": "image_url", "image_url": "x"}]}]
+    out = with_lexicon({"messages": messages}, lex, chat=True)["messages"]
+    assert out[:2] == messages[:2] and out[2]["content"] == [{"type": "text", "text": "(cat)\npaka"}, messages[2]["content"][1]]
+    assert messages[2]["content"][0]["text"] == "paka"  # the request's own body is not changed

@@ -52,7 +52,7 @@ from ..models import resolve_model
 from ..route import detect_language
 from .catalog import Catalog, read_transforms
 from .config import ServeConfig
-from .selection import AUTO, FIELD, NONE, Selection, chat_text, completion_text, parse, select
+from .selection import AUTO, FIELD, NONE, Selection, chat_text, completion_text, parse, select, with_lexicon
 
 _log = logging.getLogger("lingalign.serve")
 
@@ -175,7 +175,7 @@ def _router(steered: Steered) -> APIRouter:
         if isinstance(body.prompt, list):
             body.prompt = body.prompt[0] if body.prompt else ""
         body_model = "copilot-codex" if request.url.path == CODEX else body.model
-        kwargs = body.model_dump(exclude=COMPLETION_EXCLUDE)
+        kwargs = with_lexicon(body.model_dump(exclude=COMPLETION_EXCLUDE), selection.lexicon, chat=False)
         return await _generate(request, body, body_model, llama_cpp.Llama.__call__, kwargs, selection, steered)
 
     async def create_chat_completion(request: Request, body: CreateChatCompletionRequest) -> Any:
@@ -184,7 +184,7 @@ def _router(steered: Steered) -> APIRouter:
             selection = steered.select(raw, chat_text(raw))
         except RequestError as e:
             return _bad_request(e)
-        kwargs = body.model_dump(exclude=CHAT_EXCLUDE)
+        kwargs = with_lexicon(body.model_dump(exclude=CHAT_EXCLUDE), selection.lexicon, chat=True)
         return await _generate(request, body, body.model, llama_cpp.Llama.create_chat_completion, kwargs, selection,
                                steered)
 

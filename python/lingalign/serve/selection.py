@@ -1,22 +1,30 @@
 """The `lingalign` field of a request: what it may say, the transform it selects, and what the
 response reports about it.
 
-    "lingalign": {"transform": NAME | "auto" | "none" | null, "alpha": A, "positions": P}
+    "lingalign": {"transform": NAME | "auto" | "none" | null, "alpha": A, "positions": P,
+                  "lexicon": true | false | LANG}
 
 Every key is optional: a missing `transform` is the server's default (--default), a missing
 alpha or positions the transform's own. `auto` detects the language of the prompt (of the last
 user message for chat) and selects the transform listed for it, or none (English, a language
-no transform is for, an uncertain detection). Anything else is a RequestError (HTTP 400). All
-of this is decided from the request alone, before the request waits for the model.
+no transform is for, an uncertain detection). `lexicon` reads the prompt (the last user
+message) with its word-by-word English gloss before it (lingalign.lexicon), from the lexicon
+shipped for LANG, or with `true` for the prompt's language (the selected transform's, else the
+detected one; none for English, a language no lexicon is shipped for or an uncertain
+detection). Anything else is a RequestError (HTTP 400). All of this is decided from the
+request alone, before the request waits for the model.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..data import normalize_lang
 from ..errors import LingalignError, RequestError
+from ..lexicon import Lexicon
 from ..prepared import Prepared
 from ..route import detect_language
 from ..transform import check_alpha, check_positions
@@ -24,7 +32,7 @@ from .catalog import RESERVED, Catalog
 
 FIELD = "lingalign"
 AUTO, NONE = RESERVED
-KEYS = ("transform", "alpha", "positions")
+KEYS = ("transform", "alpha", "positions", "lexicon")
 HEADER_TRANSFORM = "x-lingalign-transform"
 HEADER_LANGUAGE = "x-lingalign-language"
 
@@ -36,6 +44,7 @@ class Ask:
     transform: str | None
     alpha: float | None = None
     positions: str | None = None
+    lexicon: bool | str = False  # True: the prompt's language; a code: that language's lexicon
 
 
 def _kind(value: Any) -> str:
@@ -83,7 +92,55 @@ def parse(body: Any, default: str | None) -> Ask:
             check_positions(positions)
         except LingalignError as e:
             raise RequestError(f'"{FIELD}.positions": {e}') from None
-    return Ask(transform, alpha, positions)
+    lexicon = field.get("lexicon", False)
+    if lexicon is None:
+        lexicon = False
+    if not isinstance(lexicon, (bool, str)):
+        raise RequestError(f'"{FIELD}.lexicon" must be true, false or a language code, not {_kind(lexicon)}')
+    if isinstance(lexicon, str) and shipped_lexicon(lexicon) is None:
+        raise RequestError(f'"{FIELD}.lexicon": no lexicon is shipped for {lexicon!r} (shipped: '
+                           f'{", ".join(shipped_lexicon_languages())})')
+    return Ask(transform, alpha, positions, lexicon)
+
+
+def shipped_lexicon_languages() -> list[str]:
+    """The languages a lexicon is shipped for (ISO 639-3)."""
+    from importlib import resources
+
+    folder = resources.files("lingalign").joinpath("lexicons")
+    return sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".tsv"))
+
+
+@functools.lru_cache(maxsize=None)
+def shipped_lexicon(lang: str) -> Lexicon | None:
+    """The lexicon shipped for a language, read once (None: none shipped)."""
+    from ..data import shipped_lexicon_path
+
+    path = shipped_lexicon_path(lang)
+    return Lexicon.load(path) if path is not None else None
+
+
+def with_lexicon(kwargs: dict[str, Any], lexicon: Lexicon | None, chat: bool) -> dict[str, Any]:
+    """The Llama call's arguments with the prompt, or the last user message's text, annotated."""
+    if lexicon is None:
+        return kwargs
+    if not chat:
+        prompt = kwargs.get("prompt")
+        return {**kwargs, "prompt": lexicon.annotate(prompt)} if isinstance(prompt, str) else kwargs
+    messages = list(kwargs.get("messages") or [])
+    for k in range(len(messages) - 1, -1, -1):
+        m = messages[k]
+        if isinstance(m, Mapping) and m.get("role") == "user":
+            content = m.get("content")
+            if isinstance(content, str):
+                messages[k] = {**m, "content": lexicon.annotate(content)}
+            elif isinstance(content, list):
+                messages[k] = {**m, "content": [
+                    {**part, "text": lexicon.annotate(part["text"])}
+                    if isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str)
+                    else part for part in content]}
+            break
+    return {**kwargs, "messages": messages}
 
 
 def completion_text(body: Mapping[str, Any]) -> str | None:
@@ -120,13 +177,15 @@ class Selection:
     prepared: Prepared | None
     language: str | None = None  # detected, for AUTO
     confidence: float | None = None
+    lexicon: Lexicon | None = None
 
     def report(self) -> dict[str, Any]:
         """The response's `lingalign` object."""
         p = self.prepared
         return {"transform": self.name, "requested": self.requested, "language": self.language,
                 "confidence": None if self.confidence is None else round(self.confidence, 4),
-                "alpha": p.alpha if p is not None else None, "positions": p.positions if p is not None else None}
+                "alpha": p.alpha if p is not None else None, "positions": p.positions if p is not None else None,
+                "lexicon": normalize_lang(self.lexicon.source_lang) if self.lexicon is not None else None}
 
     def headers(self) -> dict[str, str]:
         out = {HEADER_TRANSFORM: self.name or NONE}
@@ -136,15 +195,27 @@ class Selection:
 
 
 def select(ask: Ask, catalog: Catalog, text: str | None) -> Selection:
-    """The transform `ask` selects from `catalog` for a prompt whose text is `text` (read only
-    for AUTO). Raises RequestError for a name the catalog does not list."""
-    if ask.transform is None:
-        return Selection(None, None, None)
-    if ask.transform == AUTO:
+    """The transform and lexicon `ask` selects from `catalog` for a prompt whose text is `text`
+    (read for AUTO and `lexicon: true`). Raises RequestError for a name the catalog does not list."""
+    lang: str | None = None
+    confidence: float | None = None
+    name: str | None = None
+    if ask.transform == AUTO or ask.lexicon is True:
         lang, confidence = detect_language(text) if text and text.strip() else (None, 0.0)
+    if ask.transform == AUTO:
         entry = catalog.for_language(lang) if lang != "eng" else None
         name = entry.name if entry is not None else None
-    else:
-        name, lang, confidence = catalog.entry(ask.transform).name, None, None
+    elif ask.transform is not None:
+        entry = catalog.entry(ask.transform)
+        name = entry.name
+        if ask.lexicon is True and entry.file.transform.source_lang:
+            lang = normalize_lang(entry.file.transform.source_lang)
     prepared = catalog.prepared(name, ask.alpha, ask.positions) if name is not None else None
-    return Selection(ask.transform, name, prepared, lang, confidence)
+    lexicon = None
+    if isinstance(ask.lexicon, str):
+        lexicon = shipped_lexicon(ask.lexicon)
+    elif ask.lexicon and lang is not None and lang != "eng":
+        lexicon = shipped_lexicon(lang)
+    if ask.transform != AUTO:
+        lang, confidence = None, None  # the response reports a detection only for auto
+    return Selection(ask.transform, name, prepared, lang, confidence, lexicon)
