@@ -85,7 +85,7 @@ def test_demo_runs_and_reports(capsys):
     out = capsys.readouterr().out
     assert "Swahili" in out and "Tamil" in out and "mean" in out
     # each answer says its language (and loops), so a wrong-language answer is never shown as a success
-    assert out.count("(in ") + out.count("(no words") >= 2 and "aligned:" in out
+    assert out.count("(in ") + out.count("(no words") >= 3 and "aligned:" in out and "lexicon:" in out
     assert "4. Does the model read Swahili?" in out and "reads Swahili" in out
 
 

@@ -5,11 +5,12 @@
    held-out sentences re-read with it applied inside llama.cpp: how much closer they come to
    their English translations at the transform's layer.
 2. An answer: one Swahili question answered greedily without and with the Swahili transform,
+   and read through the shipped Swahili lexicon (its word-by-word English gloss before it),
    each labelled with its detected language and whether it loops, so a wrong-language or
    looping answer is never shown as a success.
-3. A task, when its data is there (`--task-data`, or ../shared/data/xstorycloze from the working
-   directory): a few dozen XStoryCloze stories in Swahili scored without and with the
-   transform, against the same stories in English.
+3. A task, when its data is there (`--task-data`, or ../shared/data from the working
+   directory): a few dozen XStoryCloze stories and SIB-200 sentences in Swahili scored without
+   and with the transform and the lexicon, against the same items in English.
 4. Does the model read Swahili? `lingalign check` on held-out embedded sentences: the model's own
    English translations scored with chrF against the real ones. Where it barely reads the
    language, no transform here has made its answers better (docs/language_check.md).
@@ -40,6 +41,8 @@ N_TASK = 24
 N_CHECK = 12
 DEMO_PROMPT = ("swh", "Swali: Jua huchomoza upande gani?\nJibu:")
 TASK_FILES = ("xstorycloze/sw.eval.tsv", "xstorycloze/en.eval.tsv")
+SIB_FILES = ("sib200/swh_Latn/test.tsv", "sib200/eng_Latn/test.tsv")
+N_SIB = 56  # 8 sentences of each of SIB-200's 7 topics
 
 
 def fit_as_fit_does(src: Any, tgt: Any, lang: str) -> Transform:
@@ -106,6 +109,14 @@ def _guarded(llm: Any, t: Transform, where: str) -> tuple[Transform, str]:
     return guarded, f"{where}; fit's fidelity check lowered alpha {t.alpha:g} to {guarded.alpha:g}"
 
 
+def _swahili_lexicon() -> Any:
+    from .data import shipped_lexicon_path
+    from .lexicon import Lexicon
+
+    path = shipped_lexicon_path("swh")
+    return Lexicon.load(path) if path is not None else None
+
+
 def _answers(llm: Any, steering: Any, t: Transform, where: str) -> None:
     lang, prompt = DEMO_PROMPT
     print(f"2. An answer ({LANGUAGE_NAMES[lang]} prompt, greedy, 24 tokens; the Swahili transform {where},\n"
@@ -121,6 +132,12 @@ def _answers(llm: Any, steering: Any, t: Transform, where: str) -> None:
     print(f"  aligned: {steered!r}  ({verdict})")
     if verdict != f"in {LANGUAGE_NAMES[lang]}":
         print("  The aligned answer is not a good Swahili answer: see docs/downstream.md for how often this happens.")
+    lexicon = _swahili_lexicon()
+    if lexicon is not None:
+        read = lexicon.annotate(prompt)
+        glossed = llm(read, max_tokens=24, temperature=0)["choices"][0]["text"]
+        print(f"  read through the shipped Swahili lexicon ({len(lexicon)} words; the model reads {read!r}):")
+        print(f"  lexicon: {glossed!r}  ({describe_answer(glossed, lang)})")
     print()
 
 
@@ -134,18 +151,31 @@ def find_task_data(task_data: str | None) -> tuple[Path, Path] | None:
     return files if all(f.is_file() for f in files) else None
 
 
-def _task(llm: Any, t: Transform, files: tuple[Path, Path]) -> None:
+def _task_rows(llm: Any, t: Transform, files: tuple[Path, Path], n: int, what: str) -> None:
     from .evaluate import eval_choice
     from .tasks import load_task
 
-    sw, en = load_task(files[0], limit=N_TASK, seed=0), load_task(files[1], limit=N_TASK, seed=0)
-    print(f"3. A task: {len(sw.items)} XStoryCloze test stories (which ending fits, by option log-likelihood), "
-          f"from {files[0]}")
+    sw, en = load_task(files[0], limit=n, seed=0), load_task(files[1], limit=n, seed=0)
+    print(f"  {len(sw.items)} {what}, from {files[0]}:")
     r = eval_choice(llm, sw, english=en, transform=t)
     se = (r["accuracy_without"] * (1 - r["accuracy_without"]) / len(sw.items)) ** 0.5
-    print(f"  Swahili without: {r['accuracy_without']:.3f}   with the transform: {r['accuracy']:.3f}   "
-          f"English: {r['english_accuracy']:.3f}   (standard error about {se:.2f} at this size)")
-    print("  Larger measurements, per language and method: docs/downstream.md and docs/methods.md.\n")
+    line = (f"    Swahili without: {r['accuracy_without']:.3f}   with the transform: {r['accuracy']:.3f}   ")
+    lexicon = _swahili_lexicon()
+    if lexicon is not None:
+        g = eval_choice(llm, sw, lexicon=lexicon)
+        line += f"with the lexicon: {g['accuracy']:.3f}   "
+    print(line + f"English: {r['english_accuracy']:.3f}   (standard error about {se:.2f} at this size)")
+
+
+def _task(llm: Any, t: Transform, files: tuple[Path, Path]) -> None:
+    print("3. Tasks (the option with the highest log-likelihood; the lexicon: each item read with its "
+          "word-by-word English gloss before it)")
+    _task_rows(llm, t, files, N_TASK, "XStoryCloze test stories (which ending fits)")
+    base = files[0].parent.parent
+    sib = (base / SIB_FILES[0], base / SIB_FILES[1])
+    if all(f.is_file() for f in sib):
+        _task_rows(llm, t, sib, N_SIB, "SIB-200 test sentences (which of 7 topics)")
+    print("  Larger measurements, per language and method: docs/downstream.md, docs/methods.md and docs/gloss.md.\n")
 
 
 def _reads(llm: Any) -> None:
