@@ -152,16 +152,28 @@ def test_shipped_lexicons_load_and_match_their_manifest():
     assert shipped_lexicon_path("xx") is None and shipped_lexicon_entry("xx") == {}
 
 
-def test_run_reads_a_language_through_its_shipped_lexicon_unless_told_not_to(capsys):
+def test_run_reads_a_language_through_its_shipped_lexicon_where_measured(capsys):
+    """`run --lang` reads the prompt through the language's shipped lexicon by default only with a
+    model the manifest records a test measurement of it for (and says what it was); `shipped`
+    asks for it anyway, `none` never."""
     import argparse
 
     from lingalign.commands.run import read_through_lexicon
 
-    args = argparse.Namespace(prompt="Watu wanapenda bahari.", lang="sw", lexicon=None, model="qwen2.5-coder-1.5b")
-    assert read_through_lexicon(args) == "(people wanapenda sea)\nWatu wanapenda bahari."
+    swahili = "Watu wanapenda bahari."
+    args = argparse.Namespace(prompt=swahili, lang="sw", lexicon=None, model="qwen2.5-coder-1.5b")
+    assert read_through_lexicon(args) == "(people wanapenda sea)\n" + swahili
     err = capsys.readouterr().err
-    assert "shipped swh_Latn lexicon" in err and "--lexicon none turns it off" in err
+    assert "shipped swh lexicon" in err and "--lexicon none turns it off" in err and "sib200 swh_Latn test" in err
+    args.model = "gemma3-270m"  # not measured on test with the default model: as it is, and said so
+    assert read_through_lexicon(args) == swahili
+    assert "not measured with gemma3-270m" in capsys.readouterr().err
+    args.lexicon = "shipped"
+    assert read_through_lexicon(args) == "(people wanapenda sea)\n" + swahili
     args.lexicon = "none"
-    assert read_through_lexicon(args) == "Watu wanapenda bahari."
+    assert read_through_lexicon(args) == swahili
     args.lexicon, args.lang = None, "auto"  # routing picks a transform per prompt; no lexicon
-    assert read_through_lexicon(args) == "Watu wanapenda bahari."
+    assert read_through_lexicon(args) == swahili
+    args.lexicon, args.lang = "shipped", "xx"
+    with pytest.raises(LingalignError, match="no lexicon is shipped for xx"):
+        read_through_lexicon(args)

@@ -82,8 +82,8 @@ def verdict(reads: bool, who: str, threshold: float = READS_CHRF) -> str:
         return (f"the model reads {who}: its translations reach chrF {threshold:.0f} (what that means for "
                 "answers, per model and task: docs/language_check.md)")
     return (f"the model barely reads {who}: its translations stay below chrF {threshold:.0f}. Where a model "
-            "barely reads a language, its gap to English is largest, and nothing here (a transform, or reading "
-            "its own translation) has narrowed it (docs/language_check.md)")
+            "barely reads a language, its gap to English is largest; a transform or its own translation has not "
+            "narrowed it, a word lexicon (--lexicon) has on SIB-200 (docs/language_check.md, docs/gloss.md)")
 
 
 @dataclass(frozen=True)

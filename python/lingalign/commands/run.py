@@ -25,9 +25,10 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--chat", action="store_true",
                      help="send the prompt as a user message in the model's chat template (instruct models answer "
                           "it rather than continue it)")
-    own.add_argument("--lexicon", default=None, metavar="FILE.tsv|none",
-                     help="read the prompt with its word-by-word English gloss before it (`lingalign lexicon`); "
-                          "with --lang, the language's shipped lexicon is used unless this says none")
+    own.add_argument("--lexicon", default=None, metavar="FILE.tsv|shipped|none",
+                     help="read the prompt with its word-by-word English gloss before it (`lingalign lexicon`, or "
+                          "shipped: --lang's); by default --lang's shipped lexicon where it was measured with this "
+                          "model; none: never")
     own.add_argument("--device-maps", action="store_true",
                      help="apply the maps of offloaded layers on the GPU (see docs/install.md)")
     # run's --transform keeps its shorter help (eval's says where the transform is applied).
@@ -38,22 +39,35 @@ def register(subparsers: Any, parents: Parents) -> None:
 
 
 def read_through_lexicon(args: argparse.Namespace) -> str:
-    """The prompt as the model reads it: annotated with --lexicon's gloss, or with --lang's
-    shipped lexicon (saying what it was measured to do), or as it is."""
+    """The prompt as the model reads it: annotated with --lexicon's gloss (a file, or `shipped`:
+    --lang's shipped lexicon), as it is with `none`; by default with --lang's shipped lexicon
+    where the manifest records a test measurement of it with this model (saying what it was)."""
     from ..data import shipped_lexicon_entry, shipped_lexicon_path, shipped_model_name
     from ..lexicon import Lexicon
 
     if args.lexicon == "none":
         return str(args.prompt)
-    path = args.lexicon or (shipped_lexicon_path(args.lang) if args.lang and args.lang != "auto" else None)
-    if path is None:
-        return str(args.prompt)
-    lexicon = Lexicon.load(path)
-    if not args.lexicon:
-        measured = shipped_lexicon_entry(args.lang).get("measured", {}).get(shipped_model_name(args.model), {})
+    if args.lexicon not in (None, "shipped"):
+        lexicon = Lexicon.load(args.lexicon)
+    else:
+        lang = args.lang if args.lang and args.lang != "auto" else None
+        path = shipped_lexicon_path(lang) if lang else None
+        if path is None:
+            if args.lexicon == "shipped":
+                raise LingalignError(f"--lexicon shipped: no lexicon is shipped for {args.lang or 'no --lang'}")
+            return str(args.prompt)
+        model = shipped_model_name(args.model)
+        measured = shipped_lexicon_entry(lang).get("measured", {}).get(model, {})
+        if not measured and args.lexicon is None:
+            print(f"lingalign: a {lang} lexicon is shipped but not measured with {model}: --lexicon shipped reads "
+                  "the prompt through it", file=sys.stderr)
+            return str(args.prompt)
+        lexicon = Lexicon.load(path)
         said = "; ".join(f"{k} (n={m['n']}): accuracy {m['accuracy_without']:.3f} without, {m['accuracy']:.3f} with"
+                         + (f", answers in the language {m['fidelity_without']:.2f} without, {m['fidelity']:.2f} with"
+                            if "fidelity" in m else "")
                          for k, m in sorted(measured.items()))
-        print(f"lingalign: reading the prompt through the shipped {lexicon.source_lang} lexicon ({len(lexicon)} words; "
+        print(f"lingalign: reading the prompt through the shipped {lang} lexicon ({len(lexicon)} words; "
               f"--lexicon none turns it off)" + (f"; measured with this model, {said}" if said else ""),
               file=sys.stderr)
     prompt = lexicon.annotate(args.prompt)

@@ -1,0 +1,321 @@
+"""Does the model lack the weak language's words? A word-by-word English gloss, measured.
+
+    python bench/gloss.py --langs swh_Latn,ind_Latn [--kinds gloss,both,before] [--threads 1]
+    python bench/gloss.py --task xstorycloze --langs sw,id        # XStoryCloze's 200 dev stories
+    python bench/gloss.py --split test --kinds before             # test, and answer-language fidelity
+    python bench/gloss.py --report                                # docs/gloss.md from the records
+
+The oracle (bench/oracle.py) and the word-pair map (bench/token_map.py) point at what the model
+lacks in a language it barely reads: what the words mean. The model cannot supply that itself
+(its own translations of Swahili stay near the untranslated text's chrF, bench/self_translate.py),
+but a lexicon learned from the parallel data lingalign fits on can. lingalign.lexicon learns one
+with IBM Model 1 both ways (no model) from every bitext the language has here (SIB-200 train,
+NTREX, Tatoeba): each word's entry is the English word both directions agree on most; a word the
+lexicon does not know stays as it is (names, numbers).
+
+Kinds: `before` is what `--lexicon` does in lingalign (the gloss in brackets on a line before
+the text: the model then continues the user's own text); `both` puts the gloss after the text;
+`gloss` reads the gloss instead of the text (and, where they are in the language, the options'
+glosses). Scored against the items as they are, on the same items, with `tune`'s sign test:
+SIB-200 (the text glossed; the options are English topic names) on all dev sentences of a
+language (99), XStoryCloze on bench/methods.py's 200 dev stories (the story glossed), and with
+`--split test` on bench/downstream.py's test sample, with answer-language fidelity measured by
+downstream's protocol. Languages written without spaces (Chinese, Japanese) cannot be glossed
+word by word; the rule leaves them as they are. Records in bench/results/gloss/<model>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(1, str(ROOT / "python"))
+from downstream import FIDELITY_MEASURES, SIB_OF, fidelity_file, sib_train  # noqa: E402
+from self_translate import english_of, plain, samples  # noqa: E402
+from token_map import BITEXT, lexicon_bitext  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "gloss"
+SHIPPED = ROOT / "python" / "lingalign" / "lexicons"
+SOURCES = {"sib200": "SIB-200 train: FLORES-200 sentences (CC-BY-SA 4.0)", "ntrex": "NTREX-128 (CC BY-SA 4.0)",
+           "tatoeba": "Tatoeba (CC-BY 2.0 FR)"}
+DOC = ROOT / "docs" / "gloss.md"
+KINDS = ("gloss", "both", "before")
+# What lingalign does with a lexicon, and so what test measures: the gloss before the text, so
+# that the user's own text is what the model continues or answers (after it, the continuation
+# follows the English gloss).
+PRODUCT_KIND = "before"
+
+
+def lexicon(sib: str) -> Any:
+    """The language's lexicon (lingalign.lexicon.fit_lexicon) from every bitext it has here."""
+    from lingalign.data import read_pairs
+    from lingalign.lexicon import fit_lexicon
+
+    src_text, en_text = read_pairs(sib_train(sib), sib_train("eng_Latn"))
+    lex_src, lex_en = lexicon_bitext(sib, src_text, en_text)
+    return fit_lexicon(lex_src, lex_en, source_lang=sib)
+
+
+def glossed(item: Any, kind: str, lex: Any) -> Any:
+    """The item read through its gloss: `before` is what lingalign does (lingalign.lexicon.gloss_item:
+    the text's gloss in brackets on a line before it); `both` puts the gloss after the text
+    instead; `gloss` replaces the text (the story, the premise) and, where they are in the
+    language, the options by their glosses."""
+    from lingalign.lexicon import gloss_item
+    from lingalign.tasks import item_text, with_text
+
+    if kind == "before":
+        return gloss_item(item, lex)
+    text = item_text(item)
+    if kind == "both":
+        return with_text(item, f"{text}\n({lex.gloss(text)})")
+    # SIB-200's options are English topic names; the other tasks' are in the language
+    return with_text(item, lex.gloss(text), None if item.task == "sib200" else [lex.gloss(o) for o in item.options])
+
+
+def lexicon_language(task: str, lang: str) -> str:
+    """The SIB-200 code whose bitext glosses a task's language."""
+    return lang if task == "sib200" else SIB_OF.get(lang, lang)
+
+
+def record_path(model: str, task: str, split: str, lang: str, kind: str, n: int) -> Path:
+    return RESULTS / model / f"{task}-{split}-{lang}-{kind}-n{n}.json"
+
+
+def fidelity(llm: Any, args: argparse.Namespace, task: str, lang: str, lex: Any, command: str) -> None:
+    """Whether answers stay in the language with the gloss before the prompt: downstream.py's
+    fidelity protocol (the first `args.fidelity` test texts continued, 48 tokens, greedy)."""
+    from lingalign.fidelity import eval_fidelity, read_prompts
+
+    path = RESULTS / args.model / f"{task}-fidelity-{lang}-n{args.fidelity}.json"
+    if task == "xcopa" or path.is_file():
+        return
+    prompts = read_prompts(fidelity_file(task, lang), limit=args.fidelity)
+    t0 = time.time()
+    r = eval_fidelity(llm, prompts, lang, lexicon=lex)
+    r.pop("warnings", None)
+    summary = {f"{k}_{w}": r[w][k] for w in ("without", "with") for k in FIDELITY_MEASURES}
+    rec = {"command": command, "model": args.model, "task": task, "lang": lang, "kind": "before",
+           "n": len(prompts), "result": r, "summary": summary, "seconds": round(time.time() - t0, 1)}
+    path.write_text(json.dumps(rec, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"  {task} {lang} fidelity: {summary['fidelity_without']:.2f} -> {summary['fidelity_with']:.2f}, "
+          f"looping {summary['looping_without']:.2f} -> {summary['looping_with']:.2f}", flush=True)
+
+
+def run(args: argparse.Namespace, llm: Any) -> None:
+    from lingalign.evaluate import eval_choice
+    from lingalign.metrics import changed_answers, sign_test_p
+    from lingalign.tasks import item_text
+
+    command = " ".join(["python bench/gloss.py", *sys.argv[1:]])
+    task = args.task
+    for lang in args.langs:
+        items, en_items = samples(args.model, task, args.split, lang, args.n)
+        todo = [k for k in args.kinds if not record_path(args.model, task, args.split, lang, k, len(items)).is_file()]
+        fid_done = (args.split == "dev" or not args.fidelity or task == "xcopa"
+                    or (RESULTS / args.model / f"{task}-fidelity-{lang}-n{args.fidelity}.json").is_file())
+        if not todo and fid_done:
+            continue
+        t0 = time.time()
+        lex = lexicon(lexicon_language(task, lang))
+        lexicon_s = time.time() - t0
+        plain(llm, args.model, task, args.split, english_of(task, lang), en_items, command)
+        none = plain(llm, args.model, task, args.split, lang, items, command)
+        known = [lex.coverage(item_text(it)) for it in items]
+        for kind in todo:
+            t1 = time.time()
+            correct = eval_choice(llm, [glossed(it, kind, lex) for it in items], lang=lang)["correct"]
+            fixed, broken = changed_answers(correct, none["correct"])
+            rec = {"command": command, "model": args.model, "task": task, "split": args.split, "lang": lang,
+                   "kind": kind, "n": len(correct), "accuracy": sum(correct) / len(correct),
+                   "accuracy_without": none["accuracy"], "fixed": fixed, "broken": broken,
+                   "sign_p": sign_test_p(fixed, broken), "correct": correct, "lexicon_words": len(lex),
+                   "lexicon_seconds": round(lexicon_s, 1), "words_known": sum(known) / len(known),
+                   "score_seconds": round(time.time() - t1, 1),
+                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            path = record_path(args.model, task, args.split, lang, kind, len(items))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(rec, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            print(f"  {task} {args.split} {lang} {kind}: {rec['accuracy']:.3f} (without {none['accuracy']:.3f}), "
+                  f"fixed {fixed} / broken {broken}, p {rec['sign_p']:.3f}; {rec['words_known']:.0%} of words "
+                  "glossed", flush=True)
+        if args.split == "test" and args.fidelity:
+            fidelity(llm, args, task, lang, lex, command)
+
+
+def read_records(model_dir: Path, task: str, split: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """lang -> kind -> record, for one task and split."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for path in sorted(model_dir.glob(f"{task}-{split}-*-n*.json")):
+        r = json.loads(path.read_text(encoding="utf-8"))
+        out.setdefault(r["lang"], {})[r["kind"]] = r
+    return out
+
+
+def dev_gains(model_dir: Path) -> tuple[dict[str, float], int]:
+    """Each kind's mean dev gain in points, over every task and language measured with all kinds,
+    and how many those are."""
+    gains: dict[str, list[float]] = {k: [] for k in KINDS}
+    for task in ("sib200", "xstorycloze", "xcopa"):
+        for kinds in read_records(model_dir, task, "dev").values():
+            if set(KINDS) <= set(kinds):
+                for k in KINDS:
+                    gains[k].append(100 * (kinds[k]["accuracy"] - kinds[k]["accuracy_without"]))
+    return {k: sum(v) / len(v) for k, v in gains.items() if v}, len(gains[KINDS[0]])
+
+
+def task_table(model: str, task: str, split: str, recs: dict[str, dict[str, dict[str, Any]]],
+               rule: str | None) -> list[str]:
+    """A task's table (a row a language: accuracy as it is, with each kind, English; the rule's
+    kind's fixed / broken and sign test), and under a test table the goal measure of the rule."""
+    from lingalign.evaluate import gap_closed
+
+    from downstream import DEV, HIDDEN, MIN_GAP
+    from self_translate import plain_path, rule_summary
+
+    if not recs:
+        return []
+    lines = [f"### {task}, {split}", "",
+             "| language | n | as it is | " + " | ".join(KINDS) + " | English | fixed / broken | p | words known |"
+             + (" fidelity | looping |" if split == "test" else ""),
+             "|---|---|---|" + "---|" * len(KINDS) + "---|---|---|---|" + ("---|---|" if split == "test" else "")]
+    changes: dict[str, list[float]] = {}
+    gaps: dict[str, list[float]] = {}
+    for lang in [*DEV[task], *HIDDEN[task]]:
+        kinds = recs.get(lang)
+        if not kinds:
+            continue
+        any_rec = next(iter(kinds.values()))
+        en = json.loads(plain_path(model, task, split, english_of(task, lang), any_rec["n"]).read_text(encoding="utf-8"))
+        shown = kinds.get(rule or "", any_rec)
+        row = (f"| {lang} | {any_rec['n']} | {any_rec['accuracy_without']:.3f} | "
+               + " | ".join(f"{kinds[k]['accuracy']:.3f}" if k in kinds else "" for k in KINDS)
+               + f" | {en['accuracy']:.3f} | {shown['fixed']} / {shown['broken']} ({shown['kind']}) | "
+                 f"{shown['sign_p']:.3f} | {shown['words_known']:.0%} |")
+        if split == "test":
+            fid = RESULTS / model / f"{task}-fidelity-{lang}-n12.json"
+            if fid.is_file():
+                f = json.loads(fid.read_text(encoding="utf-8"))["summary"]
+                row += (f" {f['fidelity_without']:.2f} -> {f['fidelity_with']:.2f} | "
+                        f"{f['looping_without']:.2f} -> {f['looping_with']:.2f} |")
+            else:
+                row += " | |"
+        lines.append(row)
+        if split == "test" and rule in kinds:
+            group = "hidden" if lang in HIDDEN[task] else "dev"
+            r = kinds[rule]
+            changes.setdefault(group, []).append(100 * (r["accuracy"] - r["accuracy_without"]))
+            if en["accuracy"] - r["accuracy_without"] >= MIN_GAP:
+                g = gap_closed(r["accuracy"], r["accuracy_without"], en["accuracy"])
+                if g is not None:
+                    gaps.setdefault(group, []).append(g)
+    missing = [lang for lang in DEV[task] if lang not in recs]
+    if split == "test" and rule:
+        lines += rule_summary(changes, gaps, f", reading each through its gloss ({rule})")
+        if missing:
+            lines.append(f"Not glossed (no lexicon: written without spaces, or no bitext here): {', '.join(missing)}; "
+                         "counted as unchanged, the dev mean with them: "
+                         f"{sum(changes.get('dev', [])) / (len(changes.get('dev', [])) + len(missing)):+.1f} points.")
+    return lines + [""]
+
+
+def report() -> None:
+    lines = ["# Reading a weak language through a word-by-word English gloss", "",
+             "Made by `python bench/gloss.py` (records in `bench/results/gloss/<model>/`); this page by "
+             "`python bench/gloss.py --report`.", "",
+             *(line for par in __doc__.split("\n\n")[2:4] for line in (" ".join(par.split()), "")),
+             "As it is / English: the model reading the same items in the language and in the dataset's English "
+             "(bench/self_translate.py's records). Fixed / broken against the items as they are, for `before` where it "
+             "was measured (else the kind shown); p: the one-sided sign test; words known: the share of the items' words the lexicon "
+             "glosses. Fidelity and looping (test): downstream.py's protocol (the first 12 test texts continued, "
+             "48 tokens, greedy), without and with the gloss before the prompt.", ""]
+    for model_dir in sorted(p for p in RESULTS.glob("*") if p.is_dir()):
+        model = model_dir.name
+        rule = PRODUCT_KIND
+        gains, n_langs = dev_gains(model_dir)
+        lines += [f"## {model}", ""]
+        if gains:
+            lines += [f"Mean dev gain of each kind over the {n_langs} languages measured with all three, in points: "
+                      + ", ".join(f"{k} {v:+.1f}" for k, v in gains.items()) + f". Test measures `{rule}`, what "
+                      "lingalign does (the user's text last, so that the model continues or answers it rather "
+                      "than the English gloss).", ""]
+        for split in ("dev", "test"):
+            for task in ("sib200", "xstorycloze", "xcopa"):
+                lines += task_table(model, task, split, read_records(model_dir, task, split), rule)
+    DOC.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"written to {DOC}")
+
+
+def ship() -> None:
+    """Every language with bitext here gets its lexicon in lingalign's lexicons/ (what `run --lang`
+    reads prompts through; one that is there is kept: delete it to learn it again), and the
+    manifest records its data and, per model, what the records of the product's kind (`before`)
+    measured on test."""
+    from lingalign.data import normalize_lang
+    from lingalign.lexicon import Lexicon
+
+    SHIPPED.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {"command": "python bench/gloss.py --ship", "license": "CC-BY-SA 4.0 (from the "
+                                "sources each entry lists)", "lexicons": {}}
+    for sib in sorted(BITEXT):
+        code = normalize_lang(sib)
+        t0 = time.time()
+        path = SHIPPED / f"{code}.tsv"
+        if path.is_file():
+            lex = Lexicon.load(path)
+        else:
+            lex = lexicon(sib)
+            lex.save(path)
+        sources = [SOURCES["sib200"], SOURCES["ntrex"]] + ([SOURCES["tatoeba"]] if BITEXT[sib][1] else [])
+        measured: dict[str, Any] = {}
+        for model_dir in sorted(p for p in RESULTS.glob("*") if p.is_dir()):
+            for path in sorted(model_dir.glob("*-test-*-before-n*.json")):
+                r = json.loads(path.read_text(encoding="utf-8"))
+                if lexicon_language(r["task"], r["lang"]) != sib:
+                    continue
+                m = {"n": r["n"], "accuracy": r["accuracy"], "accuracy_without": r["accuracy_without"]}
+                fid = model_dir / f"{r['task']}-fidelity-{r['lang']}-n12.json"
+                if fid.is_file():
+                    f = json.loads(fid.read_text(encoding="utf-8"))["summary"]
+                    m.update({"fidelity": f["fidelity_with"], "fidelity_without": f["fidelity_without"]})
+                measured.setdefault(model_dir.name, {})[f"{r['task']} {r['lang']} test"] = m
+        manifest["lexicons"][code] = {"file": f"{code}.tsv", "words": len(lex), "pairs": int(lex.meta["pairs"]),
+                                      "sources": sources, "measured": measured}
+        print(f"  {code}: {len(lex)} words from {lex.meta['pairs']} pairs ({time.time() - t0:.0f} s)", flush=True)
+    (SHIPPED / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--task", default="sib200", choices=("sib200", "xstorycloze", "xcopa"))
+    ap.add_argument("--langs", default="swh_Latn,ind_Latn,tur_Latn,yor_Latn,hau_Latn", type=lambda s: s.split(","))
+    ap.add_argument("--n", type=int, default=None, help="a seeded test sample of n items (default: downstream's)")
+    ap.add_argument("--kinds", default=",".join(KINDS), type=lambda s: s.split(","))
+    ap.add_argument("--split", default="dev", choices=("dev", "test"))
+    ap.add_argument("--fidelity", type=int, default=12, help="test split: answer-language fidelity on N prompts (0: none)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--report", action="store_true")
+    ap.add_argument("--ship", action="store_true", help="write the shipped lexicons and their manifest")
+    args = ap.parse_args()
+    if args.report or args.ship:
+        report() if args.report else ship()
+        return
+    unknown = sorted({lexicon_language(args.task, lang) for lang in args.langs} - set(BITEXT))
+    if unknown:
+        raise SystemExit(f"no bitext for {unknown} (of {', '.join(BITEXT)})")
+    from lingalign.hook import open_model
+
+    llm = open_model(args.model, n_ctx=1024, n_threads=args.threads, n_threads_batch=args.threads)
+    run(args, llm)
+
+
+if __name__ == "__main__":
+    main()
