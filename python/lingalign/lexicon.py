@@ -151,9 +151,10 @@ def fit_lexicon(src: Sequence[str], tgt: Sequence[str], *, source_lang: str, tar
     s_words = [words_of(x) for x in src]
     e_words = [words_of(x) for x in tgt]
     long_words = sum(len(w) > MAX_WORD_LEN for ws in s_words for w in ws)
-    if long_words > 0.05 * max(1, sum(map(len, s_words))):
-        raise LingalignError(f"{source_lang}: most 'words' are longer than {MAX_WORD_LEN} characters: a language "
-                             "written without spaces between words cannot be glossed word by word")
+    total = sum(map(len, s_words))
+    if long_words > 0.05 * max(1, total):
+        raise LingalignError(f"{source_lang}: {long_words} of the {total} source 'words' are longer than {MAX_WORD_LEN} "
+                             "characters: a language written without spaces between words cannot be glossed word by word")
     if progress:
         progress(f"IBM Model 1 on {len(src)} pairs, {iterations} iterations each way")
     fwd = ibm1(s_words, e_words, iterations)  # t(s|e)

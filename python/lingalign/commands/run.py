@@ -41,7 +41,8 @@ def register(subparsers: Any, parents: Parents) -> None:
 def read_through_lexicon(args: argparse.Namespace) -> str:
     """The prompt as the model reads it: annotated with --lexicon's gloss (a file, or `shipped`:
     --lang's shipped lexicon), as it is with `none`; by default with --lang's shipped lexicon
-    where the manifest records a test measurement of it with this model (saying what it was)."""
+    where its manifest's rule says so for this model (its answers stayed in the language on dev
+    texts; bench/gloss.py), saying what it was measured to do."""
     from ..data import shipped_lexicon_entry, shipped_lexicon_path, shipped_model_name
     from ..lexicon import Lexicon
 
@@ -57,9 +58,14 @@ def read_through_lexicon(args: argparse.Namespace) -> str:
                 raise LingalignError(f"--lexicon shipped: no lexicon is shipped for {args.lang or 'no --lang'}")
             return str(args.prompt)
         model = shipped_model_name(args.model)
-        measured = shipped_lexicon_entry(lang).get("measured", {}).get(model, {})
-        if not measured and args.lexicon is None:
-            print(f"lingalign: a {lang} lexicon is shipped but not measured with {model}: --lexicon shipped reads "
+        entry = shipped_lexicon_entry(lang)
+        measured = entry.get("measured", {}).get(model, {})
+        rule = entry.get("rule", {}).get(model)
+        if args.lexicon is None and not (rule or {}).get("reads"):
+            why = ("not measured with " + model if rule is None else
+                   f"with {model} it lowered the share of answers in the language on {rule['data']} "
+                   f"({rule['fidelity_dev_without']:.2f} -> {rule['fidelity_dev']:.2f})")
+            print(f"lingalign: a {lang} lexicon is shipped, not used by default ({why}): --lexicon shipped reads "
                   "the prompt through it", file=sys.stderr)
             return str(args.prompt)
         lexicon = Lexicon.load(path)
