@@ -388,7 +388,11 @@ def report() -> None:
              "closed*: (with - without) / (English - without), shown where English leads by 5 points or more.", "",
              "The newer methods side by side on task dev data, and the rule chosen there measured on test: "
              "[methods.md](methods.md). Outside the hook, the model reading its own English translation of each "
-             "item (translate-test): [self_translate.md](self_translate.md).", ""]
+             "item (translate-test): [self_translate.md](self_translate.md). Reading both, the item as it is and that "
+             "translation, their option scores combined: [two_views.md](two_views.md). A map fitted on aligned word "
+             "pairs instead of sentence means: [token_map.md](token_map.md). Each item read with its word-by-word "
+             "English gloss from a word lexicon learned on the same parallel data (`--lexicon`), the first thing here "
+             "that raises accuracy where the model barely reads the language: [gloss.md](gloss.md).", ""]
     for model, recs in records.items():
         lines += [f"## {model}", ""]
         for task in DEV:
