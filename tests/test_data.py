@@ -170,6 +170,10 @@ def test_run_reads_a_language_through_its_shipped_lexicon_where_measured(capsys)
     assert "not measured with gemma3-270m" in capsys.readouterr().err
     args.lexicon = "shipped"
     assert read_through_lexicon(args) == "(people wanapenda sea)\n" + swahili
+    # Indonesian with Qwen: its gloss sent answers to dev texts out of the language, so the rule keeps it off
+    off = argparse.Namespace(prompt="Orang suka laut.", lang="id", lexicon=None, model="qwen2.5-coder-1.5b")
+    assert read_through_lexicon(off) == "Orang suka laut."
+    assert "lowered the share of answers in the language on SIB-200 ind_Latn dev" in capsys.readouterr().err
     args.lexicon = "none"
     assert read_through_lexicon(args) == swahili
     args.lexicon, args.lang = None, "auto"  # routing picks a transform per prompt; no lexicon

@@ -43,7 +43,7 @@ def read_through_lexicon(args: argparse.Namespace) -> str:
     --lang's shipped lexicon), as it is with `none`; by default with --lang's shipped lexicon
     where its manifest's rule says so for this model (its answers stayed in the language on dev
     texts; bench/gloss.py), saying what it was measured to do."""
-    from ..data import shipped_lexicon_entry, shipped_lexicon_path, shipped_model_name
+    from ..data import normalize_lang, shipped_lexicon_entry, shipped_lexicon_path, shipped_model_name
     from ..lexicon import Lexicon
 
     if args.lexicon == "none":
@@ -51,7 +51,7 @@ def read_through_lexicon(args: argparse.Namespace) -> str:
     if args.lexicon not in (None, "shipped"):
         lexicon = Lexicon.load(args.lexicon)
     else:
-        lang = args.lang if args.lang and args.lang != "auto" else None
+        lang = normalize_lang(args.lang) if args.lang and args.lang != "auto" else None
         path = shipped_lexicon_path(lang) if lang else None
         if path is None:
             if args.lexicon == "shipped":
