@@ -2,8 +2,10 @@
 
     python bench/gloss.py --langs swh_Latn,ind_Latn [--kinds gloss,both,before] [--threads 1]
     python bench/gloss.py --task xstorycloze --langs sw,id        # XStoryCloze's 200 dev stories
+    python bench/gloss.py --fidelity-only --langs spa_Latn,deu_Latn  # the rule's dev input only
     python bench/gloss.py --split test --kinds before             # test, and answer-language fidelity
     python bench/gloss.py --report                                # docs/gloss.md from the records
+    python bench/gloss.py --ship                                  # lingalign's lexicons/ and manifest
 
 The oracle (bench/oracle.py) and the word-pair map (bench/token_map.py) point at what the model
 lacks in a language it barely reads: what the words mean. The model cannot supply that itself
@@ -19,12 +21,11 @@ the text: the model then continues the user's own text); `both` puts the gloss a
 glosses). Scored against the items as they are, on the same items, with `tune`'s sign test:
 SIB-200 (the text glossed; the options are English topic names) on all dev sentences of a
 language (99), XStoryCloze on bench/methods.py's 200 dev stories (the story glossed), and with
-`--split test` on bench/downstream.py's test sample, with answer-language fidelity measured by
-downstream's protocol. Languages written without spaces (Chinese, Japanese) cannot be glossed
-word by word; the rule leaves them as they are. Answer-language fidelity (downstream's protocol)
-is measured on each language's SIB-200 texts of the split, once for every task; the rule reads a
-language through its lexicon unless that lowers fidelity on its dev texts by more than 2 points.
-Records in bench/results/gloss/<model>/.
+`--split test` on bench/downstream.py's test sample. Answer-language fidelity (downstream's
+protocol) is measured on each language's SIB-200 texts of the split, once for every task; the
+rule reads a language through its lexicon unless that lowers fidelity on its dev texts by more
+than 2 points. Languages written without spaces (Chinese, Japanese) cannot be glossed word by
+word and are read as they are. Records in bench/results/gloss/<model>/.
 """
 
 from __future__ import annotations
