@@ -331,6 +331,9 @@ def ship() -> None:
     SHIPPED.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {"command": "python bench/gloss.py --ship", "license": "CC-BY-SA 4.0 (from the "
                                 "sources each entry lists)", "lexicons": {}}
+    model_dirs = sorted(p for p in RESULTS.glob("*") if p.is_dir())
+    tests = {d.name: [json.loads(p.read_text(encoding="utf-8"))  # every test record of the product's kind, once
+                      for p in sorted(d.glob(f"*-test-*-{PRODUCT_KIND}-n*.json"))] for d in model_dirs}
     for sib in sorted(BITEXT):
         code = normalize_lang(sib)
         t0 = time.time()
@@ -343,9 +346,8 @@ def ship() -> None:
         sources = [SOURCES["sib200"], SOURCES["ntrex"]] + ([SOURCES["tatoeba"]] if BITEXT[sib][1] else [])
         measured: dict[str, Any] = {}
         rules: dict[str, Any] = {}
-        for model_dir in sorted(p for p in RESULTS.glob("*") if p.is_dir()):
-            for path in sorted(model_dir.glob("*-test-*-before-n*.json")):
-                r = json.loads(path.read_text(encoding="utf-8"))
+        for model_dir in model_dirs:
+            for r in tests[model_dir.name]:
                 if lexicon_language(r["task"], r["lang"]) != sib:
                     continue
                 m = {"n": r["n"], "accuracy": r["accuracy"], "accuracy_without": r["accuracy_without"]}

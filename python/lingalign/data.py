@@ -129,6 +129,12 @@ def shipped_lexicon_path(lang: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def shipped_lexicon_languages() -> list[str]:
+    """The languages a lexicon is shipped for (ISO 639-3)."""
+    folder = Path(str(resources.files("lingalign").joinpath("lexicons")))
+    return sorted(p.stem for p in folder.glob("*.tsv"))
+
+
 def shipped_lexicon_entry(lang: str) -> dict[str, Any]:
     """The shipped lexicons' manifest entry for a language: its data and what was measured with
     it, per model ({} when there is none)."""

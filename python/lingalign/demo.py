@@ -32,6 +32,7 @@ from .data import EMBEDDED_LANGUAGES, LANGUAGE_NAMES, embedded_path, read_lines,
 from .fidelity import describe_answer
 from .fit import DEFAULT_ALPHA, DEFAULT_METHOD, FIDELITY_CHECK_PROMPTS, choose_layer, stored_alpha
 from .hook import attach, open_model
+from .lexicon import shipped_lexicon
 from .metrics import pair_cosine_distance, retrieval_top1
 from .models import DEFAULT_MODEL
 from .transform import Transform
@@ -109,14 +110,6 @@ def _guarded(llm: Any, t: Transform, where: str) -> tuple[Transform, str]:
     return guarded, f"{where}; fit's fidelity check lowered alpha {t.alpha:g} to {guarded.alpha:g}"
 
 
-def _swahili_lexicon() -> Any:
-    from .data import shipped_lexicon_path
-    from .lexicon import Lexicon
-
-    path = shipped_lexicon_path("swh")
-    return Lexicon.load(path) if path is not None else None
-
-
 def _answers(llm: Any, steering: Any, t: Transform, where: str) -> None:
     lang, prompt = DEMO_PROMPT
     print(f"2. An answer ({LANGUAGE_NAMES[lang]} prompt, greedy, 24 tokens; the Swahili transform {where},\n"
@@ -132,7 +125,7 @@ def _answers(llm: Any, steering: Any, t: Transform, where: str) -> None:
     print(f"  aligned: {steered!r}  ({verdict})")
     if verdict != f"in {LANGUAGE_NAMES[lang]}":
         print("  The aligned answer is not a good Swahili answer: see docs/downstream.md for how often this happens.")
-    lexicon = _swahili_lexicon()
+    lexicon = shipped_lexicon("swh")
     if lexicon is not None:
         read = lexicon.annotate(prompt)
         glossed = llm(read, max_tokens=24, temperature=0)["choices"][0]["text"]
@@ -160,7 +153,7 @@ def _task_rows(llm: Any, t: Transform, files: tuple[Path, Path], n: int, what: s
     r = eval_choice(llm, sw, english=en, transform=t)
     se = (r["accuracy_without"] * (1 - r["accuracy_without"]) / len(sw.items)) ** 0.5
     line = (f"    Swahili without: {r['accuracy_without']:.3f}   with the transform: {r['accuracy']:.3f}   ")
-    lexicon = _swahili_lexicon()
+    lexicon = shipped_lexicon("swh")
     if lexicon is not None:
         g = eval_choice(llm, sw, lexicon=lexicon)
         line += f"with the lexicon: {g['accuracy']:.3f}   "

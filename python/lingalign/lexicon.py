@@ -18,6 +18,7 @@ target_lang, pairs, ...), then one `source<TAB>english` line a word.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections import defaultdict
@@ -136,6 +137,16 @@ class Lexicon:
         source = meta.pop("source_lang", "")
         target = meta.pop("target_lang", "eng")
         return cls(source_lang=source, entries=entries, target_lang=target, meta=meta)
+
+
+@functools.lru_cache(maxsize=None)
+def shipped_lexicon(lang: str) -> Lexicon | None:
+    """The lexicon lingalign ships for a language (lingalign.data.shipped_lexicon_path), read once;
+    None when none is shipped."""
+    from .data import shipped_lexicon_path
+
+    path = shipped_lexicon_path(lang)
+    return Lexicon.load(path) if path is not None else None
 
 
 def fit_lexicon(src: Sequence[str], tgt: Sequence[str], *, source_lang: str, target_lang: str = "eng",

@@ -17,14 +17,13 @@ request alone, before the request waits for the model.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..data import normalize_lang
+from ..data import normalize_lang, shipped_lexicon_languages
 from ..errors import LingalignError, RequestError
-from ..lexicon import Lexicon
+from ..lexicon import Lexicon, shipped_lexicon
 from ..prepared import Prepared
 from ..route import detect_language
 from ..transform import check_alpha, check_positions
@@ -101,23 +100,6 @@ def parse(body: Any, default: str | None) -> Ask:
         raise RequestError(f'"{FIELD}.lexicon": no lexicon is shipped for {lexicon!r} (shipped: '
                            f'{", ".join(shipped_lexicon_languages())})')
     return Ask(transform, alpha, positions, lexicon)
-
-
-def shipped_lexicon_languages() -> list[str]:
-    """The languages a lexicon is shipped for (ISO 639-3)."""
-    from importlib import resources
-
-    folder = resources.files("lingalign").joinpath("lexicons")
-    return sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".tsv"))
-
-
-@functools.lru_cache(maxsize=None)
-def shipped_lexicon(lang: str) -> Lexicon | None:
-    """The lexicon shipped for a language, read once (None: none shipped)."""
-    from ..data import shipped_lexicon_path
-
-    path = shipped_lexicon_path(lang)
-    return Lexicon.load(path) if path is not None else None
 
 
 def with_lexicon(kwargs: dict[str, Any], lexicon: Lexicon | None, chat: bool) -> dict[str, Any]:
