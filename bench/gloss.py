@@ -50,7 +50,8 @@ SHIPPED = ROOT / "python" / "lingalign" / "lexicons"
 SOURCES = {"sib200": "SIB-200 train: FLORES-200 sentences (CC-BY-SA 4.0)", "ntrex": "NTREX-128 (CC BY-SA 4.0)",
            "tatoeba": "Tatoeba (CC-BY 2.0 FR)"}
 DOC = ROOT / "docs" / "gloss.md"
-KINDS = ("gloss", "both", "before")
+KINDS = ("gloss", "both", "before", "options")
+COMPARED = KINDS[:3]  # the kinds the dev-gain line compares (measured together on SIB-200 dev)
 # What lingalign does with a lexicon, and so what test measures: the gloss before the text, so
 # that the user's own text is what the model continues or answers (after it, the continuation
 # follows the English gloss).
@@ -76,14 +77,21 @@ def lexicon(sib: str, learn: bool = False) -> Any:
 
 def glossed(item: Any, kind: str, lex: Any) -> Any:
     """The item read through its gloss: `before` is what lingalign does (lingalign.lexicon.gloss_item:
-    the text's gloss in brackets on a line before it); `both` puts the gloss after the text
-    instead; `gloss` replaces the text (the story, the premise) and, where they are in the
-    language, the options by their glosses."""
+    the text's gloss in brackets on a line before it); `options` adds to `before` each option's
+    gloss in brackets after it, where the options are in the language (XStoryCloze's endings,
+    XCOPA's alternatives); `both` puts the gloss after the text instead; `gloss` replaces the
+    text (the story, the premise) and, where they are in the language, the options by their
+    glosses."""
     from lingalign.lexicon import gloss_item
     from lingalign.tasks import item_text, with_text
 
     if kind == "before":
         return gloss_item(item, lex)
+    if kind == "options":
+        read = gloss_item(item, lex)
+        if item.task == "sib200":  # its options are English topic names
+            return read
+        return with_text(read, item_text(read), [f"{o} ({lex.gloss(o)})" for o in item.options])
     text = item_text(item)
     if kind == "both":
         return with_text(item, f"{text}\n({lex.gloss(text)})")
@@ -96,8 +104,12 @@ def lexicon_language(task: str, lang: str) -> str:
     return lang if task == "sib200" else SIB_OF.get(lang, lang)
 
 
-def record_path(model: str, task: str, split: str, lang: str, kind: str, n: int) -> Path:
-    return RESULTS / model / f"{task}-{split}-{lang}-{kind}-n{n}.json"
+def record_path(model: str, task: str, split: str, lang: str, kind: str, n: int,
+                protocol: str = "likelihood") -> Path:
+    """A kind's record; the lettered protocol's records (and its own plain ones, kind `none`) have
+    their own prefix, so that the likelihood tables never read them."""
+    prefix = task if protocol == "likelihood" else f"{task}-{protocol}"
+    return RESULTS / model / f"{prefix}-{split}-{lang}-{kind}-n{n}.json"
 
 
 def fidelity_path(model: str, split: str, sib: str, n: int) -> Path:
@@ -144,6 +156,25 @@ def gate(model: str, sib: str) -> bool | None:
     return f["fidelity_with"] >= f["fidelity_without"] - MAX_FIDELITY_DROP - 1e-9
 
 
+def plain_of(llm: Any, args: argparse.Namespace, lang: str, items: Any, command: str) -> dict[str, Any]:
+    """The record of the model's answers to the items as they are: bench/self_translate.py's for
+    the likelihood protocol, else this script's (kind `none`), made once."""
+    from lingalign.evaluate import eval_choice
+
+    if args.protocol == "likelihood":
+        return plain(llm, args.model, args.task, args.split, lang, items, command)
+    path = record_path(args.model, args.task, args.split, lang, "none", len(items), args.protocol)
+    if not path.is_file():
+        r = eval_choice(llm, items, lang="en" if lang.startswith("en-") or lang in ("en", "eng_Latn") else lang,
+                        protocol=args.protocol)
+        rec = {"command": command, "model": args.model, "task": args.task, "split": args.split, "lang": lang,
+               "kind": "none", "protocol": args.protocol, "n": len(items), "accuracy": r["accuracy"],
+               "a_share": r["a_share"], "correct": r["correct"]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rec, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def run(args: argparse.Namespace, llm: Any) -> None:
     from lingalign.evaluate import eval_choice
     from lingalign.metrics import changed_answers, sign_test_p
@@ -153,7 +184,10 @@ def run(args: argparse.Namespace, llm: Any) -> None:
     task = args.task
     for lang in args.langs:
         items, en_items = samples(args.model, task, args.split, lang, args.n)
-        todo = [k for k in args.kinds if not record_path(args.model, task, args.split, lang, k, len(items)).is_file()]
+        if args.first:
+            items, en_items = items[: args.first], en_items[: args.first]
+        todo = [k for k in args.kinds
+                if not record_path(args.model, task, args.split, lang, k, len(items), args.protocol).is_file()]
         sib = lexicon_language(task, lang)
         fid_done = not args.fidelity or fidelity_path(args.model, args.split, sib, args.fidelity).is_file()
         if args.fidelity_only:
@@ -164,21 +198,24 @@ def run(args: argparse.Namespace, llm: Any) -> None:
         lex = lexicon(sib)
         lexicon_s = time.time() - t0
         if todo:
-            plain(llm, args.model, task, args.split, english_of(task, lang), en_items, command)
-            none = plain(llm, args.model, task, args.split, lang, items, command)
+            plain_of(llm, args, english_of(task, lang), en_items, command)
+            none = plain_of(llm, args, lang, items, command)
             known = [lex.coverage(item_text(it)) for it in items]
         for kind in todo:
             t1 = time.time()
-            correct = eval_choice(llm, [glossed(it, kind, lex) for it in items], lang=lang)["correct"]
+            r = eval_choice(llm, [glossed(it, kind, lex) for it in items], lang=lang, protocol=args.protocol)
+            correct = r["correct"]
             fixed, broken = changed_answers(correct, none["correct"])
             rec = {"command": command, "model": args.model, "task": task, "split": args.split, "lang": lang,
-                   "kind": kind, "n": len(correct), "accuracy": sum(correct) / len(correct),
+                   "kind": kind, "protocol": args.protocol, "n": len(correct), "accuracy": r["accuracy"],
                    "accuracy_without": none["accuracy"], "fixed": fixed, "broken": broken,
                    "sign_p": sign_test_p(fixed, broken), "correct": correct, "lexicon_words": len(lex),
                    "lexicon_seconds": round(lexicon_s, 1), "words_known": sum(known) / len(known),
                    "score_seconds": round(time.time() - t1, 1),
                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-            path = record_path(args.model, task, args.split, lang, kind, len(items))
+            if args.protocol == "letter":
+                rec["a_share"] = r["a_share"]
+            path = record_path(args.model, task, args.split, lang, kind, len(items), args.protocol)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(rec, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
             print(f"  {task} {args.split} {lang} {kind}: {rec['accuracy']:.3f} (without {none['accuracy']:.3f}), "
@@ -200,13 +237,13 @@ def read_records(model_dir: Path, task: str, split: str) -> dict[str, dict[str, 
 def dev_gains(model_dir: Path) -> tuple[dict[str, float], int]:
     """Each kind's mean dev gain in points, over every task and language measured with all kinds,
     and how many those are."""
-    gains: dict[str, list[float]] = {k: [] for k in KINDS}
+    gains: dict[str, list[float]] = {k: [] for k in COMPARED}
     for task in ("sib200", "xstorycloze", "xcopa"):
         for kinds in read_records(model_dir, task, "dev").values():
-            if set(KINDS) <= set(kinds):
-                for k in KINDS:
+            if set(COMPARED) <= set(kinds):
+                for k in COMPARED:
                     gains[k].append(100 * (kinds[k]["accuracy"] - kinds[k]["accuracy_without"]))
-    return {k: sum(v) / len(v) for k, v in gains.items() if v}, len(gains[KINDS[0]])
+    return {k: sum(v) / len(v) for k, v in gains.items() if v}, len(gains[COMPARED[0]])
 
 
 def fidelity_cell(model: str, split: str, sib: str) -> str:
@@ -278,6 +315,37 @@ def task_table(model: str, task: str, split: str, recs: dict[str, dict[str, dict
     return lines + [""]
 
 
+def letter_table(model_dir: Path, task: str, split: str) -> list[str]:
+    """The lettered protocol's records of a task and split: a row a language (accuracy over both
+    option orders, the share of first-letter answers in brackets), each kind measured, English,
+    and fixed / broken (right in both orders) for the last kind measured."""
+    recs: dict[str, dict[str, dict[str, Any]]] = {}
+    for path in sorted(model_dir.glob(f"{task}-letter-{split}-*-n*.json")):
+        r = json.loads(path.read_text(encoding="utf-8"))
+        recs.setdefault(r["lang"], {})[r["kind"]] = r
+    english = recs.pop(english_of(task, ""), {}).get("none") if task != "xcopa" else None
+    kinds = [k for k in KINDS if any(k in v for v in recs.values())]
+    if not kinds:
+        return []
+    lines = [f"### {task}, {split}, lettered protocol", "",
+             "| language | n | as it is | " + " | ".join(kinds) + " | English | fixed / broken | p |",
+             "|---|---|---|" + "---|" * len(kinds) + "---|---|---|"]
+    for lang, by_kind in recs.items():
+        none = by_kind.get("none")
+        measured = [k for k in kinds if k in by_kind]
+        if none is None or not measured:
+            continue
+        en = english or recs.get(english_of(task, lang), {}).get("none")
+        last = by_kind[measured[-1]]
+        cells = [f"{by_kind[k]['accuracy']:.3f} (A {by_kind[k]['a_share']:.0%})" if k in by_kind else ""
+                 for k in kinds]
+        en_cell = f"{en['accuracy']:.3f}" if en else ""
+        lines.append(f"| {lang} | {none['n']} | {none['accuracy']:.3f} (A {none['a_share']:.0%}) | "
+                     + " | ".join(cells) + f" | {en_cell} | {last['fixed']} / {last['broken']} ({last['kind']}) | "
+                       f"{last['sign_p']:.3f} |")
+    return lines + [""]
+
+
 def report() -> None:
     lines = ["# Reading a weak language through a word-by-word English gloss", "",
              "Made by `python bench/gloss.py` (records in `bench/results/gloss/<model>/`); this page by "
@@ -315,6 +383,7 @@ def report() -> None:
         for split in ("dev", "test"):
             for task in ("sib200", "xstorycloze", "xcopa"):
                 lines += task_table(model, task, split, read_records(model_dir, task, split))
+                lines += letter_table(model_dir, task, split)
     DOC.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"written to {DOC}")
 
@@ -374,7 +443,13 @@ def main() -> None:
     ap.add_argument("--task", default="sib200", choices=("sib200", "xstorycloze", "xcopa"))
     ap.add_argument("--langs", default="swh_Latn,ind_Latn,tur_Latn,yor_Latn,hau_Latn", type=lambda s: s.split(","))
     ap.add_argument("--n", type=int, default=None, help="a seeded test sample of n items (default: downstream's)")
-    ap.add_argument("--kinds", default=",".join(KINDS), type=lambda s: s.split(","))
+    ap.add_argument("--kinds", default=",".join(COMPARED), type=lambda s: s.split(","),
+                    help=f"of {', '.join(KINDS)} (default: %(default)s)")
+    ap.add_argument("--protocol", default="likelihood", choices=("likelihood", "letter"),
+                    help="how the options are scored (lingalign.evaluate.eval_choice); letter: INCLINE's "
+                         "lettered prompt in both option orders, with its own plain and English records")
+    ap.add_argument("--first", type=int, default=None,
+                    help="score only the first N items of the sample (a dev look at a costly protocol)")
     ap.add_argument("--split", default="dev", choices=("dev", "test"))
     ap.add_argument("--fidelity", type=int, default=FIDELITY_N,
                     help="answer-language fidelity on the split's first N SIB-200 texts of the language (0: none)")

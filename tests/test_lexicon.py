@@ -157,3 +157,84 @@ def test_run_and_eval_read_prompts_through_a_lexicon(tiny_model, tmp_path, capsy
     bad.write_text("nothing\n", encoding="utf-8")
     assert main(["run", "--model", str(tiny_model), "-p", "x", "--lexicon", str(bad)]) == 1
     assert "not a lingalign lexicon" in capsys.readouterr().err
+
+
+def _choice_result(correct: list[bool]) -> dict:
+    return {"accuracy": sum(correct) / len(correct), "correct": correct}
+
+
+@pytest.mark.parametrize("with_lexicon, fidelity_with, reads, why", [
+    ([True, True, True, False], 1.0, True, None),  # higher, language kept
+    ([True, True, False, False], 1.0, True, None),  # as high: not lowered
+    ([True, False, False, False], 1.0, False, "lowered dev accuracy"),
+    ([True, True, True, False], 0.5, False, "lowered the share of answers in the language"),
+])
+def test_tune_lexicon_reads_unless_it_lowers_accuracy_or_fidelity(monkeypatch, with_lexicon, fidelity_with, reads,
+                                                                  why):
+    """The verdict: dev accuracy not lowered and fidelity kept within max_fidelity_drop; written
+    into the lexicon's metadata, which its file keeps."""
+    import lingalign.tune as tune_mod
+
+    plain = [True, True, False, False]
+    monkeypatch.setattr(tune_mod, "eval_choice", lambda llm, items, lang, lexicon=None, progress=None:
+                        _choice_result(with_lexicon if lexicon is not None else plain))
+    glossed_prompts: list[list[str]] = []
+
+    def fidelity(llm, t, prompts, lang, max_tokens):
+        glossed = prompts[0].startswith("(")
+        glossed_prompts.append(list(prompts)) if glossed else None
+        return {"fidelity": fidelity_with if glossed else 1.0, "looping": 0.0}
+
+    monkeypatch.setattr(tune_mod, "_fidelity", fidelity)
+    lex = Lexicon("xx", {"paka": "cat"}, meta={"pairs": "9"})
+    tuned, record = tune_mod.tune_lexicon(None, lex, ["a", "b", "c", "d"], lang="sw", fidelity_prompts=["paka"])
+    assert record["reads"] is reads and tuned.meta["reads"] == str(reads).lower() and tuned.meta["pairs"] == "9"
+    assert (record["why"] is None) if why is None else (why in record["why"] and why in tuned.meta["tuned"])
+    if why != "lowered dev accuracy":  # fidelity is generated only where accuracy lets it read
+        assert glossed_prompts == [["(cat)\npaka"]]
+    else:
+        assert glossed_prompts == [] and "fidelity" not in record
+    assert tuned.entries == lex.entries
+
+
+def test_tune_lexicon_with_max_p_needs_evidence(monkeypatch):
+    import lingalign.tune as tune_mod
+
+    monkeypatch.setattr(tune_mod, "eval_choice", lambda llm, items, lang, lexicon=None, progress=None:
+                        _choice_result([True, True] if lexicon is not None else [False, True]))
+    _, record = tune_mod.tune_lexicon(None, Lexicon("xx", {"a": "b"}), [1, 2], lang="sw", max_p=0.05)
+    assert record["reads"] is False and "not evidence" in record["why"]  # one fixed item: p 0.5
+    _, record = tune_mod.tune_lexicon(None, Lexicon("xx", {"a": "b"}), [1, 2], lang="sw")
+    assert record["reads"] is True
+
+
+def test_tune_lexicon_command_writes_its_verdict_and_run_follows_it(tiny_model, tmp_path, capsys):
+    lex = tmp_path / "xx.tsv"
+    Lexicon("xx", {"tap": "faucet", "glass": "cup"}).save(lex)
+    dev = tmp_path / "val.xx.jsonl"
+    dev.write_text("".join(json.dumps({"premise": p, "choice1": "it broke.", "choice2": "water flowed.",
+                                       "question": "effect", "label": k % 2, "idx": k}) + "\n"
+                           for k, p in enumerate(["the man opened the tap.", "the glass fell.", "the sun rose."])),
+                   encoding="utf-8")
+    out = tmp_path / "tuned.tsv"
+    assert main(["tune", "--lexicon", str(lex), "--dev", str(dev), "--metric", "choice", "--lang", "en",
+                 "--model", str(tiny_model), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    tuned = Lexicon.load(out)
+    assert tuned.meta["reads"] in ("true", "false") and "choice on 3 dev items" in tuned.meta["tuned"]
+    assert "tiny.gguf" in tuned.meta["tuned"] and f"written to {out}" in said
+    off = tmp_path / "off.tsv"
+    Lexicon("xx", {"paka": "cat"}, meta={"reads": "false", "tuned": "choice on 9 dev items: 0.5 -> 0.4"}).save(off)
+    assert main(["run", "--model", str(tiny_model), "-p", "paka mdogo", "-n", "2", "--lexicon", str(off)]) == 0
+    err = capsys.readouterr().err
+    assert "was tuned off (choice on 9 dev items: 0.5 -> 0.4)" in err and "the model reads" not in err
+    for argv, message in [(["--transform", str(lex), "--lexicon", str(lex)], "--transform or --lexicon"),
+                          (["--lexicon", str(lex)], "--metric choice"),
+                          (["--lexicon", str(lex), "--metric", "choice", "--alphas", "0.5"], "--alphas tunes a transform")]:
+        assert main(["tune", *argv, "--dev", str(dev), "--model", str(tiny_model)]) == 1
+        assert message in capsys.readouterr().err
+    test_like = tmp_path / "test.xx.jsonl"
+    test_like.write_text(dev.read_text(encoding="utf-8"), encoding="utf-8")
+    assert main(["tune", "--lexicon", str(lex), "--dev", str(test_like), "--metric", "choice",
+                 "--model", str(tiny_model)]) == 1
+    assert "looks like test data" in capsys.readouterr().err

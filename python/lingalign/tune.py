@@ -223,3 +223,61 @@ def tune(
         record["fidelity"] = fidelity_record
     tuned = dataclasses.replace(tuned, fit_info={**transform.fit_info, "tuned": record})
     return tuned, record
+
+
+def tune_lexicon(
+    llm: Any,
+    lexicon: Any,
+    dev_items: Sequence[Any],
+    *,
+    lang: str,
+    fidelity_prompts: Sequence[str] | None = None,
+    fidelity_lang: str | None = None,
+    max_fidelity_drop: float = 0.02,
+    fidelity_tokens: int = 32,
+    max_p: float | None = None,
+    progress: bool | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Whether a language should be read through `lexicon` (a lingalign.lexicon.Lexicon): the dev
+    items scored as they are and with their gloss before them. The lexicon reads the language
+    unless that lowers dev accuracy, or (with `fidelity_prompts`, in `fidelity_lang`) lowers the
+    share of greedy answers in the language by more than `max_fidelity_drop`; with `max_p`, it
+    must also beat reading as it is by a one-sided sign test at that level. Returns the lexicon
+    with the verdict in its metadata (`reads`, and `tuned`: what was measured), and the record.
+
+    Why no sign test by default: this is one candidate, not a search; the shipped lexicons'
+    rule (bench/gloss.py) is the fidelity check alone, and this is that rule on the user's data
+    with a check that it does not cost accuracy."""
+    if not dev_items:
+        raise LingalignError("lexicon tuning needs dev items (XCOPA val, XStoryCloze train or SIB-200 dev)")
+    plain = eval_choice(llm, dev_items, lang=lang, progress=progress)
+    read = eval_choice(llm, dev_items, lang=lang, lexicon=lexicon, progress=progress)
+    fixed, broken = changed_answers(read["correct"], plain["correct"])
+    record: dict[str, Any] = {"metric": "choice", "n_dev": len(dev_items), "accuracy_without": plain["accuracy"],
+                              "accuracy": read["accuracy"], "fixed": fixed, "broken": broken,
+                              "p": sign_test_p(fixed, broken), "max_p": max_p}
+    why = None
+    if read["accuracy"] < plain["accuracy"]:
+        why = "it lowered dev accuracy"
+    elif max_p is not None and record["p"] > max_p:
+        why = f"its dev gain is not evidence (sign test p {record['p']:.3f} > {max_p:g})"
+    if fidelity_prompts and why is None:  # generated only where the accuracy allows it to read
+        want = fidelity_lang or lang
+        without = _fidelity(llm, None, fidelity_prompts, want, fidelity_tokens)
+        glossed = _fidelity(llm, None, [lexicon.annotate(p) for p in fidelity_prompts], want, fidelity_tokens)
+        record["fidelity"] = {"lang": want, "n": len(fidelity_prompts), "max_drop": max_fidelity_drop,
+                              "without": without["fidelity"], "with": glossed["fidelity"],
+                              "looping_without": without["looping"], "looping_with": glossed["looping"]}
+        if glossed["fidelity"] < without["fidelity"] - max_fidelity_drop:
+            why = (f"it lowered the share of answers in the language ({without['fidelity']:.2f} -> "
+                   f"{glossed['fidelity']:.2f})")
+    record["reads"] = why is None
+    record["why"] = why
+    said = (f"choice on {len(dev_items)} dev items: {plain['accuracy']:.3f} as it is, {read['accuracy']:.3f} read "
+            f"through the lexicon (fixed {fixed}, broken {broken}, p {record['p']:.3f})")
+    if "fidelity" in record:
+        f = record["fidelity"]
+        said += f"; answers in the language {f['without']:.2f} -> {f['with']:.2f} ({f['n']} prompts)"
+    record["said"] = said
+    meta = {**lexicon.meta, "reads": "true" if why is None else "false", "tuned": said + (f"; off: {why}" if why else "")}
+    return dataclasses.replace(lexicon, meta=meta), record

@@ -1,9 +1,12 @@
 """`lingalign tune`: choose a transform's alpha, positions and layers on dev data (retrieval or
-multiple choice) and write them into the file as its defaults (or into a copy, with --out)."""
+multiple choice) and write them into the file as its defaults (or into a copy, with --out); or,
+with --lexicon, whether a language is to be read through a word lexicon (its `reads` line)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 from typing import Any
 
@@ -14,7 +17,10 @@ from .options import Parents
 
 def register(subparsers: Any, parents: Parents) -> None:
     own = argparse.ArgumentParser(add_help=False)  # listed before the shared options (options.py)
-    own.add_argument("--transform", required=True)
+    own.add_argument("--transform", help="the transform to tune")
+    own.add_argument("--lexicon", metavar="FILE.tsv",
+                     help="instead of a transform: a lexicon (`lingalign lexicon`); --metric choice decides whether "
+                          "prompts are read through it (dev accuracy kept, and with --fidelity the answers' language)")
     own.add_argument("--dev", required=True, help="dev data: source sentences (retrieval), or an XCOPA val jsonl, XStoryCloze train tsv or SIB-200 dev tsv (choice)")
     own.add_argument("--dev-tgt", help="English translations of --dev, line-aligned (retrieval)")
     own.add_argument("--metric", choices=("retrieval", "choice"), default="retrieval")
@@ -32,10 +38,11 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--alphas", default=None, help="comma-separated strengths to try (default: -1,-0.5,-0.25,0.25,0.5,0.75,1)")
     own.add_argument("--positions", default=None, help="comma-separated position policies to try (choice; default: all,last)")
     own.add_argument("--ctx", type=int, default=512)
-    own.add_argument("--out", help="write the tuned transform here (default: update --transform in place)")
+    own.add_argument("--out", help="write the tuned transform or lexicon here (default: update it in place)")
     own.add_argument("--force", action="store_true")
     sp = subparsers.add_parser("tune", parents=[own, parents.model],
-                               help="choose alpha, positions and layers on dev data; write them as the file's defaults")
+                               help="choose alpha, positions and layers on dev data; write them as the file's "
+                                    "defaults (--lexicon: whether to read prompts through it)")
     sp.set_defaults(func=cmd_tune)
 
 
@@ -46,7 +53,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from ..transform import Transform
     from ..tune import refuse_test_data, tune
 
+    if bool(args.transform) == bool(args.lexicon):
+        raise LingalignError("give --transform or --lexicon (one of them)")
     refuse_test_data(args.dev)
+    if args.lexicon:
+        return tune_lexicon_command(args)
     transform = Transform.load(args.transform)
     dev_src = dev_tgt = items = None
     lang = args.lang
@@ -58,14 +69,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     else:
         task = load_task(args.dev, limit=args.limit)  # XCOPA val, XStoryCloze train, SIB-200 dev
         items, lang = list(task.items), args.lang or task.lang
-    fidelity_prompts = None
-    if args.fidelity:
-        from ..fidelity import read_prompts
-
-        refuse_test_data(args.fidelity)
-        fidelity_prompts = read_prompts(args.fidelity, limit=args.fidelity_limit)
-        if not 0.0 <= args.max_fidelity_drop <= 1.0:
-            raise LingalignError(f"--max-fidelity-drop must be in [0, 1], not {args.max_fidelity_drop}")
+    fidelity_prompts = fidelity_prompts_of(args)
     options: dict[str, Any] = {}
     if args.alphas:
         try:
@@ -108,4 +112,46 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(f"{args.metric} on {record['n_dev']} dev examples: no transform {record['baseline_score']:.3f}; best "
           f"{best['score']:.3f} with alpha {best['alpha']:g}, positions {best['positions']}, layers "
           f"{span(best['layers'])} ({record['candidates']} candidates) -> defaults written to {out}")
+    return 0
+
+
+def fidelity_prompts_of(args: argparse.Namespace) -> list[str] | None:
+    """--fidelity's prompts (refused if they look like test data), and --max-fidelity-drop checked."""
+    if not args.fidelity:
+        return None
+    from ..fidelity import read_prompts
+    from ..tune import refuse_test_data
+
+    refuse_test_data(args.fidelity)
+    if not 0.0 <= args.max_fidelity_drop <= 1.0:
+        raise LingalignError(f"--max-fidelity-drop must be in [0, 1], not {args.max_fidelity_drop}")
+    return read_prompts(args.fidelity, limit=args.fidelity_limit)
+
+
+def tune_lexicon_command(args: argparse.Namespace) -> int:
+    """`tune --lexicon`: the verdict written into the lexicon file (`run --lexicon` follows it)."""
+    from ..lexicon import Lexicon
+    from ..tasks import load_task
+    from ..tune import tune_lexicon
+
+    if args.metric != "choice":
+        raise LingalignError("--lexicon is tuned on a task's dev items: give --metric choice")
+    for flag in ("alphas", "positions", "dev_tgt"):
+        if getattr(args, flag):
+            raise LingalignError(f"--{flag.replace('_', '-')} tunes a transform, not a lexicon")
+    if args.max_p is not None and not 0.0 < args.max_p <= 1.0:
+        raise LingalignError(f"--max-p must be in (0, 1], not {args.max_p}")
+    lexicon = Lexicon.load(args.lexicon)
+    task = load_task(args.dev, limit=args.limit)
+    lang = args.lang or task.lang
+    prompts = fidelity_prompts_of(args)
+    llm = load_llm(args, n_ctx=args.ctx)
+    tuned, record = tune_lexicon(llm, lexicon, list(task.items), lang=lang, fidelity_prompts=prompts,
+                                 fidelity_lang=lang, max_fidelity_drop=args.max_fidelity_drop, max_p=args.max_p)
+    out = args.out or args.lexicon
+    model = os.path.basename(str(llm.model_path))
+    tuned = dataclasses.replace(tuned, meta={**tuned.meta, "tuned": f"{tuned.meta['tuned']} (model {model})"})
+    tuned.save(out)
+    verdict = "reads the language through the lexicon" if record["reads"] else f"off ({record['why']})"
+    print(f"{record['said']} -> {verdict}; written to {out}")
     return 0
