@@ -181,7 +181,8 @@ def test_lexicon_key_parses_selects_and_annotates_the_last_user_message(catalog)
 
     assert parse({"lingalign": {"lexicon": True}}, None) == Ask(None, lexicon=True)
     assert parse({"lingalign": {"lexicon": "sw"}}, "auto") == Ask("auto", lexicon="sw")
-    assert parse({"lingalign": {"lexicon": None}}, None) == Ask(None)
+    assert parse({"lingalign": {"lexicon": None}}, None) == Ask(None, lexicon=False)
+    assert parse({"lingalign": {}}, None) == parse({}, None) == Ask(None)  # lexicon None: the server's default
     for bad, words in ((3, "must be true, false or a language code"), ("xx", "no lexicon is shipped for 'xx'")):
         with pytest.raises(RequestError, match=words):
             parse({"lingalign": {"lexicon": bad}}, None)
@@ -199,3 +200,26 @@ def test_lexicon_key_parses_selects_and_annotates_the_last_user_message(catalog)
     out = with_lexicon({"messages": messages}, lex, chat=True)["messages"]
     assert out[:2] == messages[:2] and out[2]["content"] == [{"type": "text", "text": "(cat)\npaka"}, messages[2]["content"][1]]
     assert messages[2]["content"][0]["text"] == "paka"  # the request's own body is not changed
+
+
+def test_the_servers_lexicon_default_reads_only_requests_that_do_not_say(catalog):
+    """--lexicon auto: a request that does not mention the lexicon gets its language's shipped
+    lexicon where the language is in the server's set; false, another language, English don't."""
+    from lingalign.data import shipped_lexicon_reads
+    from lingalign.serve import ServeConfig
+    from lingalign.serve.app import lexicon_default
+
+    swahili = "Watu wengi wanaishi karibu na bahari kaskazini mwa nchi."
+    reads = frozenset({"swh"})
+    s = select(Ask(None), catalog, swahili, reads)
+    assert s.lexicon is not None and s.report()["lexicon"] == "swh"
+    assert select(Ask(None, lexicon=False), catalog, swahili, reads).lexicon is None
+    assert select(Ask(None), catalog, swahili, frozenset({"tur"})).lexicon is None
+    assert select(Ask(None), catalog, "My mother is cooking a meal in the kitchen.", reads).lexicon is None
+    assert select(Ask("deu-eng"), catalog, swahili, reads).lexicon is None  # the transform's language: deu
+    assert lexicon_default(ServeConfig(model="qwen2.5-coder-1.5b", lexicon="auto")) == \
+        shipped_lexicon_reads("qwen2.5-coder-1.5b") != frozenset()
+    assert lexicon_default(ServeConfig(model="qwen2.5-coder-1.5b")) == frozenset()  # default: none
+    assert lexicon_default(ServeConfig(model="/some/other.gguf", lexicon="auto")) == frozenset()
+    with pytest.raises(LingalignError, match="--lexicon 'always': not auto or none"):
+        lexicon_default(ServeConfig(lexicon="always"))

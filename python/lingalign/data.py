@@ -147,6 +147,19 @@ def shipped_lexicon_entry(lang: str) -> dict[str, Any]:
     return entry if isinstance(entry, dict) else {}
 
 
+def shipped_lexicon_reads(model: str | os.PathLike[str] | None = None) -> frozenset[str]:
+    """The languages whose shipped lexicon the manifest's rule reads prompts through by default
+    with this model (`run --lang`, `serve --lexicon auto`): measured with it, answers kept in the
+    language on dev texts (bench/gloss.py). None for a model file lingalign does not know."""
+    from .models import KNOWN_MODELS, known_model_of
+
+    if model is not None and str(model) not in KNOWN_MODELS and known_model_of(model) is None:
+        return frozenset()
+    name = shipped_model_name(model)
+    return frozenset(lang for lang in shipped_lexicon_languages()
+                     if (shipped_lexicon_entry(lang).get("rule", {}).get(name) or {}).get("reads"))
+
+
 def embedded_path(lang: str) -> Path:
     """Path of the embedded corpus file for `lang` (ISO 639-3 code)."""
     if lang not in EMBEDDED_LANGUAGES:

@@ -18,6 +18,10 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--shipped", action="store_true", help="serve the transforms shipped for the default model")
     own.add_argument("--default", default="none", metavar="auto|none|NAME",
                      help="what requests without a lingalign field get (default: none)")
+    own.add_argument("--lexicon", default="none", choices=("auto", "none"),
+                     help="what requests that do not say get: auto reads each prompt through the shipped lexicon of "
+                          "its language where that was measured to help with this model (as run --lang does); "
+                          "default: none")
     own.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     own.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port, printed)")
     own.add_argument("--api-key", default=os.environ.get("LINGALIGN_API_KEY"),
@@ -38,5 +42,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     run(ServeConfig(model=args.model, transform_dirs=tuple(Path(d) for d in args.transforms), shipped=args.shipped,
                     default=args.default, host=args.host, port=args.port, api_key=args.api_key, n_ctx=args.ctx,
                     n_threads=args.threads, n_gpu_layers=args.n_gpu_layers,
-                    interrupt_requests=args.interrupt_requests, force=args.force))
+                    interrupt_requests=args.interrupt_requests, force=args.force,
+                    lexicon=args.lexicon))
     return 0

@@ -45,6 +45,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from .._llama import quiet_llama_log
+from ..data import shipped_lexicon_reads
 from ..errors import LingalignError, RequestError
 from ..hook import Steering, attach
 from ..model import fingerprint
@@ -70,16 +71,17 @@ class Steered:
     """The served Llama with its Steering, the transforms it serves and the default."""
 
     def __init__(self, llm: Any, steering: Steering, catalog: Catalog, default: str | None,
-                 interrupt_requests: bool) -> None:
+                 interrupt_requests: bool, lexicon_default: frozenset[str] = frozenset()) -> None:
         self.llm = llm
         self.steering = steering
         self.catalog = catalog
         self.default = default
         self.interrupt_requests = interrupt_requests
+        self.lexicon_default = lexicon_default  # languages read through their lexicon unless a request says
 
     def select(self, body: Any, text: str | None) -> Selection:
         """What the request body asks for (RequestError if malformed): no model access."""
-        return select(parse(body, self.default), self.catalog, text)
+        return select(parse(body, self.default), self.catalog, text, self.lexicon_default)
 
     def start(self, llama: Any, selection: Selection, call: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         """Select the request's transform and call the Llama: in a worker thread, holding the
@@ -209,6 +211,14 @@ def _check_default(default: str | None, names: list[str]) -> str | None:
     raise LingalignError(f"--default {default!r}: not auto, none or a served transform ({', '.join(names) or 'none served'})")
 
 
+def lexicon_default(config: ServeConfig) -> frozenset[str]:
+    """The languages requests are read through their shipped lexicon in unless they say
+    (--lexicon auto: those the manifest's rule reads with the served model; none: no language)."""
+    if config.lexicon not in ("auto", "none"):
+        raise LingalignError(f"--lexicon {config.lexicon!r}: not auto or none")
+    return shipped_lexicon_reads(config.model) if config.lexicon == "auto" else frozenset()
+
+
 def create_app(config: ServeConfig) -> FastAPI:
     """llama-cpp-python's app for config's model, steered: transforms read and checked against
     the model file first, then the model loaded, the hook attached and every transform packed."""
@@ -218,6 +228,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     model_path = resolve_model(config.model)
     files = read_transforms(config.dirs(), fingerprint(model_path), force=config.force)
     default = _check_default(config.default, [f.name for f in files])
+    reads = lexicon_default(config)
     server_settings = ServerSettings(host=config.host, port=config.port, api_key=config.api_key,
                                      interrupt_requests=config.interrupt_requests)
     model_settings = ModelSettings(**config.model_settings(model_path))
@@ -231,7 +242,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     llm = upstream._llama_proxy()  # the model the factory loaded (its only one)
     steering = attach(llm)
     steered = Steered(llm, steering, Catalog.prepare(files, steering, force=config.force), default,
-                      config.interrupt_requests)
+                      config.interrupt_requests, reads)
     for f in files:
         for w in f.warnings:
             print(f"lingalign serve: warning: {f.name}: {w}", file=sys.stderr)
@@ -254,6 +265,7 @@ def run(config: ServeConfig) -> None:
     host = f"[{config.host}]" if ":" in config.host else config.host
     steered: Steered = app.state.lingalign
     names = ", ".join(steered.catalog.names) or "none"
-    print(f"lingalign serve: transforms: {names}; default: {steered.default or NONE}", file=sys.stderr)
+    print(f"lingalign serve: transforms: {names}; default: {steered.default or NONE}; lexicon by default: "
+          f"{', '.join(sorted(steered.lexicon_default)) or 'none'}", file=sys.stderr)
     print(f"lingalign serve: listening on http://{host}:{sock.getsockname()[1]}/v1", file=sys.stderr, flush=True)
     uvicorn.Server(uvicorn.Config(app)).run(sockets=[sock])

@@ -31,6 +31,7 @@ class ServeConfig:
     n_gpu_layers: int = 0
     interrupt_requests: bool = False
     force: bool = False  # serve transforms made for another model of the same shape
+    lexicon: str = "none"  # "auto": read requests through the shipped lexicon where the rule reads
     verbose: bool = False
 
     def dirs(self) -> list[Path]:

@@ -5,7 +5,8 @@ response reports about it.
                   "lexicon": true | false | LANG}
 
 Every key is optional: a missing `transform` is the server's default (--default), a missing
-alpha or positions the transform's own. `auto` detects the language of the prompt (of the last
+alpha or positions the transform's own, a missing `lexicon` the server's (--lexicon auto: the
+prompt's language where the shipped lexicons' rule reads it with the served model). `auto` detects the language of the prompt (of the last
 user message for chat) and selects the transform listed for it, or none (English, a language
 no transform is for, an uncertain detection). `lexicon` reads the prompt (the last user
 message) with its word-by-word English gloss before it (lingalign.lexicon), from the lexicon
@@ -43,7 +44,8 @@ class Ask:
     transform: str | None
     alpha: float | None = None
     positions: str | None = None
-    lexicon: bool | str = False  # True: the prompt's language; a code: that language's lexicon
+    # True: the prompt's language; a code: that language's lexicon; None: the server's default
+    lexicon: bool | str | None = None
 
 
 def _kind(value: Any) -> str:
@@ -91,10 +93,10 @@ def parse(body: Any, default: str | None) -> Ask:
             check_positions(positions)
         except LingalignError as e:
             raise RequestError(f'"{FIELD}.positions": {e}') from None
-    lexicon = field.get("lexicon", False)
-    if lexicon is None:
+    lexicon = field.get("lexicon")
+    if "lexicon" in field and lexicon is None:
         lexicon = False
-    if not isinstance(lexicon, (bool, str)):
+    if lexicon is not None and not isinstance(lexicon, (bool, str)):
         raise RequestError(f'"{FIELD}.lexicon" must be true, false or a language code, not {_kind(lexicon)}')
     if isinstance(lexicon, str) and shipped_lexicon(lexicon) is None:
         raise RequestError(f'"{FIELD}.lexicon": no lexicon is shipped for {lexicon!r} (shipped: '
@@ -176,13 +178,16 @@ class Selection:
         return out
 
 
-def select(ask: Ask, catalog: Catalog, text: str | None) -> Selection:
+def select(ask: Ask, catalog: Catalog, text: str | None, lexicon_default: frozenset[str] = frozenset()) -> Selection:
     """The transform and lexicon `ask` selects from `catalog` for a prompt whose text is `text`
-    (read for AUTO and `lexicon: true`). Raises RequestError for a name the catalog does not list."""
+    (read for AUTO and `lexicon: true`). A request that does not mention the lexicon gets the
+    prompt's language's lexicon when that language is in `lexicon_default` (the server's
+    --lexicon auto). Raises RequestError for a name the catalog does not list."""
     lang: str | None = None
     confidence: float | None = None
     name: str | None = None
-    if ask.transform == AUTO or ask.lexicon is True:
+    by_default = ask.lexicon is None and bool(lexicon_default)
+    if ask.transform == AUTO or ask.lexicon is True or by_default:
         lang, confidence = detect_language(text) if text and text.strip() else (None, 0.0)
     if ask.transform == AUTO:
         entry = catalog.for_language(lang) if lang != "eng" else None
@@ -190,13 +195,15 @@ def select(ask: Ask, catalog: Catalog, text: str | None) -> Selection:
     elif ask.transform is not None:
         entry = catalog.entry(ask.transform)
         name = entry.name
-        if ask.lexicon is True and entry.file.transform.source_lang:
+        if (ask.lexicon is True or by_default) and entry.file.transform.source_lang:
             lang = normalize_lang(entry.file.transform.source_lang)
     prepared = catalog.prepared(name, ask.alpha, ask.positions) if name is not None else None
     lexicon = None
     if isinstance(ask.lexicon, str):
         lexicon = shipped_lexicon(ask.lexicon)
-    elif ask.lexicon and lang is not None and lang != "eng":
+    elif ask.lexicon is True and lang is not None and lang != "eng":
+        lexicon = shipped_lexicon(lang)
+    elif by_default and lang in lexicon_default:
         lexicon = shipped_lexicon(lang)
     if ask.transform != AUTO:
         lang, confidence = None, None  # the response reports a detection only for auto
