@@ -63,7 +63,7 @@ def test_gloss_item_annotates_the_text_and_keeps_the_options():
     lex = Lexicon("swh", {"paka": "cat"})
     story = ChoiceItem("xstorycloze", "1", (("sentence1", "Paka."), ("sentence2", "Mbwa."), ("sentence3", ""),
                                             ("sentence4", "")), ("a b", "c d"), 1)
-    g = gloss_item(story, lex)
+    g = gloss_item(story, lex, "before")
     assert likelihood_prompt(g, "sw").context == "(cat Mbwa.)\nPaka. Mbwa." and g.options == story.options
     assert g.label == 1 and g.uid == "1"
     copa = ChoiceItem("xcopa", "2", (("premise", "Paka alikula."), ("question", "effect")), ("x.", "y."), 0)
@@ -238,3 +238,23 @@ def test_tune_lexicon_command_writes_its_verdict_and_run_follows_it(tiny_model, 
     assert main(["tune", "--lexicon", str(lex), "--dev", str(test_like), "--metric", "choice",
                  "--model", str(tiny_model)]) == 1
     assert "looks like test data" in capsys.readouterr().err
+
+
+def test_items_are_read_as_their_task_says_or_as_asked():
+    """before: the text annotated, options as they are; gloss: text and in-language options
+    glossed (SIB-200's options are English topic names and stay); default: TASK_READING."""
+    from lingalign.lexicon import TASK_READING
+
+    lex = Lexicon("xx", {"paka": "cat", "alikimbia": "ran", "alilala": "slept"})
+    story = ChoiceItem("xstorycloze", "1", (("sentence1", "paka mdogo"), ("sentence2", ""), ("sentence3", ""),
+                                            ("sentence4", "")), ("paka alikimbia", "paka alilala"), 0)
+    sib = ChoiceItem("sib200", "2", (("text", "paka alilala"),), ("science/technology", "travel"), 1)
+    before = gloss_item(story, lex, "before")
+    assert likelihood_prompt(before, "sw").context == "(cat mdogo)\npaka mdogo" and before.options == story.options
+    glossed = gloss_item(story, lex, "gloss")
+    assert likelihood_prompt(glossed, "sw").context == "cat mdogo" and glossed.options == ("cat ran", "cat slept")
+    assert gloss_item(sib, lex, "gloss").options == sib.options and gloss_item(sib, lex, "gloss").field("text") == "cat slept"
+    assert gloss_item(story, lex) == gloss_item(story, lex, TASK_READING["xstorycloze"])
+    assert gloss_item(sib, lex) == gloss_item(sib, lex, TASK_READING["sib200"])
+    with pytest.raises(LingalignError, match="unknown reading 'after'"):
+        gloss_item(story, lex, "after")

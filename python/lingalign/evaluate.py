@@ -302,9 +302,11 @@ def eval_choice(
     progress: bool | None = None,
     chat: bool | None = None,
     lexicon: Any = None,
+    reading: str | None = None,
 ) -> dict[str, Any]:
     """Multiple choice accuracy, with `transform` active inside llama.cpp (see score_prompts) and
-    each item's text read through `lexicon` (a lingalign.lexicon.Lexicon: its gloss before it).
+    each item read through `lexicon` (a lingalign.lexicon.Lexicon) as `reading` says
+    (lingalign.lexicon.gloss_item; default: the task's).
 
     protocol "likelihood": the option with the highest summed log-likelihood (`accuracy`) and
     per-token mean (`accuracy_norm`); a tie counts as the first option; `correct` says per item
@@ -326,14 +328,17 @@ def eval_choice(
     use_chat = _llama.has_chat_template(llm) if chat is None else chat
     kwargs = {"alpha": alpha, "positions": positions, "force": force, "progress": progress}
     if lexicon is not None:
-        from .lexicon import gloss_item
+        from .lexicon import TASK_READING, gloss_item
 
-        read = [gloss_item(it, lexicon) for it in listed]
+        read = [gloss_item(it, lexicon, reading) for it in listed]
+        reading = reading or (TASK_READING.get(listed[0].task, "before") if listed else "before")
     else:
         read = listed
     result = _score(llm, read, lang, protocol, use_chat, transform=transform, **kwargs)
     out: dict[str, Any] = {"task": task_name, "protocol": protocol, "lang": lang, "n": len(listed),
                            "chat_template": use_chat if protocol == "letter" else False, **result}
+    if lexicon is not None:
+        out["reading"] = reading
     out["accuracy_se"] = float(np.sqrt(out["accuracy"] * (1 - out["accuracy"]) / max(1, len(listed))))
     if english is not None:
         en_items = _as_items(english.items if isinstance(english, Task) else english)

@@ -51,7 +51,11 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--lang", default=None, help="connector language for XCOPA (default: from the file name)")
     own.add_argument("--ctx", type=int, default=256, help="context size")
     own.add_argument("--lexicon", default=None, metavar="FILE.tsv",
-                     help="read each item with its word-by-word English gloss before it (`lingalign lexicon`)")
+                     help="read each item through a word lexicon (`lingalign lexicon`), as --reading says")
+    own.add_argument("--reading", default=None, choices=("before", "gloss"),
+                     help="with --lexicon: before (the text's gloss before it) or gloss (the glosses of the text "
+                          "and of in-language options instead of them); default: the task's (gloss for "
+                          "XStoryCloze, before otherwise)")
     sp = evsub.add_parser("choice", parents=[own, parents.transform, json_output, parents.model],
                           help="multiple choice accuracy (XCOPA, XStoryCloze, SIB-200)")
     sp.set_defaults(func=cmd_eval_choice)
@@ -119,9 +123,12 @@ def cmd_eval_choice(args: argparse.Namespace) -> int:
     english = load_task(args.english, task=task.name, limit=args.limit, seed=args.seed) if args.english else None
     transform = load_transform(args)
     lexicon = Lexicon.load(args.lexicon) if args.lexicon else None
+    if args.reading and lexicon is None:
+        raise LingalignError("--reading says how items are read through --lexicon: give --lexicon")
     llm = load_llm(args, n_ctx=args.ctx)
     result = eval_choice(llm, task, lang=args.lang, protocol=args.protocol, english=english, transform=transform,
-                         alpha=args.alpha, positions=args.positions, force=args.force, lexicon=lexicon)
+                         alpha=args.alpha, positions=args.positions, force=args.force, lexicon=lexicon,
+                         reading=args.reading)
     for w in result.pop("warnings"):
         print(f"lingalign: warning: {w}", file=sys.stderr)
     if args.json:
