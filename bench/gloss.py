@@ -381,8 +381,9 @@ def report() -> None:
              "How a task's items are read through the lexicon (lingalign.lexicon.TASK_READING, `eval choice "
              "--lexicon`'s default) was chosen per task on its dev rows: "
              + ", ".join(f"{t} `{product_kind(t)}`" for t in ("sib200", "xstorycloze", "xcopa"))
-             + ". XStoryCloze's `gloss` was chosen after `before` and `both` had been measured on test "
-             "(its dev rows came first; the test rows of `before` stay in the table).", "",
+             + ": the reading with the highest mean dev gain over the task's dev languages measured with both. "
+             "XStoryCloze's and XCOPA's `gloss` were chosen after `before` had been measured on test (their "
+             "dev rows came first; the test rows of `before` stay in the table).", "",
              f"The rule: read a language through its lexicon (a prompt `{PROMPT_KIND}`, a task item as its task "
              f"says) unless that lowers answer-language "
              f"fidelity on its SIB-200 dev texts by more than {100 * MAX_FIDELITY_DROP:g} points (for prompts and "

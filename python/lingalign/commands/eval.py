@@ -55,7 +55,7 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--reading", default=None, choices=("before", "gloss"),
                      help="with --lexicon: before (the text's gloss before it) or gloss (the glosses of the text "
                           "and of in-language options instead of them); default: the task's (gloss for "
-                          "XStoryCloze, before otherwise)")
+                          "XStoryCloze and XCOPA, before for SIB-200)")
     sp = evsub.add_parser("choice", parents=[own, parents.transform, json_output, parents.model],
                           help="multiple choice accuracy (XCOPA, XStoryCloze, SIB-200)")
     sp.set_defaults(func=cmd_eval_choice)
