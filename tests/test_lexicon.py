@@ -67,8 +67,8 @@ def test_gloss_item_annotates_the_text_and_keeps_the_options():
     assert likelihood_prompt(g, "sw").context == "(cat Mbwa.)\nPaka. Mbwa." and g.options == story.options
     assert g.label == 1 and g.uid == "1"
     copa = ChoiceItem("xcopa", "2", (("premise", "Paka alikula."), ("question", "effect")), ("x.", "y."), 0)
-    assert gloss_item(copa, lex).field("premise") == "(cat alikula.)\nPaka alikula." and \
-        gloss_item(copa, lex).field("question") == "effect"
+    assert gloss_item(copa, lex, "before").field("premise") == "(cat alikula.)\nPaka alikula." and \
+        gloss_item(copa, lex, "before").field("question") == "effect"
 
 
 def test_file_round_trip_and_bad_files(tmp_path):
@@ -238,6 +238,11 @@ def test_tune_lexicon_command_writes_its_verdict_and_run_follows_it(tiny_model, 
     assert main(["tune", "--lexicon", str(lex), "--dev", str(test_like), "--metric", "choice",
                  "--model", str(tiny_model)]) == 1
     assert "looks like test data" in capsys.readouterr().err
+    assert main(["eval", "choice", "--data", str(dev), "--reading", "gloss", "--model", str(tiny_model)]) == 1
+    assert "--reading says how items are read through --lexicon" in capsys.readouterr().err
+    assert main(["eval", "choice", "--data", str(dev), "--lexicon", str(lex), "--reading", "gloss",
+                 "--model", str(tiny_model), "--lang", "en"]) == 0
+    assert "(read through the lexicon: gloss)" in capsys.readouterr().out
 
 
 def test_items_are_read_as_their_task_says_or_as_asked():

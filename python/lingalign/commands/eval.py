@@ -140,14 +140,19 @@ def cmd_eval_choice(args: argparse.Namespace) -> int:
     else:
         line += f" (orders {result['accuracy_by_order'][0]:.3f} / {result['accuracy_by_order'][1]:.3f}, " \
                 f"answer A {result['a_share']:.0%})"
+    if "reading" in result:
+        line += f" (read through the lexicon: {result['reading']})"
     print(line + f", n={result['n']}, +-{1.96 * result['accuracy_se']:.3f} at 95%")
+    what = " and ".join(w for w, given in (("transform", transform is not None), ("lexicon", lexicon is not None)) if given)
     if "english_accuracy" in result:
         extra = f"English reference {result['english_accuracy']:.3f}"
         if "gap_closed" in result:
             gap = result["gap_closed"]
-            extra += f"; without the transform {result['accuracy_without']:.3f}; gap closed " + \
+            extra += f"; without the {what} " \
+                     f"{result['accuracy_without']:.3f}; gap closed " + \
                      (f"{gap:.0%}" if gap is not None else "n/a (no gap)")
-            extra += f"\nanswers changed by the transform: {result['fixed']} fixed, {result['broken']} broken " \
+            extra += f"\nanswers changed by the {what}: " \
+                     f"{result['fixed']} fixed, {result['broken']} broken " \
                      f"(one-sided sign test p = {result['sign_p']:.3f})"
         print(extra)
     return 0
