@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any
 
+from ..errors import LingalignError
 from ..tasks import PROTOCOLS, TASKS
 from .common import load_llm, load_transform
 from .options import Parents
