@@ -67,8 +67,7 @@ def read_through_lexicon(args: argparse.Namespace) -> str:
         rule = entry.get("rule", {}).get(model)
         if args.lexicon is None and not (rule or {}).get("reads"):
             why = ("not measured with " + model if rule is None else
-                   f"with {model} it lowered the share of answers in the language on {rule['data']} "
-                   f"({rule['fidelity_dev_without']:.2f} -> {rule['fidelity_dev']:.2f})")
+                   f"with {model} {rule.get('why_not') or 'the rule keeps it off'}")
             print(f"lingalign: a {lang} lexicon is shipped, not used by default ({why}): --lexicon shipped reads "
                   "the prompt through it", file=sys.stderr)
             return str(args.prompt)
