@@ -150,7 +150,8 @@ def shipped_lexicon_entry(lang: str) -> dict[str, Any]:
 def shipped_lexicon_reads(model: str | os.PathLike[str] | None = None) -> frozenset[str]:
     """The languages whose shipped lexicon the manifest's rule reads prompts through by default
     with this model (`run --lang`, `serve --lexicon auto`): measured with it, answers kept in the
-    language on dev texts (bench/gloss.py). None for a model file lingalign does not know."""
+    language on dev texts and SIB-200 dev accuracy not lowered (bench/gloss.py). None for a model
+    file lingalign does not know."""
     from .models import KNOWN_MODELS, known_model_of
 
     if model is not None and str(model) not in KNOWN_MODELS and known_model_of(model) is None:

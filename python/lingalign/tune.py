@@ -245,9 +245,8 @@ def tune_lexicon(
     must also beat reading as it is by a one-sided sign test at that level. Returns the lexicon
     with the verdict in its metadata (`reads`, and `tuned`: what was measured), and the record.
 
-    Why no sign test by default: this is one candidate, not a search; the shipped lexicons'
-    rule (bench/gloss.py) is the fidelity check alone, and this is that rule on the user's data
-    with a check that it does not cost accuracy."""
+    Why no sign test by default: this is one candidate, not a search. It is the shipped
+    lexicons' rule (bench/gloss.py), applied to the user's language and data."""
     if not dev_items:
         raise LingalignError("lexicon tuning needs dev items (XCOPA val, XStoryCloze train or SIB-200 dev)")
     plain = eval_choice(llm, dev_items, lang=lang, progress=progress)
