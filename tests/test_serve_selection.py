@@ -207,7 +207,6 @@ def test_the_servers_lexicon_default_reads_only_requests_that_do_not_say(catalog
     lexicon where the language is in the server's set; false, another language, English don't."""
     from lingalign.data import shipped_lexicon_reads
     from lingalign.serve import ServeConfig
-    from lingalign.serve.app import lexicon_default
 
     swahili = "Watu wengi wanaishi karibu na bahari kaskazini mwa nchi."
     reads = frozenset({"swh"})
@@ -217,9 +216,9 @@ def test_the_servers_lexicon_default_reads_only_requests_that_do_not_say(catalog
     assert select(Ask(None), catalog, swahili, frozenset({"tur"})).lexicon is None
     assert select(Ask(None), catalog, "My mother is cooking a meal in the kitchen.", reads).lexicon is None
     assert select(Ask("deu-eng"), catalog, swahili, reads).lexicon is None  # the transform's language: deu
-    assert lexicon_default(ServeConfig(model="qwen2.5-coder-1.5b", lexicon="auto")) == \
+    assert ServeConfig(model="qwen2.5-coder-1.5b", lexicon="auto").lexicon_languages() == \
         shipped_lexicon_reads("qwen2.5-coder-1.5b") != frozenset()
-    assert lexicon_default(ServeConfig(model="qwen2.5-coder-1.5b")) == frozenset()  # default: none
-    assert lexicon_default(ServeConfig(model="/some/other.gguf", lexicon="auto")) == frozenset()
+    assert ServeConfig(model="qwen2.5-coder-1.5b").lexicon_languages() == frozenset()  # default: none
+    assert ServeConfig(model="/some/other.gguf", lexicon="auto").lexicon_languages() == frozenset()
     with pytest.raises(LingalignError, match="--lexicon 'always': not auto or none"):
-        lexicon_default(ServeConfig(lexicon="always"))
+        ServeConfig(lexicon="always").lexicon_languages()

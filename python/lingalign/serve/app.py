@@ -45,7 +45,6 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from .._llama import quiet_llama_log
-from ..data import shipped_lexicon_reads
 from ..errors import LingalignError, RequestError
 from ..hook import Steering, attach
 from ..model import fingerprint
@@ -211,14 +210,6 @@ def _check_default(default: str | None, names: list[str]) -> str | None:
     raise LingalignError(f"--default {default!r}: not auto, none or a served transform ({', '.join(names) or 'none served'})")
 
 
-def lexicon_default(config: ServeConfig) -> frozenset[str]:
-    """The languages requests are read through their shipped lexicon in unless they say
-    (--lexicon auto: those the manifest's rule reads with the served model; none: no language)."""
-    if config.lexicon not in ("auto", "none"):
-        raise LingalignError(f"--lexicon {config.lexicon!r}: not auto or none")
-    return shipped_lexicon_reads(config.model) if config.lexicon == "auto" else frozenset()
-
-
 def create_app(config: ServeConfig) -> FastAPI:
     """llama-cpp-python's app for config's model, steered: transforms read and checked against
     the model file first, then the model loaded, the hook attached and every transform packed."""
@@ -228,7 +219,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     model_path = resolve_model(config.model)
     files = read_transforms(config.dirs(), fingerprint(model_path), force=config.force)
     default = _check_default(config.default, [f.name for f in files])
-    reads = lexicon_default(config)
+    reads = config.lexicon_languages()
     server_settings = ServerSettings(host=config.host, port=config.port, api_key=config.api_key,
                                      interrupt_requests=config.interrupt_requests)
     model_settings = ModelSettings(**config.model_settings(model_path))

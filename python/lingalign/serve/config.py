@@ -40,6 +40,16 @@ class ServeConfig:
 
         return [Path(d) for d in self.transform_dirs] + ([shipped_dir()] if self.shipped else [])
 
+    def lexicon_languages(self) -> frozenset[str]:
+        """The languages requests are read through their shipped lexicon in unless they say
+        (lexicon "auto": those the manifest's rule reads with the served model; "none": none)."""
+        from ..data import shipped_lexicon_reads
+        from ..errors import LingalignError
+
+        if self.lexicon not in ("auto", "none"):
+            raise LingalignError(f"--lexicon {self.lexicon!r}: not auto or none")
+        return shipped_lexicon_reads(self.model) if self.lexicon == "auto" else frozenset()
+
     def model_alias(self) -> str:
         """The model's id in /v1/models and responses: its known name, or its file name."""
         if self.model is None:
