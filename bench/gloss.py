@@ -61,9 +61,9 @@ PROMPT_KIND = "before"
 
 def product_kind(task: str) -> str:
     """The kind lingalign reads a task's items with (eval_choice's default reading)."""
-    from lingalign.lexicon import TASK_READING
+    from lingalign.lexicon import task_reading
 
-    return TASK_READING[task]
+    return task_reading(task)
 FIDELITY_N = 12  # prompts, as bench/downstream.py measures fidelity
 MAX_FIDELITY_DROP = 0.02  # tune's --max-fidelity-drop
 

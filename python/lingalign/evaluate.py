@@ -328,10 +328,10 @@ def eval_choice(
     use_chat = _llama.has_chat_template(llm) if chat is None else chat
     kwargs = {"alpha": alpha, "positions": positions, "force": force, "progress": progress}
     if lexicon is not None:
-        from .lexicon import TASK_READING, gloss_item
+        from .lexicon import gloss_item, task_reading
 
         read = [gloss_item(it, lexicon, reading) for it in listed]
-        reading = reading or (TASK_READING.get(listed[0].task, "before") if listed else "before")
+        reading = reading or task_reading(listed[0].task if listed else "")
     else:
         read = listed
     result = _score(llm, read, lang, protocol, use_chat, transform=transform, **kwargs)

@@ -195,6 +195,11 @@ READINGS = ("before", "gloss")
 TASK_READING = {"sib200": "before", "xstorycloze": "gloss", "xcopa": "gloss"}
 
 
+def task_reading(task: str) -> str:
+    """How a task's items are read through a lexicon by default (TASK_READING; `before` else)."""
+    return TASK_READING.get(task, "before")
+
+
 def gloss_item(item: Any, lexicon: Lexicon, reading: str | None = None) -> Any:
     """A task item (lingalign.tasks.ChoiceItem) as the model reads it with the lexicon: by
     `reading` (default: its task's, TASK_READING), its text (the story, the premise, the SIB-200
@@ -202,7 +207,7 @@ def gloss_item(item: Any, lexicon: Lexicon, reading: str | None = None) -> Any:
     replaced by their glosses (`gloss`)."""
     from .tasks import item_text, with_text
 
-    reading = reading or TASK_READING.get(item.task, "before")
+    reading = reading or task_reading(item.task)
     if reading not in READINGS:
         raise LingalignError(f"unknown reading {reading!r} (one of {', '.join(READINGS)})")
     if reading == "before":
