@@ -206,7 +206,11 @@ def reference(tiny_model, folder) -> Reference:
 
 @pytest.fixture(scope="module")
 def server(tiny_model, folder, tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("server"), tiny_model, "--transforms", str(folder))
+    from lingalign.lexicon import Lexicon
+
+    own = tmp_path_factory.mktemp("lexicons") / "fin.tsv"  # a user's lexicon, for a language none is shipped for
+    Lexicon("fin", {"kissa": "cat", "istuu": "sits"}).save(own)
+    s = Server(tmp_path_factory.mktemp("server"), tiny_model, "--transforms", str(folder), "--lexicon-file", str(own))
     yield s
     s.stop()
 
@@ -276,6 +280,10 @@ def test_a_lexicon_request_reads_the_prompt_through_the_shipped_lexicon(server, 
         assert report["lexicon"] == lang and report["transform"] == name
     text, report, _ = ask(server.main, kind, _body(kind, lingalign_field={"lexicon": True}))  # English: none
     assert report["lexicon"] is None and text == reference.text(kind, _body(kind), None)
+    finnish = "kissa istuu ikkunalla"  # --lexicon-file fin.tsv: the user's own lexicon serves "fin"
+    text, report, _ = ask(server.main, kind, _body(kind, lingalign_field={"lexicon": "fin"}, prompt=finnish))
+    expected = "(cat sits ikkunalla)\n" + finnish
+    assert report["lexicon"] == "fin" and text == reference.text(kind, _body(kind, prompt=expected), None)
     _assert_no_traceback(server)
 
 
@@ -369,7 +377,7 @@ BAD = [  # (raw JSON of the lingalign field, words of the message)
     ('{"transform": 3}', "must be a transform name"),
     ('{"transfrom": "spa-eng"}', "unknown key 'transfrom'"),
     ('{"lexicon": 3}', "must be true, false or a language code"),
-    ('{"lexicon": "xx"}', "no lexicon is shipped for 'xx'"),
+    ('{"lexicon": "xx"}', "no lexicon is served for 'xx'"),
 ]
 
 

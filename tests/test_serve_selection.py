@@ -183,9 +183,10 @@ def test_lexicon_key_parses_selects_and_annotates_the_last_user_message(catalog)
     assert parse({"lingalign": {"lexicon": "sw"}}, "auto") == Ask("auto", lexicon="sw")
     assert parse({"lingalign": {"lexicon": None}}, None) == Ask(None, lexicon=False)
     assert parse({"lingalign": {}}, None) == parse({}, None) == Ask(None)  # lexicon None: the server's default
-    for bad, words in ((3, "must be true, false or a language code"), ("xx", "no lexicon is shipped for 'xx'")):
-        with pytest.raises(RequestError, match=words):
-            parse({"lingalign": {"lexicon": bad}}, None)
+    with pytest.raises(RequestError, match="must be true, false or a language code"):
+        parse({"lingalign": {"lexicon": 3}}, None)
+    with pytest.raises(RequestError, match=r"no lexicon is served for 'xx' \(served: ara, deu, "):
+        select(parse({"lingalign": {"lexicon": "xx"}}, None), catalog, "paka")
     swahili = "Watu wengi wanaishi karibu na bahari kaskazini mwa nchi."
     s = select(Ask(None, lexicon=True), catalog, swahili)
     assert s.name is None and s.lexicon is not None and s.report()["lexicon"] == "swh" and s.report()["language"] is None
@@ -207,18 +208,61 @@ def test_the_servers_lexicon_default_reads_only_requests_that_do_not_say(catalog
     lexicon where the language is in the server's set; false, another language, English don't."""
     from lingalign.data import shipped_lexicon_reads
     from lingalign.serve import ServeConfig
+    from lingalign.serve.lexicons import Lexicons
 
     swahili = "Watu wengi wanaishi karibu na bahari kaskazini mwa nchi."
-    reads = frozenset({"swh"})
+    reads = Lexicons(default=frozenset({"swh"}))
     s = select(Ask(None), catalog, swahili, reads)
     assert s.lexicon is not None and s.report()["lexicon"] == "swh"
     assert select(Ask(None, lexicon=False), catalog, swahili, reads).lexicon is None
-    assert select(Ask(None), catalog, swahili, frozenset({"tur"})).lexicon is None
+    assert select(Ask(None), catalog, swahili, Lexicons(default=frozenset({"tur"}))).lexicon is None
     assert select(Ask(None), catalog, "My mother is cooking a meal in the kitchen.", reads).lexicon is None
     assert select(Ask("deu-eng"), catalog, swahili, reads).lexicon is None  # the transform's language: deu
-    assert ServeConfig(model="qwen2.5-coder-1.5b", lexicon="auto").lexicon_languages() == \
+    assert ServeConfig(model="qwen2.5-coder-1.5b", lexicon="auto").lexicons().default == \
         shipped_lexicon_reads("qwen2.5-coder-1.5b") != frozenset()
-    assert ServeConfig(model="qwen2.5-coder-1.5b").lexicon_languages() == frozenset()  # default: none
-    assert ServeConfig(model="/some/other.gguf", lexicon="auto").lexicon_languages() == frozenset()
+    assert ServeConfig(model="qwen2.5-coder-1.5b").lexicons().default == frozenset()  # default: none
+    assert ServeConfig(model="/some/other.gguf", lexicon="auto").lexicons().default == frozenset()
     with pytest.raises(LingalignError, match="--lexicon 'always': not auto or none"):
-        ServeConfig(lexicon="always").lexicon_languages()
+        ServeConfig(lexicon="always").lexicons()
+
+
+def test_a_users_lexicon_files_serve_before_the_shipped_ones(catalog, tmp_path):
+    """--lexicon-file: the user's lexicon replaces the shipped one for its language and adds
+    languages none is shipped for; --lexicon auto reads it by default only where `tune --lexicon`
+    measured it on; bad files are refused when the server starts, with one line naming them."""
+    from lingalign.data import shipped_lexicon_reads
+    from lingalign.lexicon import Lexicon, shipped_lexicon
+    from lingalign.serve import ServeConfig
+
+    swahili = "Watu wengi wanaishi karibu na bahari kaskazini mwa nchi."
+    files = {}
+    for name, lang, entries, reads in (("sw.tsv", "swh_Latn", {"watu": "PEOPLE"}, "false"),
+                                        ("fi.tsv", "fin", {"kissa": "cat"}, "true"),
+                                        ("tr.tsv", "tr", {"kedi": "cat"}, None)):
+        meta = {} if reads is None else {"reads": reads, "tuned": "measured"}
+        Lexicon(lang, entries, meta=meta).save(tmp_path / name)
+        files[lang] = tmp_path / name
+    qwen = "qwen2.5-coder-1.5b"
+    assert {"swh", "tur"} <= shipped_lexicon_reads(qwen)  # so that the user's files change the default below
+    lexicons = ServeConfig(model=qwen, lexicon="auto", lexicon_files=tuple(files.values())).lexicons()
+    # tuned off (swh), not tuned (tur): not read by default; tuned on (fin): read
+    assert lexicons.default == (shipped_lexicon_reads(qwen) - {"swh", "tur"}) | {"fin"}
+    assert "own: fin (fi.tsv, tuned on), swh (sw.tsv, tuned off), tur (tr.tsv, not tuned)" in lexicons.describe()
+    s = select(Ask(None, lexicon="sw"), catalog, swahili, lexicons)
+    assert s.lexicon is not None and s.lexicon.entries == {"watu": "PEOPLE"} and s.report()["lexicon"] == "swh"
+    assert select(Ask(None, lexicon=True), catalog, swahili, lexicons).lexicon.entries == {"watu": "PEOPLE"}
+    assert select(Ask(None), catalog, swahili, lexicons).lexicon is None  # tuned off: not by default
+    assert select(Ask(None, lexicon="fin"), catalog, "kissa", lexicons).lexicon.entries == {"kissa": "cat"}
+    assert select(Ask(None, lexicon="vi"), catalog, "con mèo", lexicons).lexicon is shipped_lexicon("vie")
+    assert "fin" in lexicons.languages() and "vie" in lexicons.languages()
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("paka\tcat\n", encoding="utf-8")
+    nameless = tmp_path / "nameless.tsv"
+    nameless.write_text("# lingalign lexicon 1\npaka\tcat\n", encoding="utf-8")
+    for paths, words in (([bad], "bad.tsv: not a lingalign lexicon"), ([tmp_path / "none.tsv"], "no such lexicon file"),
+                         ([nameless], "does not say its language"),
+                         ([files["fin"], files["fin"]], "a second lexicon for fin")):
+        with pytest.raises(LingalignError, match=words):
+            ServeConfig(lexicon_files=tuple(paths)).lexicons()
+
+

@@ -22,6 +22,10 @@ def register(subparsers: Any, parents: Parents) -> None:
                      help="what requests that do not say get: auto reads each prompt through the shipped lexicon of "
                           "its language where that was measured to help with this model (as run --lang does); "
                           "default: none")
+    own.add_argument("--lexicon-file", action="append", default=[], metavar="FILE",
+                     help="serve your own lexicon (lingalign lexicon; its language from the file) in place of the "
+                          "shipped one; with --lexicon auto it reads requests by default only if tune --lexicon "
+                          "measured it on (repeatable)")
     own.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     own.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port, printed)")
     own.add_argument("--api-key", default=os.environ.get("LINGALIGN_API_KEY"),
@@ -43,5 +47,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     default=args.default, host=args.host, port=args.port, api_key=args.api_key, n_ctx=args.ctx,
                     n_threads=args.threads, n_gpu_layers=args.n_gpu_layers,
                     interrupt_requests=args.interrupt_requests, force=args.force,
-                    lexicon=args.lexicon))
+                    lexicon=args.lexicon, lexicon_files=tuple(Path(f) for f in args.lexicon_file)))
     return 0

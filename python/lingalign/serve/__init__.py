@@ -7,7 +7,8 @@ A request may carry `"lingalign": {"transform": NAME | "auto" | null, "alpha": A
     from lingalign.serve import ServeConfig, run
     run(ServeConfig(shipped=True, default="auto"))
 
-Modules: config (the settings), catalog (the served transforms by name), selection (the
+Modules: config (the settings), catalog (the served transforms by name), lexicons (the word
+lexicons prompts are read through, the user's before the shipped ones), selection (the
 request field and what it selects; no server packages needed), app (the HTTP side, built on
 llama_cpp.server; needs `pip install "lingalign[server]"`).
 """

@@ -52,6 +52,7 @@ from ..models import resolve_model
 from ..route import detect_language
 from .catalog import Catalog, read_transforms
 from .config import ServeConfig
+from .lexicons import Lexicons
 from .selection import AUTO, FIELD, NONE, Selection, chat_text, completion_text, parse, select, with_lexicon
 
 _log = logging.getLogger("lingalign.serve")
@@ -70,17 +71,17 @@ class Steered:
     """The served Llama with its Steering, the transforms it serves and the default."""
 
     def __init__(self, llm: Any, steering: Steering, catalog: Catalog, default: str | None,
-                 interrupt_requests: bool, lexicon_default: frozenset[str] = frozenset()) -> None:
+                 interrupt_requests: bool, lexicons: Lexicons | None = None) -> None:
         self.llm = llm
         self.steering = steering
         self.catalog = catalog
         self.default = default
         self.interrupt_requests = interrupt_requests
-        self.lexicon_default = lexicon_default  # languages read through their lexicon unless a request says
+        self.lexicons = lexicons if lexicons is not None else Lexicons()
 
     def select(self, body: Any, text: str | None) -> Selection:
         """What the request body asks for (RequestError if malformed): no model access."""
-        return select(parse(body, self.default), self.catalog, text, self.lexicon_default)
+        return select(parse(body, self.default), self.catalog, text, self.lexicons)
 
     def start(self, llama: Any, selection: Selection, call: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         """Select the request's transform and call the Llama: in a worker thread, holding the
@@ -219,7 +220,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     model_path = resolve_model(config.model)
     files = read_transforms(config.dirs(), fingerprint(model_path), force=config.force)
     default = _check_default(config.default, [f.name for f in files])
-    reads = config.lexicon_languages()
+    lexicons = config.lexicons()
     server_settings = ServerSettings(host=config.host, port=config.port, api_key=config.api_key,
                                      interrupt_requests=config.interrupt_requests)
     model_settings = ModelSettings(**config.model_settings(model_path))
@@ -233,7 +234,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     llm = upstream._llama_proxy()  # the model the factory loaded (its only one)
     steering = attach(llm)
     steered = Steered(llm, steering, Catalog.prepare(files, steering, force=config.force), default,
-                      config.interrupt_requests, reads)
+                      config.interrupt_requests, lexicons)
     for f in files:
         for w in f.warnings:
             print(f"lingalign serve: warning: {f.name}: {w}", file=sys.stderr)
@@ -256,7 +257,7 @@ def run(config: ServeConfig) -> None:
     host = f"[{config.host}]" if ":" in config.host else config.host
     steered: Steered = app.state.lingalign
     names = ", ".join(steered.catalog.names) or "none"
-    print(f"lingalign serve: transforms: {names}; default: {steered.default or NONE}; lexicon by default: "
-          f"{', '.join(sorted(steered.lexicon_default)) or 'none'}", file=sys.stderr)
+    print(f"lingalign serve: transforms: {names}; default: {steered.default or NONE}; {steered.lexicons.describe()}",
+          file=sys.stderr)
     print(f"lingalign serve: listening on http://{host}:{sock.getsockname()[1]}/v1", file=sys.stderr, flush=True)
     uvicorn.Server(uvicorn.Config(app)).run(sockets=[sock])

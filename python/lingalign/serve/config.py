@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..models import DEFAULT_MODEL, KNOWN_MODELS
+
+if TYPE_CHECKING:
+    from .lexicons import Lexicons
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,8 @@ class ServeConfig:
     n_gpu_layers: int = 0
     interrupt_requests: bool = False
     force: bool = False  # serve transforms made for another model of the same shape
-    lexicon: str = "none"  # "auto": read requests through the shipped lexicon where the rule reads
+    lexicon: str = "none"  # "auto": read requests through their language's lexicon where measured to help
+    lexicon_files: tuple[Path, ...] = ()  # the user's lexicons, before the shipped ones (serve/lexicons.py)
     verbose: bool = False
 
     def dirs(self) -> list[Path]:
@@ -40,15 +44,12 @@ class ServeConfig:
 
         return [Path(d) for d in self.transform_dirs] + ([shipped_dir()] if self.shipped else [])
 
-    def lexicon_languages(self) -> frozenset[str]:
-        """The languages requests are read through their shipped lexicon in unless they say
-        (lexicon "auto": those the manifest's rule reads with the served model; "none": none)."""
-        from ..data import shipped_lexicon_reads
-        from ..errors import LingalignError
+    def lexicons(self) -> Lexicons:
+        """The lexicons requests are read through (the user's files, then the shipped ones) and
+        the languages read unless a request says (serve/lexicons.py)."""
+        from .lexicons import Lexicons
 
-        if self.lexicon not in ("auto", "none"):
-            raise LingalignError(f"--lexicon {self.lexicon!r}: not auto or none")
-        return shipped_lexicon_reads(self.model) if self.lexicon == "auto" else frozenset()
+        return Lexicons.load(self.lexicon_files, self.lexicon, self.model)
 
     def model_alias(self) -> str:
         """The model's id in /v1/models and responses: its known name, or its file name."""

@@ -6,13 +6,13 @@ response reports about it.
 
 Every key is optional: a missing `transform` is the server's default (--default), a missing
 alpha or positions the transform's own, a missing `lexicon` the server's (--lexicon auto: the
-prompt's language where the shipped lexicons' rule reads it with the served model). `auto` detects the language of the prompt (of the last
-user message for chat) and selects the transform listed for it, or none (English, a language
-no transform is for, an uncertain detection). `lexicon` reads the prompt (the last user
-message) with its word-by-word English gloss before it (lingalign.lexicon), from the lexicon
-shipped for LANG, or with `true` for the prompt's language (the selected transform's, else the
-detected one; none for English, a language no lexicon is shipped for or an uncertain
-detection). Anything else is a RequestError (HTTP 400). All of this is decided from the
+prompt's language where the server reads it by default, serve/lexicons.py). `auto` detects the
+language of the prompt (of the last user message for chat) and selects the transform listed
+for it, or none (English, a language no transform is for, an uncertain detection). `lexicon`
+reads the prompt (the last user message) with its word-by-word English gloss before it
+(lingalign.lexicon), from the lexicon the server has for LANG (the user's --lexicon-file, else
+the shipped one), or with `true` for the prompt's language (the selected transform's, else the
+detected one; none for English, a language with no lexicon or an uncertain detection). Anything else is a RequestError (HTTP 400). All of this is decided from the
 request alone, before the request waits for the model.
 """
 
@@ -22,13 +22,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..data import normalize_lang, shipped_lexicon_languages
+from ..data import normalize_lang
 from ..errors import LingalignError, RequestError
-from ..lexicon import Lexicon, shipped_lexicon
+from ..lexicon import Lexicon
 from ..prepared import Prepared
 from ..route import detect_language
 from ..transform import check_alpha, check_positions
 from .catalog import RESERVED, Catalog
+from .lexicons import Lexicons
 
 FIELD = "lingalign"
 AUTO, NONE = RESERVED
@@ -98,9 +99,6 @@ def parse(body: Any, default: str | None) -> Ask:
         lexicon = False
     if lexicon is not None and not isinstance(lexicon, (bool, str)):
         raise RequestError(f'"{FIELD}.lexicon" must be true, false or a language code, not {_kind(lexicon)}')
-    if isinstance(lexicon, str) and shipped_lexicon(lexicon) is None:
-        raise RequestError(f'"{FIELD}.lexicon": no lexicon is shipped for {lexicon!r} (shipped: '
-                           f'{", ".join(shipped_lexicon_languages())})')
     return Ask(transform, alpha, positions, lexicon)
 
 
@@ -178,15 +176,17 @@ class Selection:
         return out
 
 
-def select(ask: Ask, catalog: Catalog, text: str | None, lexicon_default: frozenset[str] = frozenset()) -> Selection:
-    """The transform and lexicon `ask` selects from `catalog` for a prompt whose text is `text`
-    (read for AUTO and `lexicon: true`). A request that does not mention the lexicon gets the
-    prompt's language's lexicon when that language is in `lexicon_default` (the server's
-    --lexicon auto). Raises RequestError for a name the catalog does not list."""
+def select(ask: Ask, catalog: Catalog, text: str | None, lexicons: Lexicons | None = None) -> Selection:
+    """The transform and lexicon `ask` selects from `catalog` and `lexicons` (default: the
+    shipped ones, none read by default) for a prompt whose text is `text` (read for AUTO and
+    `lexicon: true`). A request that does not mention the lexicon gets the prompt's language's
+    lexicon when that language is in `lexicons.default` (the server's --lexicon auto). Raises
+    RequestError for a name the catalog does not list or a language with no lexicon."""
+    lexicons = lexicons if lexicons is not None else Lexicons()
     lang: str | None = None
     confidence: float | None = None
     name: str | None = None
-    by_default = ask.lexicon is None and bool(lexicon_default)
+    by_default = ask.lexicon is None and bool(lexicons.default)
     if ask.transform == AUTO or ask.lexicon is True or by_default:
         lang, confidence = detect_language(text) if text and text.strip() else (None, 0.0)
     if ask.transform == AUTO:
@@ -200,11 +200,14 @@ def select(ask: Ask, catalog: Catalog, text: str | None, lexicon_default: frozen
     prepared = catalog.prepared(name, ask.alpha, ask.positions) if name is not None else None
     lexicon = None
     if isinstance(ask.lexicon, str):
-        lexicon = shipped_lexicon(ask.lexicon)
+        lexicon = lexicons.get(ask.lexicon)
+        if lexicon is None:
+            raise RequestError(f'"{FIELD}.lexicon": no lexicon is served for {ask.lexicon!r} (served: '
+                               f'{", ".join(lexicons.languages())})')
     elif ask.lexicon is True and lang is not None and lang != "eng":
-        lexicon = shipped_lexicon(lang)
-    elif by_default and lang in lexicon_default:
-        lexicon = shipped_lexicon(lang)
+        lexicon = lexicons.get(lang)
+    elif by_default and lang in lexicons.default:
+        lexicon = lexicons.get(lang)
     if ask.transform != AUTO:
         lang, confidence = None, None  # the response reports a detection only for auto
     return Selection(ask.transform, name, prepared, lang, confidence, lexicon)
