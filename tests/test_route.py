@@ -37,6 +37,20 @@ def test_routing_fails_safe():
     assert Router([]).select("Habari ya asubuhi, rafiki yangu.") == ("swh", None)  # known language, no transform
 
 
+def test_a_detected_language_and_a_file_for_it_meet_under_one_code(tiny_model):
+    """Every language the detector reports gets a three-letter code, the one a file for the
+    language is keyed by however it names it ('fi', 'fin'): a user's Finnish transform is routed
+    to, whatever code its source_lang uses."""
+    from lingalign.data import normalize_lang
+    from lingalign.route import _identifier
+
+    assert all(len(normalize_lang(code)) == 3 for code in _identifier().nb_classes)
+    finnish = "Kissa istuu ikkunalla ja katsoo lintuja puutarhassa."
+    for code in ("fi", "fin", "FI"):
+        t = dataclasses.replace(_transform(tiny_model, [1], seed=0), source_lang=code)
+        assert Router([t]).select(finnish) == ("fin", t)
+
+
 def test_steering_routes_each_generation(tiny_model, other_tiny_model):
     llm = tiny_llm(tiny_model)
     steering = lingalign.attach(llm)

@@ -280,8 +280,8 @@ def test_a_lexicon_request_reads_the_prompt_through_the_shipped_lexicon(server, 
         assert report["lexicon"] == lang and report["transform"] == name
     text, report, _ = ask(server.main, kind, _body(kind, lingalign_field={"lexicon": True}))  # English: none
     assert report["lexicon"] is None and text == reference.text(kind, _body(kind), None)
-    finnish = "kissa istuu ikkunalla"  # --lexicon-file fin.tsv: the user's own lexicon serves "fin"
-    text, report, _ = ask(server.main, kind, _body(kind, lingalign_field={"lexicon": "fin"}, prompt=finnish))
+    finnish = "kissa istuu ikkunalla"  # --lexicon-file fin.tsv: the user's own lexicon serves "fi"
+    text, report, _ = ask(server.main, kind, _body(kind, lingalign_field={"lexicon": "fi"}, prompt=finnish))
     expected = "(cat sits ikkunalla)\n" + finnish
     assert report["lexicon"] == "fin" and text == reference.text(kind, _body(kind, prompt=expected), None)
     _assert_no_traceback(server)

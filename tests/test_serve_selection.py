@@ -237,7 +237,7 @@ def test_a_users_lexicon_files_serve_before_the_shipped_ones(catalog, tmp_path):
     swahili = "Watu wengi wanaishi karibu na bahari kaskazini mwa nchi."
     files = {}
     for name, lang, entries, reads in (("sw.tsv", "swh_Latn", {"watu": "PEOPLE"}, "false"),
-                                        ("fi.tsv", "fin", {"kissa": "cat"}, "true"),
+                                        ("fi.tsv", "fi", {"kissa": "cat"}, "true"),
                                         ("tr.tsv", "tr", {"kedi": "cat"}, None)):
         meta = {} if reads is None else {"reads": reads, "tuned": "measured"}
         Lexicon(lang, entries, meta=meta).save(tmp_path / name)
@@ -253,6 +253,8 @@ def test_a_users_lexicon_files_serve_before_the_shipped_ones(catalog, tmp_path):
     assert select(Ask(None, lexicon=True), catalog, swahili, lexicons).lexicon.entries == {"watu": "PEOPLE"}
     assert select(Ask(None), catalog, swahili, lexicons).lexicon is None  # tuned off: not by default
     assert select(Ask(None, lexicon="fin"), catalog, "kissa", lexicons).lexicon.entries == {"kissa": "cat"}
+    finnish = "Kissa istuu ikkunalla ja katsoo lintuja puutarhassa."  # detected: fin, the file's "fi"
+    assert select(Ask(None), catalog, finnish, lexicons).report()["lexicon"] == "fin"  # tuned on: by default
     assert select(Ask(None, lexicon="vi"), catalog, "con mèo", lexicons).lexicon is shipped_lexicon("vie")
     assert "fin" in lexicons.languages() and "vie" in lexicons.languages()
     bad = tmp_path / "bad.tsv"
@@ -261,7 +263,7 @@ def test_a_users_lexicon_files_serve_before_the_shipped_ones(catalog, tmp_path):
     nameless.write_text("# lingalign lexicon 1\npaka\tcat\n", encoding="utf-8")
     for paths, words in (([bad], "bad.tsv: not a lingalign lexicon"), ([tmp_path / "none.tsv"], "no such lexicon file"),
                          ([nameless], "does not say its language"),
-                         ([files["fin"], files["fin"]], "a second lexicon for fin")):
+                         ([files["fi"], files["fi"]], "a second lexicon for fin")):
         with pytest.raises(LingalignError, match=words):
             ServeConfig(lexicon_files=tuple(paths)).lexicons()
 

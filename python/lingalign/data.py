@@ -44,9 +44,28 @@ LANGUAGE_NAMES = {
 
 
 # ISO 639-1 codes people type, to the ISO 639-3 codes the data and files use.
-ISO_639_1 = {"en": "eng", "es": "spa", "de": "deu", "zh": "cmn", "ja": "jpn", "sw": "swh", "id": "ind", "tr": "tur",
-             "ta": "tam", "fr": "fra", "it": "ita", "pt": "por", "ru": "rus", "ko": "kor", "ar": "ara", "hi": "hin",
-             "vi": "vie", "ha": "hau", "yo": "yor", "pl": "pol", "nl": "nld", "th": "tha", "et": "est", "ms": "ind"}
+# ISO 639-1 -> the ISO 639-3 code lingalign keys languages by: every two-letter code the language
+# detector (py3langid) reports, so that a detected language and a user's file for it (a
+# transform's or a lexicon's source_lang) meet under one code. Swahili, Chinese and Malay follow
+# the shared data and the shipped files (swh, cmn; Malay read as Indonesian); the others are the
+# standard ISO 639-3 codes (macrolanguages where ISO 639-1 names one).
+ISO_639_1 = {
+    "af": "afr", "am": "amh", "an": "arg", "ar": "ara", "as": "asm", "az": "aze", "ba": "bak", "be": "bel",
+    "bg": "bul", "bn": "ben", "br": "bre", "bs": "bos", "ca": "cat", "cs": "ces", "cy": "cym", "da": "dan",
+    "de": "deu", "dz": "dzo", "el": "ell", "en": "eng", "eo": "epo", "es": "spa", "et": "est", "eu": "eus",
+    "fa": "fas", "ff": "ful", "fi": "fin", "fo": "fao", "fr": "fra", "fy": "fry", "ga": "gle", "gd": "gla",
+    "gl": "glg", "gu": "guj", "ha": "hau", "he": "heb", "hi": "hin", "hr": "hrv", "ht": "hat", "hu": "hun",
+    "hy": "hye", "id": "ind", "ig": "ibo", "is": "isl", "it": "ita", "ja": "jpn", "jv": "jav", "ka": "kat",
+    "kk": "kaz", "km": "khm", "kn": "kan", "ko": "kor", "ku": "kur", "ky": "kir", "la": "lat", "lb": "ltz",
+    "lg": "lug", "ln": "lin", "lo": "lao", "lt": "lit", "lv": "lav", "mg": "mlg", "mk": "mkd", "ml": "mal",
+    "mn": "mon", "mr": "mar", "ms": "ind", "mt": "mlt", "my": "mya", "ne": "nep", "nl": "nld", "nn": "nno",
+    "no": "nor", "ny": "nya", "oc": "oci", "om": "orm", "or": "ori", "pa": "pan", "pl": "pol", "ps": "pus",
+    "pt": "por", "qu": "que", "ro": "ron", "ru": "rus", "rw": "kin", "sa": "san", "se": "sme", "si": "sin",
+    "sk": "slk", "sl": "slv", "sn": "sna", "so": "som", "sq": "sqi", "sr": "srp", "st": "sot", "sv": "swe",
+    "sw": "swh", "ta": "tam", "te": "tel", "tg": "tgk", "th": "tha", "ti": "tir", "tk": "tuk", "tl": "tgl",
+    "tn": "tsn", "tr": "tur", "ts": "tso", "tt": "tat", "ug": "uig", "uk": "ukr", "ur": "urd", "uz": "uzb",
+    "vi": "vie", "vo": "vol", "wa": "wln", "wo": "wol", "xh": "xho", "yo": "yor", "zh": "cmn", "zu": "zul",
+}
 
 
 # macrolanguage and FLORES codes of the shared data, to the codes the detector and files use
