@@ -132,12 +132,13 @@ def test_sib200_tsv_files_are_read_as_parallel_sentences(tmp_path):
 
 def test_shipped_lexicons_load_and_match_their_manifest():
     """Every shipped lexicon reads back as its manifest describes it, and glosses the words its
-    language uses most (checked by hand on the Swahili and Indonesian ones)."""
+    language uses most (checked by hand on the Swahili and Indonesian ones); each task's reading
+    is the one its dev rows chose (the manifest's `readings`, bench/gloss.py)."""
     import json
     from importlib import resources
 
     from lingalign.data import shipped_lexicon_entry, shipped_lexicon_path
-    from lingalign.lexicon import Lexicon
+    from lingalign.lexicon import TASK_READING, Lexicon
 
     folder = resources.files("lingalign").joinpath("lexicons")
     manifest = json.loads(folder.joinpath("manifest.json").read_text(encoding="utf-8"))
@@ -151,6 +152,9 @@ def test_shipped_lexicons_load_and_match_their_manifest():
             assert rule["reads"] == (rule["why_not"] is None) == (
                 rule["fidelity_dev"] >= rule["fidelity_dev_without"] - 0.02 - 1e-9 and bool(sib_dev) and sib_dev[0]["reads"])
             assert all(t["reads"] == (t["accuracy_dev"] >= t["accuracy_dev_without"]) for t in rule["tasks"].values())
+    for task, choice in manifest["readings"]["qwen2.5-coder-1.5b"].items():  # chosen on the dev rows, as recorded
+        assert TASK_READING[task] == choice["chosen"] == max(choice["dev_gain"], key=choice["dev_gain"].get), task
+    assert set(manifest["readings"]["qwen2.5-coder-1.5b"]) == set(TASK_READING)
     sw = Lexicon.load(shipped_lexicon_path("sw"))
     assert (sw.entries["bahari"], sw.entries["kaskazini"], sw.entries["watu"]) == ("sea", "north", "people")
     assert Lexicon.load(shipped_lexicon_path("id")).entries["laut"] == "sea"
