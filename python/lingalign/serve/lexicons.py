@@ -29,7 +29,8 @@ class Lexicons:
     def get(self, lang: str) -> Lexicon | None:
         """The lexicon a prompt in `lang` is read through: the user's, else the shipped one."""
         code = normalize_lang(lang)
-        return self.own.get(code) or shipped_lexicon(code)
+        own = self.own.get(code)
+        return own if own is not None else shipped_lexicon(code)
 
     def languages(self) -> list[str]:
         """Every language a lexicon is served for."""

@@ -12,8 +12,9 @@ for it, or none (English, a language no transform is for, an uncertain detection
 reads the prompt (the last user message) with its word-by-word English gloss before it
 (lingalign.lexicon), from the lexicon the server has for LANG (the user's --lexicon-file, else
 the shipped one), or with `true` for the prompt's language (the selected transform's, else the
-detected one; none for English, a language with no lexicon or an uncertain detection). Anything else is a RequestError (HTTP 400). All of this is decided from the
-request alone, before the request waits for the model.
+detected one; none for English, a language with no lexicon or an uncertain detection).
+Anything else is a RequestError (HTTP 400). All of this is decided from the request alone,
+before the request waits for the model.
 """
 
 from __future__ import annotations
