@@ -263,3 +263,24 @@ def test_items_are_read_as_their_task_says_or_as_asked():
     assert gloss_item(sib, lex) == gloss_item(sib, lex, TASK_READING["sib200"])
     with pytest.raises(LingalignError, match="unknown reading 'after'"):
         gloss_item(story, lex, "after")
+
+
+def test_info_describes_a_lexicon_its_verdict_and_the_shipped_rule(tmp_path, capsys):
+    """`lingalign info` on a lexicon: its languages, size, what it was learned from and
+    tune --lexicon's verdict; on a shipped one, the manifest's rule per model; --json has it all."""
+    from lingalign.data import shipped_lexicon_path
+
+    lex = Lexicon("swh", {"paka": "cat", "mbwa": "dog"}, meta={"pairs": "2", "reads": "false", "tuned": "choice: worse"})
+    lex.save(tmp_path / "sw.tsv")
+    assert main(["info", str(tmp_path / "sw.tsv")]) == 0
+    out = capsys.readouterr().out
+    assert "swh -> eng, 2 words" in out and "off (read as it is): choice: worse" in out and "learned.pairs: 2" in out
+    assert main(["info", "--json", str(tmp_path / "sw.tsv")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["words"] == 2 and info["meta"]["reads"] == "false" and info["shipped_rule"] == {}
+    assert main(["info", str(shipped_lexicon_path("sw"))]) == 0
+    out = capsys.readouterr().out
+    assert "rule.qwen2.5-coder-1.5b: reads prompts in the language" in out and "rule.gemma3-270m: off: " in out
+    (tmp_path / "bad.tsv").write_text("paka\tcat\n", encoding="utf-8")
+    assert main(["info", str(tmp_path / "bad.tsv")]) == 1  # neither a lexicon nor a transform: one line says so
+    assert "not a GGUF file" in capsys.readouterr().err
