@@ -64,6 +64,28 @@ def test_fit_staged_puts_its_two_stages_on_the_default_layers_and_control_shuffl
     assert "--anchor-layers and --anchor-strength are for --method staged" in capsys.readouterr().err
 
 
+def test_fit_also_writes_a_lexicon_from_the_same_pairs(tiny_model, tmp_path, capsys):
+    """fit --lexicon: the word lexicon of the pairs the transform is fitted on (as `lingalign
+    lexicon` learns it), written before the model is touched; it needs the source language."""
+    from lingalign.lexicon import Lexicon, fit_lexicon
+
+    src, tgt = tmp_path / "s.txt", tmp_path / "t.txt"
+    pairs = [("paka mdogo analala", "the small cat sleeps"), ("mbwa mdogo anakimbia", "the small dog runs"),
+             ("paka analala", "the cat sleeps"), ("mbwa anakimbia", "the dog runs")] * 3
+    src.write_text("\n".join(p for p, _ in pairs) + "\n", encoding="utf-8")
+    tgt.write_text("\n".join(e for _, e in pairs) + "\n", encoding="utf-8")
+    base = ["fit", "--model", str(tiny_model), "--src", str(src), "--tgt", str(tgt), "--out", str(tmp_path / "t.gguf"),
+            "--method", "meanshift", "--layers", "2"]
+    assert main([*base, "--src-lang", "swh", "--lexicon", str(tmp_path / "sw.tsv")]) == 0
+    lex = Lexicon.load(tmp_path / "sw.tsv")
+    assert lex.source_lang == "swh" and lex.meta["pairs"] == str(len(pairs))
+    assert lex.entries == fit_lexicon([p for p, _ in pairs], [e for _, e in pairs], source_lang="swh").entries
+    assert lex.entries["paka"] == "cat" and Transform.load(tmp_path / "t.gguf").method == "meanshift"
+    capsys.readouterr()
+    assert main([*base, "--lexicon", str(tmp_path / "x.tsv")]) == 1
+    assert "--lexicon records the source language: give --src-lang" in capsys.readouterr().err
+
+
 def test_fit_with_too_few_pairs_to_choose_a_layer_uses_the_last(tiny_model, texts, tmp_path, capsys):
     out = tmp_path / "t.gguf"
     assert main(["fit", "--model", str(tiny_model), "--src", str(texts[0]), "--tgt", str(texts[1]), "--out", str(out), "--lambda", "1"]) == 0

@@ -69,6 +69,9 @@ def register(subparsers: Any, parents: Parents) -> None:
     own.add_argument("--alpha", type=float, default=None,
                      help="default strength stored in the file (default: 1, or the one --layers auto chose)")
     own.add_argument("--positions", choices=POSITIONS, default="all", help="default position policy stored in the file")
+    own.add_argument("--lexicon", default=None, metavar="LEX.tsv",
+                     help="also learn a word lexicon from the same pairs (as `lingalign lexicon` does; no model) and "
+                          "write it here: run/serve --lexicon read prompts through it, tune --lexicon decides its use")
     own.add_argument("--skip", type=int, default=0, help="skip the first N line pairs")
     own.add_argument("--limit", type=int, default=None, help="use at most N line pairs")
     sp = subparsers.add_parser("fit", parents=[own, parents.model, parents.cluster],
@@ -96,6 +99,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     src_file, tgt_file = _resolve_fit_files(args)
     src, tgt = read_pairs(src_file, tgt_file, skip=args.skip, limit=args.limit)
+    if args.lexicon:  # first: it needs no model, and a language it cannot gloss fails before the capture
+        _write_lexicon(args, src, tgt)
     if sharded(args):
         return _fit_sharded(args, src, tgt, src_file, tgt_file)
     llm = load_llm(args)
@@ -186,6 +191,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
     transform.save(args.out)
     print(f"wrote {args.out}: {args.method} at layers {span(sorted(transform.layers))}, {len(src)} pairs")
     return 0
+
+
+def _write_lexicon(args: argparse.Namespace, src: list[str], tgt: list[str]) -> None:
+    from ..lexicon import fit_lexicon
+
+    if not args.src_lang:
+        raise LingalignError("--lexicon records the source language: give --src-lang")
+    t0 = time.perf_counter()
+    lex = fit_lexicon(src, tgt, source_lang=args.src_lang, target_lang=args.tgt_lang)
+    lex.save(args.lexicon)
+    print(f"wrote {args.lexicon}: a lexicon of {len(lex)} words from {len(src)} pairs "
+          f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
 
 
 def _fidelity_guard(llm: Any, transform: Any, prompts: list[str], src_lang: str | None) -> Any:
