@@ -45,6 +45,9 @@ def test_a_detected_language_and_a_file_for_it_meet_under_one_code(tiny_model):
     from lingalign.route import _identifier
 
     assert all(len(normalize_lang(code)) == 3 for code in _identifier().nb_classes)
+    for sib200, detected in (("pes_Arab", "fa"), ("npi_Deva", "ne"), ("uzn_Latn", "uz"), ("lvs_Latn", "lv"),
+                             ("ekk_Latn", "et"), ("swh_Latn", "sw"), ("arb_Arab", "ar"), ("zsm_Latn", "ms")):
+        assert normalize_lang(sib200) == normalize_lang(detected), sib200  # a SIB-200 folder's code meets detection
     finnish = "Kissa istuu ikkunalla ja katsoo lintuja puutarhassa."
     for code in ("fi", "fin", "FI"):
         t = dataclasses.replace(_transform(tiny_model, [1], seed=0), source_lang=code)
