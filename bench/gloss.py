@@ -320,10 +320,9 @@ def larger_table(model: str, task: str, recs: dict[str, dict[str, dict[str, Any]
     for lang, kinds in recs.items():
         for kind, r in kinds.items():
             en = read_record(plain_path(model, task, "test", english_of(task, lang), r["n"]))
+            en_cell = f"{en['accuracy']:.3f}" if en else ""
             lines.append(f"| {lang} | {r['n']} | {r['accuracy_without']:.3f} | {kind} | {r['accuracy']:.3f} | "
-                         f"{en['accuracy']:.3f} | {r['fixed']} / {r['broken']} | {r['sign_p']:.3f} |"
-                         if en else f"| {lang} | {r['n']} | {r['accuracy_without']:.3f} | {kind} | "
-                         f"{r['accuracy']:.3f} | | {r['fixed']} / {r['broken']} | {r['sign_p']:.3f} |")
+                         f"{en_cell} | {r['fixed']} / {r['broken']} | {r['sign_p']:.3f} |")
     return lines + [""]
 
 

@@ -87,17 +87,12 @@ def score(gloss: Mapping[str, str] | Any, pairs: list[tuple[str, str]], only_unk
 
 def variants(src: list[list[str]], en: list[list[str]]) -> tuple[dict[str, dict[str, str]], Counter[str]]:
     """The lexicon variants' entries, and how often each source word occurs in the bitext."""
-    from lingalign.lexicon import IBM1_ITERATIONS, MIN_PROB, ibm1
+    from lingalign.lexicon import IBM1_ITERATIONS, best_translations, ibm1
 
     count: Counter[str] = Counter(w for ws in src for w in ws)
     fwd = ibm1(src, en, IBM1_ITERATIONS)  # t(s|e)
     bwd = ibm1(en, src, IBM1_ITERATIONS)  # t(e|s)
-    best: dict[str, tuple[float, str]] = {}
-    for (e, s), p in bwd.items():
-        if s and p >= MIN_PROB:
-            sc = p * fwd.get((s, e), 0.0)
-            if sc > best.get(s, (0.0, ""))[0]:
-                best[s] = (sc, e)
+    best = best_translations(fwd, bwd)  # fit_lexicon's entries, with their scores
     shipped = {s: e for s, (_, e) in best.items()}
     by_english: dict[str, tuple[float, str]] = {}
     for s, (sc, e) in best.items():

@@ -272,6 +272,8 @@ def test_info_describes_a_lexicon_its_verdict_and_the_shipped_rule(tmp_path, cap
 
     lex = Lexicon("swh", {"paka": "cat", "mbwa": "dog"}, meta={"pairs": "2", "reads": "false", "tuned": "choice: worse"})
     lex.save(tmp_path / "sw.tsv")
+    assert Lexicon.load(tmp_path / "sw.tsv").reads is False and Lexicon("swh", {"paka": "cat"}).reads is None
+    assert Lexicon("swh", {"paka": "cat"}, meta={"reads": "true"}).reads is True
     assert main(["info", str(tmp_path / "sw.tsv")]) == 0
     out = capsys.readouterr().out
     assert "swh -> eng, 2 words" in out and "off (read as it is): choice: worse" in out and "learned.pairs: 2" in out

@@ -78,6 +78,13 @@ class Lexicon:
     def __len__(self) -> int:
         return len(self.entries)
 
+    @property
+    def reads(self) -> bool | None:
+        """`tune --lexicon`'s verdict written into the file: whether the language is to be read
+        through this lexicon; None where it was never measured."""
+        value = self.meta.get("reads")
+        return None if value is None else value == "true"
+
     def gloss(self, text: str) -> str:
         """The text word by word in English: each word the lexicon knows replaced by its entry."""
         out = []
@@ -149,6 +156,21 @@ def shipped_lexicon(lang: str) -> Lexicon | None:
     return Lexicon.load(path) if path is not None else None
 
 
+def best_translations(fwd: Mapping[tuple[str, str], float], bwd: Mapping[tuple[str, str], float],
+                      min_prob: float = MIN_PROB) -> dict[str, tuple[float, str]]:
+    """Each source word's English word with the highest t(e|s) t(s|e) among those with t(e|s) >=
+    min_prob, and that score, from IBM Model 1's tables both ways (fwd: t(s|e) keyed (s, e); bwd:
+    t(e|s) keyed (e, s))."""
+    best: dict[str, tuple[float, str]] = {}
+    for (e, s), p in bwd.items():
+        if not s or p < min_prob:
+            continue
+        score = p * fwd.get((s, e), 0.0)
+        if score > best.get(s, (0.0, ""))[0]:
+            best[s] = (score, e)
+    return best
+
+
 def fit_lexicon(src: Sequence[str], tgt: Sequence[str], *, source_lang: str, target_lang: str = "eng",
                 iterations: int = IBM1_ITERATIONS, min_prob: float = MIN_PROB,
                 progress: Callable[[str], Any] | None = None) -> Lexicon:
@@ -170,13 +192,7 @@ def fit_lexicon(src: Sequence[str], tgt: Sequence[str], *, source_lang: str, tar
         progress(f"IBM Model 1 on {len(src)} pairs, {iterations} iterations each way")
     fwd = ibm1(s_words, e_words, iterations)  # t(s|e)
     bwd = ibm1(e_words, s_words, iterations)  # t(e|s)
-    best: dict[str, tuple[float, str]] = {}
-    for (e, s), p in bwd.items():
-        if not s or p < min_prob:
-            continue
-        score = p * fwd.get((s, e), 0.0)
-        if score > best.get(s, (0.0, ""))[0]:
-            best[s] = (score, e)
+    best = best_translations(fwd, bwd, min_prob)
     meta = {"pairs": str(len(src)), "iterations": str(iterations), "min_prob": f"{min_prob:g}"}
     return Lexicon(source_lang=source_lang, entries={s: e for s, (_, e) in best.items()}, target_lang=target_lang,
                    meta=meta)

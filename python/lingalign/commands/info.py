@@ -63,13 +63,12 @@ def _lexicon_info(args: argparse.Namespace) -> int:
     from ..lexicon import Lexicon
 
     lex = Lexicon.load(args.transform)
-    reads = lex.meta.get("reads")
     shipped = shipped_lexicon_path(lex.source_lang) if lex.source_lang else None
     rules = (shipped_lexicon_entry(lex.source_lang).get("rule", {})
              if shipped is not None and os.path.samefile(shipped, args.transform) else {})
-    verdict = ("shipped: by the manifest's rule per model (below)" if rules and reads is None else
-               "not tuned (tune --lexicon measures it)" if reads is None else
-               "reads the language" if reads == "true" else "off (read as it is)")
+    verdict = ("shipped: by the manifest's rule per model (below)" if rules and lex.reads is None else
+               "not tuned (tune --lexicon measures it)" if lex.reads is None else
+               "reads the language" if lex.reads else "off (read as it is)")
     if args.json:
         print(json.dumps({"file": args.transform, "source_lang": lex.source_lang, "target_lang": lex.target_lang,
                           "words": len(lex), "meta": dict(lex.meta), "shipped_rule": rules}, indent=2, sort_keys=True))

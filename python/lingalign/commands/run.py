@@ -50,7 +50,7 @@ def read_through_lexicon(args: argparse.Namespace) -> str:
         return str(args.prompt)
     if args.lexicon not in (None, "shipped"):
         lexicon = Lexicon.load(args.lexicon)
-        if lexicon.meta.get("reads") == "false":  # `lingalign tune --lexicon` measured it off
+        if lexicon.reads is False:  # `lingalign tune --lexicon` measured it off
             print(f"lingalign: {args.lexicon} was tuned off ({lexicon.meta.get('tuned', 'no record')}): the prompt is "
                   "read as it is (tune it again on other dev data, or learn it again, to use it)", file=sys.stderr)
             return str(args.prompt)

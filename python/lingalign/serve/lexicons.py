@@ -65,10 +65,9 @@ class Lexicons:
         default: frozenset[str] = frozenset()
         if mode == "auto":
             shipped = {lang for lang in shipped_lexicon_reads(model) if lang not in own}
-            default = frozenset(shipped | {lang for lang, lex in own.items() if lex.meta.get("reads") == "true"})
+            default = frozenset(shipped | {lang for lang, lex in own.items() if lex.reads})
         return cls(own=own, default=default, files=names)
 
 
 def _verdict(lex: Lexicon) -> str:
-    reads = lex.meta.get("reads")
-    return "tuned on" if reads == "true" else "tuned off" if reads == "false" else "not tuned"
+    return "not tuned" if lex.reads is None else "tuned on" if lex.reads else "tuned off"
