@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import sys
 import time
@@ -292,9 +293,11 @@ def run(args: argparse.Namespace, llm: Any) -> None:
             fidelity(llm, args, sib, lex, command)
 
 
+@functools.lru_cache(maxsize=None)
 def read_records(model_dir: Path, task: str, split: str, larger: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
     """lang -> kind -> record, for one task and split. Test: the records of bench/downstream.py's
-    test sample (the goal measure's), or with `larger` those of a larger sample (`--n`)."""
+    test sample (the goal measure's), or with `larger` those of a larger sample (`--n`). Read once
+    a process: only the report and `--ship` call it, after the runs, and neither changes a record."""
     from self_translate import downstream_n
 
     out: dict[str, dict[str, dict[str, Any]]] = {}

@@ -123,7 +123,13 @@ def test_tune_with_fidelity_rejects_settings_that_change_the_answer_language(tin
     assert len(record["fidelity"]["rejected"]) == 3 * 2 * 3
     assert record["best"]["alpha"] == -1.0 and record["best"]["fidelity"] == 1.0
     assert calls[0] is None and len(calls) == 1 + 18 + 1  # no transform, then best first until one is kept
-    assert "18 better-scoring setting(s) rejected" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "18 better-scoring setting(s) rejected" in said.out
+    # two prompts cannot resolve a 2-point drop: the user is told that one answer decides
+    assert "with 2 fidelity prompts one answer is 50.0 points" in said.err
+    assert main([*base, "--out", str(tmp_path / "loose.gguf"), "--fidelity", str(prompts), "--lang", "spa",
+                 "--max-fidelity-drop", "0.5"]) == 0
+    assert "one answer is" not in capsys.readouterr().err
     assert main([*base, "--fidelity", str(prompts), "--max-fidelity-drop", "2"]) == 1
     assert main([*base, "--alphas", "0.5,x"]) == 1
     assert "--alphas" in capsys.readouterr().err

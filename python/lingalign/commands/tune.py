@@ -125,7 +125,13 @@ def fidelity_prompts_of(args: argparse.Namespace) -> list[str] | None:
     refuse_test_data(args.fidelity)
     if not 0.0 <= args.max_fidelity_drop <= 1.0:
         raise LingalignError(f"--max-fidelity-drop must be in [0, 1], not {args.max_fidelity_drop}")
-    return read_prompts(args.fidelity, limit=args.fidelity_limit)
+    prompts = read_prompts(args.fidelity, limit=args.fidelity_limit)
+    if prompts and 1.0 / len(prompts) > args.max_fidelity_drop:
+        # Said because the tolerance then cannot act as one: a single answer decides.
+        print(f"lingalign: note: with {len(prompts)} fidelity prompts one answer is {100 / len(prompts):.1f} points, "
+              f"more than --max-fidelity-drop ({100 * args.max_fidelity_drop:g} points): one answer that leaves the "
+              f"language rejects a setting (more prompts: --fidelity-limit)", file=sys.stderr)
+    return prompts
 
 
 def tune_lexicon_command(args: argparse.Namespace) -> int:
