@@ -491,8 +491,8 @@ def report() -> None:
              "dev languages and, on its own line, bench/downstream.py's hidden ones (mean change in points, "
              "largest drop, mean gap closed where English leads by 5 points or more). *Larger samples* "
              "(`--split test --n N`: all 204 SIB-200 test sentences, 200 or 300 XStoryCloze stories, 200 XCOPA "
-             "items, seeded samples "
-             "holding downstream's) measure the same reading on more items, apart from the goal measure.", ""]
+             "items, seeded samples holding downstream's) measure the same reading on more items, apart from "
+             "the goal measure.", ""]
     for model_dir in sorted(p for p in RESULTS.glob("*") if p.is_dir()):
         model = model_dir.name
         gains, n_langs = dev_gains(model_dir)
